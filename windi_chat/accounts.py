@@ -1,0 +1,163 @@
+"""Accounts: registration, login and finding people."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from advanced_alchemy.exceptions import DuplicateKeyError
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import ClientException, NotAuthorizedException, NotFoundException
+from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
+from litestar.params import FromQuery, URLEncodedBody
+from litestar.status_codes import HTTP_200_OK, HTTP_409_CONFLICT
+from msgspec import Meta
+from sqlalchemy import func, or_, select
+
+from windi_chat.models import User
+from windi_chat.schemas import LoginForm, RegisterIn, TokenOut, UserOut
+from windi_chat.security import CurrentUser, PasswordHasher, TokenCodec
+
+__all__ = ("AuthController", "UserController", "UserService", "create_rate_limit")
+
+logger = logging.getLogger("windi_chat.accounts")
+
+INVALID_CREDENTIALS = "Incorrect email or password"
+
+
+class EmailTakenError(ClientException):
+    status_code = HTTP_409_CONFLICT
+    detail = "An account with this email already exists"
+
+
+class UserService(SQLAlchemyAsyncRepositoryService[User]):
+    """Users, with the rules on emails and passwords that the database alone does not state."""
+
+    class Repo(SQLAlchemyAsyncRepository[User]):
+        model_type = User
+
+    repository_type = Repo
+
+    async def register(self, data: RegisterIn, hasher: PasswordHasher) -> User:
+        email = data.email.strip().lower()
+        if await self.exists(email=email):
+            raise EmailTakenError
+        password_hash = await hasher.hash(data.password)
+        try:
+            user = await self.create(
+                User(name=data.name.strip(), email=email, password_hash=password_hash), auto_commit=True
+            )
+        except DuplicateKeyError as exc:  # two registrations of one email at the same moment
+            raise EmailTakenError from exc
+        logger.info("User registered: user_id=%s", user.id)
+        return user
+
+    async def authenticate(self, email: str, password: str, hasher: PasswordHasher) -> User | None:
+        """The user if the password matches; rehashes a hash made with outdated parameters."""
+        user = await self.get_one_or_none(email=email.strip().lower())
+        valid, new_hash = await hasher.verify(password, user.password_hash if user else None)
+        if user is None or not valid:
+            logger.info("Login failed: %s", f"user_id={user.id}" if user else "unknown email")
+            return None
+        if new_hash is not None:
+            user.password_hash = new_hash
+            await self.update(user, auto_commit=True)
+            logger.info("Password hash upgraded: user_id=%s", user.id)
+        logger.info("Login succeeded: user_id=%s", user.id)
+        return user
+
+    async def search(self, prefix: str, limit: int, exclude_id: int) -> list[User]:
+        """People whose name or email starts with ``prefix``, case-insensitively."""
+        needle = prefix.strip().lower()
+        statement = (
+            select(User)
+            .where(
+                User.id != exclude_id,
+                or_(
+                    func.lower(User.name).startswith(needle, autoescape=True),
+                    User.email.startswith(needle, autoescape=True),
+                ),
+            )
+            .order_by(User.name, User.id)
+            .limit(limit)
+        )
+        return list(await self.list(statement=statement))
+
+
+def to_user_out(user: User) -> UserOut:
+    return UserOut(id=user.id, name=user.name, email=user.email)
+
+
+class AuthController(Controller):
+    """Register and log in; the only routes open without a token (with health and docs)."""
+
+    tags = ["accounts"]
+    security = [{}]
+
+    @post("/register", operation_id="register", summary="Create an account", raises=[EmailTakenError])
+    async def register(
+        self, data: RegisterIn, users: NamedDependency[UserService], hasher: NamedDependency[PasswordHasher]
+    ) -> UserOut:
+        """Emails are compared case-insensitively; a taken email gives 409."""
+        return to_user_out(await users.register(data, hasher))
+
+    @post("/login", operation_id="login", summary="Log in (OAuth2 password form)", status_code=HTTP_200_OK,
+          raises=[NotAuthorizedException])
+    async def login(
+        self,
+        data: URLEncodedBody[LoginForm],
+        users: NamedDependency[UserService],
+        hasher: NamedDependency[PasswordHasher],
+        tokens: NamedDependency[TokenCodec],
+    ) -> TokenOut:
+        """``username`` is the email. A wrong password and an unknown email give the same 401."""
+        user = await users.authenticate(data.username, data.password, hasher)
+        if user is None:
+            raise NotAuthorizedException(INVALID_CREDENTIALS)
+        return TokenOut(
+            access_token=tokens.issue(user.id),
+            token_type="bearer",
+            expires_in=int(tokens.ttl.total_seconds()),
+        )
+
+
+class UserController(Controller):
+    path = "/users"
+    tags = ["accounts"]
+
+    @get("/me", operation_id="getMe", summary="The caller's account")
+    async def me(self, request: Request[CurrentUser, Any, Any], users: NamedDependency[UserService]) -> UserOut:
+        user = await users.get_one_or_none(id=request.user.id)
+        if user is None:
+            raise NotFoundException("This account no longer exists")
+        return to_user_out(user)
+
+    @get("/", operation_id="searchUsers", summary="Find people by name or email prefix")
+    async def search(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        users: NamedDependency[UserService],
+        search: FromQuery[Annotated[str, Meta(min_length=1, max_length=320)]],
+        limit: FromQuery[Annotated[int, Meta(ge=1, le=50)]] = 20,
+    ) -> list[UserOut]:
+        """Matches the start of the name or of the email, ignoring case; the caller is left out."""
+        return [to_user_out(user) for user in await users.search(search, limit, exclude_id=request.user.id)]
+
+
+class _RateLimitWithRetryAfter(RateLimitMiddleware):
+    """Litestar's limiter, plus the standard ``Retry-After`` header on its 429."""
+
+    def create_response_headers(self, cache_object: CacheObject) -> dict[str, str]:
+        headers = super().create_response_headers(cache_object)
+        headers["Retry-After"] = str(max(1, int(headers[self.config.rate_limit_reset_header_key])))
+        return headers
+
+
+def create_rate_limit(requests_per_minute: int) -> RateLimitConfig:
+    """Per client address; kept in the app's store (per process unless a shared store is configured)."""
+    return RateLimitConfig(
+        rate_limit=("minute", requests_per_minute), middleware_class=_RateLimitWithRetryAfter
+    )

@@ -1,0 +1,137 @@
+"""``create_app()``: the one place where everything is wired."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import anyio
+from advanced_alchemy.exceptions import NotFoundError, RepositoryError
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from advanced_alchemy.extensions.litestar.providers import create_service_provider
+from litestar import Litestar, Request, Response, Router, get
+from litestar.di import NamedDependency, Provide
+from litestar.logging import LoggingConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Tag
+from litestar.status_codes import (
+    HTTP_404_NOT_FOUND,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from windi_chat import __version__
+from windi_chat.accounts import AuthController, UserController, UserService, create_rate_limit
+from windi_chat.config import Settings
+from windi_chat.database import create_db_config, migrate
+from windi_chat.logs import install_redaction, logging_dict
+from windi_chat.schemas import HealthOut
+from windi_chat.security import PasswordHasher, TokenCodec, create_auth
+
+__all__ = ("create_app",)
+
+logger = logging.getLogger("windi_chat.app")
+
+HEALTH_TIMEOUT_SECONDS = 3.0
+
+
+@get("/health", operation_id="health", tags=["service"], summary="Is the database answering?",
+     security=[{}])
+async def health(db_engine: NamedDependency[AsyncEngine]) -> Response[HealthOut]:
+    """200 when the database answers a query within a few seconds, 503 otherwise."""
+    try:
+        with anyio.fail_after(HEALTH_TIMEOUT_SECONDS):
+            async with db_engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+    except (OSError, TimeoutError, SQLAlchemyError) as exc:
+        logger.warning("Health check failed: %s", type(exc).__name__)
+        return Response(HealthOut(status="unavailable"), status_code=HTTP_503_SERVICE_UNAVAILABLE)
+    return Response(HealthOut(status="ok"))
+
+
+def _is_unavailable(exc: BaseException | None) -> bool:
+    """True when the error (or what caused it) says the database could not be reached."""
+    while exc is not None:
+        if isinstance(exc, OSError | TimeoutError | OperationalError | InterfaceError):
+            return True
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def database_error(_request: Request, exc: Exception) -> Response[dict[str, object]]:
+    """A database that cannot be reached is a 503 the client may retry; anything else is our bug."""
+    if isinstance(exc, NotFoundError):
+        return Response({"status_code": 404, "detail": "Not found"}, status_code=HTTP_404_NOT_FOUND)
+    if _is_unavailable(exc):
+        logger.error("Database unavailable: %s", type(exc).__name__)
+        status, detail = HTTP_503_SERVICE_UNAVAILABLE, "The database is unavailable; try again"
+    else:
+        logger.exception("Database error")
+        status, detail = HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error"
+    return Response({"status_code": status, "detail": detail}, status_code=status)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the application from ``settings`` (by default, from the environment and ``.env``)."""
+    settings = settings or Settings.from_env()
+    log_config = logging_dict(settings.log_level, settings.effective_log_format)
+    install_redaction()
+    secret = settings.resolve_jwt_secret()
+    db_config = create_db_config(settings)
+    auth = create_auth(settings, secret)
+    hasher = PasswordHasher(settings.argon2_time_cost, settings.argon2_memory_kib)
+    tokens = TokenCodec(secret=secret, ttl=timedelta(seconds=settings.token_ttl_seconds))
+
+    auth_routes = Router(
+        "/",
+        route_handlers=[AuthController],
+        middleware=[create_rate_limit(settings.auth_rate_limit).middleware] if settings.auth_rate_limit else [],
+    )
+
+    async def on_startup() -> None:
+        install_redaction()
+        if settings.migrate_on_start:
+            await migrate(db_config.get_engine())
+        logger.info("WinDI Chat %s ready (env=%s)", __version__, settings.env)
+
+    return Litestar(
+        route_handlers=[auth_routes, UserController, health],
+        dependencies={
+            "users": Provide(create_service_provider(UserService)),
+            "hasher": Provide(lambda: hasher, sync_to_thread=False),
+            "tokens": Provide(lambda: tokens, sync_to_thread=False),
+            "settings": Provide(lambda: settings, sync_to_thread=False),
+        },
+        plugins=[SQLAlchemyPlugin(config=db_config)],
+        on_app_init=[auth.on_app_init],
+        on_startup=[on_startup],
+        exception_handlers={RepositoryError: database_error, SQLAlchemyError: database_error, OSError: database_error},
+        openapi_config=OpenAPIConfig(
+            title="WinDI Chat",
+            version=__version__,
+            description="A real-time messenger: REST for accounts, chats and history; one WebSocket per chat.",
+            path="/docs",
+            render_plugins=[SwaggerRenderPlugin(path="/")],
+            tags=[
+                Tag(name="accounts", description="Register, log in, find people"),
+                Tag(name="service", description="Health"),
+            ],
+        ),
+        logging_config=LoggingConfig(
+            configure_root_logger=False,
+            filters=log_config["filters"],
+            formatters=log_config["formatters"],
+            handlers=log_config["handlers"],
+            loggers={name: log_config["loggers"][name] for name in ("windi_chat", "litestar")},
+            log_exceptions="always",
+            # A client's mistake is answered, not logged as a server error.
+            disable_stack_trace=set(range(400, 500)),
+        ),
+    )
+

@@ -1,0 +1,131 @@
+"""Settings: one explicit object, read from ``WINDI_*`` variables and a ``.env`` file."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+__all__ = ("ConfigurationError", "Settings", "read_env_file")
+
+logger = logging.getLogger("windi_chat.config")
+
+ENV_PREFIX = "WINDI_"
+MIN_SECRET_BYTES = 32
+
+
+class ConfigurationError(Exception):
+    """A setting makes the server unable to start; the message says which and how to fix it."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every knob of the server. Each field is read from ``WINDI_<FIELD>`` (upper case)."""
+
+    env: Literal["development", "production"] = "development"
+    database_url: str = "sqlite+aiosqlite:///windi_chat.db"
+    jwt_secret: str = ""
+    jwt_secret_file: str = ".windi_jwt_secret"
+    token_ttl_seconds: int = 86_400
+    channels_url: str = "memory://"
+    log_level: str = "INFO"
+    log_format: Literal["text", "json", ""] = ""
+    auth_rate_limit: int = 30
+    migrate_on_start: bool = True
+    allow_sqlite_in_production: bool = False
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65_536
+    db_pool_size: int = 10
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
+        """Build settings from a ``.env`` file overlaid by the process environment (which wins)."""
+        values: dict[str, str] = {}
+        if env_file is not None:
+            values.update(read_env_file(Path(env_file)))
+        values.update(os.environ if environ is None else environ)
+        known = {field for field in cls.__struct_fields__}
+        fields = {
+            key[len(ENV_PREFIX) :].lower(): value
+            for key, value in values.items()
+            if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in known
+        }
+        try:
+            return msgspec.convert(fields, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigurationError(f"Invalid setting: {exc} (check the WINDI_* variables)") from exc
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def effective_log_format(self) -> str:
+        """Production logs JSON unless told otherwise; development logs text."""
+        return self.log_format or ("json" if self.is_production else "text")
+
+    def check(self) -> None:
+        """Refuse settings that would make a production server unsafe."""
+        if not self.is_production:
+            return
+        if len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigurationError(
+                f"WINDI_ENV=production needs WINDI_JWT_SECRET of at least {MIN_SECRET_BYTES} bytes; "
+                'generate one with: python -c "import secrets; print(secrets.token_urlsafe(48))"'
+            )
+        if self.is_sqlite and not self.allow_sqlite_in_production:
+            raise ConfigurationError(
+                "WINDI_ENV=production needs a PostgreSQL WINDI_DATABASE_URL "
+                "(or WINDI_ALLOW_SQLITE_IN_PRODUCTION=true to run on SQLite anyway)"
+            )
+
+    def resolve_jwt_secret(self) -> str:
+        """Return the signing secret, generating and keeping a development one when none is set.
+
+        The generated secret is written to a file so that tokens survive a restart of a laptop server.
+        """
+        self.check()
+        if self.jwt_secret:
+            if len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+                logger.warning("WINDI_JWT_SECRET is shorter than %d bytes: fine for a test, not for real use",
+                               MIN_SECRET_BYTES)
+            return self.jwt_secret
+        path = Path(self.jwt_secret_file)
+        if path.exists():
+            secret = path.read_text().strip()
+            if len(secret.encode()) >= MIN_SECRET_BYTES:
+                logger.info("Using the development JWT secret kept in %s", path)
+                return secret
+        secret = secrets.token_urlsafe(48)
+        path.touch(mode=0o600)
+        path.write_text(secret + "\n")
+        logger.warning(
+            "No WINDI_JWT_SECRET set: generated a development secret and kept it in %s "
+            "(set WINDI_JWT_SECRET in production)",
+            path,
+        )
+        return secret
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Read ``KEY=VALUE`` lines, skipping blanks and ``#`` comments and stripping matching quotes."""
+    if not path.is_file():
+        return {}
+    values: dict[str, str] = {}
+    for raw_line in path.read_text().splitlines():
+        line = raw_line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values

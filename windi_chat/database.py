@@ -1,0 +1,104 @@
+"""The database connection and schema migrations, for PostgreSQL (asyncpg) and SQLite (aiosqlite)."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from pathlib import Path
+from typing import Any
+
+from advanced_alchemy.extensions.litestar import (
+    AlembicAsyncConfig,
+    AsyncSessionConfig,
+    EngineConfig,
+    SQLAlchemyAsyncConfig,
+)
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from windi_chat.config import Settings
+
+__all__ = ("create_db_config", "migrate", "migrations_path")
+
+logger = logging.getLogger("windi_chat.database")
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def migrations_path() -> Path:
+    """Where the alembic scripts are: inside an installed wheel, or at the top of a source checkout."""
+    for candidate in (PACKAGE_DIR / "migrations", PACKAGE_DIR.parent / "alembic"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    msg = f"alembic migrations not found next to {PACKAGE_DIR}"
+    raise RuntimeError(msg)
+
+
+def create_db_config(settings: Settings) -> SQLAlchemyAsyncConfig:
+    """One engine for the app, with the pool and SQLite pragmas a chat server needs."""
+    engine_config = EngineConfig(pool_pre_ping=True)
+    if not settings.is_sqlite:
+        engine_config = EngineConfig(pool_pre_ping=True, pool_size=settings.db_pool_size, max_overflow=10)
+    config = SQLAlchemyAsyncConfig(
+        connection_string=settings.database_url,
+        engine_config=engine_config,
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+        alembic_config=AlembicAsyncConfig(
+            script_location=str(migrations_path()), version_table_name="alembic_version"
+        ),
+        create_all=False,
+    )
+    if settings.is_sqlite:
+        event.listen(config.get_engine().sync_engine, "connect", _sqlite_pragmas)
+    return config
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Foreign keys on, WAL for concurrent readers, and wait for a lock instead of failing at once."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+    """Bring the schema up to ``revision``; safe when several servers start at once.
+
+    PostgreSQL serialises concurrent runs with an advisory lock (see ``alembic/env.py``); SQLite,
+    which lives on one host, with a lock file beside the database.
+    """
+    lock_path = _sqlite_lock_path(engine)
+    async with engine.connect() as connection:
+        if lock_path is None:
+            await connection.run_sync(_upgrade, revision)
+        else:
+            with lock_path.open("a") as lock_file:
+                fcntl.flock(lock_file, fcntl.LOCK_EX)
+                try:
+                    await connection.run_sync(_upgrade, revision)
+                finally:
+                    fcntl.flock(lock_file, fcntl.LOCK_UN)
+        await connection.commit()
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(migrations_path()))
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+    logger.info("Database schema is at revision %s", revision)
+
+
+def _sqlite_lock_path(engine: AsyncEngine) -> Path | None:
+    url = make_url(str(engine.url))
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database or ""
+    if database in ("", ":memory:"):
+        return None
+    return Path(database + ".migrate.lock")

@@ -1,0 +1,102 @@
+"""Logging: text or JSON lines, and no token ever reaches a log line.
+
+The WebSocket URL carries ``?token=``, and uvicorn logs WebSocket paths with their query string even
+with the access log off, so the redaction filter sits on every handler that could print one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+__all__ = ("JSONFormatter", "RedactSecrets", "install_redaction", "logging_dict")
+
+_SECRET_PATTERNS = (
+    (re.compile(r"(?i)([?&](?:access_)?token=)[^&\s\"']+"), r"\1[redacted]"),
+    (re.compile(r"(?i)(bearer\s+)[\w.~+/=-]+"), r"\1[redacted]"),
+    # Any JWT-shaped string, wherever it turns up.
+    (re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]+"), "[redacted]"),
+)
+PROTECTED_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "windi_chat", "litestar")
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactSecrets(logging.Filter):
+    """Masks tokens in a record's message and arguments, keeping the arguments' shape.
+
+    uvicorn's access formatter unpacks ``record.args`` as a tuple, so each argument is redacted in
+    place rather than the message being pre-formatted.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        return True
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc_info"] = redact(self.formatException(record.exc_info))
+        return msgspec.json.encode(entry).decode()
+
+
+def logging_dict(level: str = "INFO", fmt: str = "text") -> dict[str, Any]:
+    """A ``dictConfig`` for the app and for uvicorn (``uvicorn.run(log_config=...)``)."""
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": fmt,
+        "filters": ["redact"],
+        "stream": "ext://sys.stderr",
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"redact": {"()": RedactSecrets}},
+        "formatters": {
+            "text": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"},
+            "json": {"()": JSONFormatter},
+        },
+        "handlers": {"console": handler},
+        "loggers": {
+            "windi_chat": {"handlers": ["console"], "level": level.upper(), "propagate": False},
+            "litestar": {"handlers": ["console"], "level": level.upper(), "propagate": False},
+            "uvicorn": {"handlers": ["console"], "level": level.upper(), "propagate": False},
+            "uvicorn.error": {"level": level.upper()},
+            "uvicorn.access": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        },
+        "root": {"handlers": ["console"], "level": "WARNING"},
+    }
+
+
+def install_redaction() -> None:
+    """Put the filter on every handler and logger that could print a URL, however logging was set up.
+
+    Covers uvicorn's default configuration and an operator's own ``--log-config`` alike.
+    """
+    for name in PROTECTED_LOGGERS:
+        logger = logging.getLogger(name)
+        for target in (logger, *logger.handlers):
+            if not any(isinstance(f, RedactSecrets) for f in target.filters):
+                target.addFilter(RedactSecrets())

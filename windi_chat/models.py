@@ -1,0 +1,86 @@
+"""The tables. One schema serves PostgreSQL and SQLite.
+
+A chat is either private (exactly two members, one chat per pair) or a group. Membership rows carry
+each member's role and read marker; messages are numbered per chat by ``seq``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from advanced_alchemy.base import DefaultBase, IdentityBase, orm_registry
+from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+__all__ = ("Chat", "ChatMember", "Message", "User", "metadata", "utcnow")
+
+metadata = orm_registry.metadata
+
+CHAT_PRIVATE = "private"
+CHAT_GROUP = "group"
+ROLE_OWNER = "owner"
+ROLE_MEMBER = "member"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class User(IdentityBase):
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(100))
+    # Stored lower-cased, so the unique index makes the address unique case-insensitively.
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_users_name", "name"),)
+
+
+class Chat(IdentityBase):
+    __tablename__ = "chats"
+
+    type: Mapped[str] = mapped_column(String(10))
+    name: Mapped[str | None] = mapped_column(String(100), default=None)
+    creator_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    # The highest seq handed out; bumping it in the send transaction makes seqs gap-free.
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Inbox order: the last message's time, or the creation time of a chat with no message yet.
+    last_activity_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    # "<low user id>:<high user id>" for a private chat, so the database allows one chat per pair.
+    private_key: Mapped[str | None] = mapped_column(String(41), unique=True, default=None)
+
+
+class ChatMember(DefaultBase):
+    __tablename__ = "chat_members"
+
+    chat_id: Mapped[int] = mapped_column(ForeignKey("chats.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(10), default=ROLE_MEMBER)
+    joined_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    # "I have read everything up to this seq"; only ever moves forward.
+    read_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (Index("ix_chat_members_user_id", "user_id"),)
+
+
+class Message(IdentityBase):
+    __tablename__ = "messages"
+
+    chat_id: Mapped[int] = mapped_column(ForeignKey("chats.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    sender_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    client_id: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        # History and catch-up read by (chat_id, seq); this unique index serves them.
+        UniqueConstraint("chat_id", "seq", name="uq_messages_chat_seq"),
+        # Idempotent sends: one row per (chat, sender, client id), whatever the retries.
+        UniqueConstraint("chat_id", "sender_id", "client_id", name="uq_messages_chat_sender_client"),
+    )
+
