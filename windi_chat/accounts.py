@@ -12,7 +12,7 @@ from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotAuthorizedException, NotFoundException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
-from litestar.params import FromQuery, URLEncodedBody
+from litestar.params import FromQuery, JSONBody, URLEncodedBody
 from litestar.status_codes import HTTP_200_OK, HTTP_409_CONFLICT
 from msgspec import Meta
 from sqlalchemy import func, or_, select
@@ -99,13 +99,21 @@ class AuthController(Controller):
 
     @post("/register", operation_id="register", summary="Create an account", raises=[EmailTakenError])
     async def register(
-        self, data: RegisterIn, users: NamedDependency[UserService], hasher: NamedDependency[PasswordHasher]
+        self,
+        data: JSONBody[RegisterIn],
+        users: NamedDependency[UserService],
+        hasher: NamedDependency[PasswordHasher],
     ) -> UserOut:
         """Emails are compared case-insensitively; a taken email gives 409."""
         return to_user_out(await users.register(data, hasher))
 
-    @post("/login", operation_id="login", summary="Log in (OAuth2 password form)", status_code=HTTP_200_OK,
-          raises=[NotAuthorizedException])
+    @post(
+        "/login",
+        operation_id="login",
+        summary="Log in (OAuth2 password form)",
+        status_code=HTTP_200_OK,
+        raises=[NotAuthorizedException],
+    )
     async def login(
         self,
         data: URLEncodedBody[LoginForm],
@@ -129,7 +137,9 @@ class UserController(Controller):
     tags = ["accounts"]
 
     @get("/me", operation_id="getMe", summary="The caller's account")
-    async def me(self, request: Request[CurrentUser, Any, Any], users: NamedDependency[UserService]) -> UserOut:
+    async def me(
+        self, request: Request[CurrentUser, Any, Any], users: NamedDependency[UserService]
+    ) -> UserOut:
         user = await users.get_one_or_none(id=request.user.id)
         if user is None:
             raise NotFoundException("This account no longer exists")

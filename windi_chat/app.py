@@ -39,8 +39,7 @@ logger = logging.getLogger("windi_chat.app")
 HEALTH_TIMEOUT_SECONDS = 3.0
 
 
-@get("/health", operation_id="health", tags=["service"], summary="Is the database answering?",
-     security=[{}])
+@get("/health", operation_id="health", tags=["service"], summary="Is the database answering?", security=[{}])
 async def health(db_engine: NamedDependency[AsyncEngine]) -> Response[HealthOut]:
     """200 when the database answers a query within a few seconds, 503 otherwise."""
     try:
@@ -91,7 +90,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     auth_routes = Router(
         "/",
         route_handlers=[AuthController],
-        middleware=[create_rate_limit(settings.auth_rate_limit).middleware] if settings.auth_rate_limit else [],
+        middleware=[create_rate_limit(settings.auth_rate_limit).middleware]
+        if settings.auth_rate_limit
+        else [],
     )
 
     async def on_startup() -> None:
@@ -111,7 +112,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[SQLAlchemyPlugin(config=db_config)],
         on_app_init=[auth.on_app_init],
         on_startup=[on_startup],
-        exception_handlers={RepositoryError: database_error, SQLAlchemyError: database_error, OSError: database_error},
+        exception_handlers={
+            RepositoryError: database_error,
+            SQLAlchemyError: database_error,
+            OSError: database_error,
+        },
         openapi_config=OpenAPIConfig(
             title="WinDI Chat",
             version=__version__,
@@ -134,4 +139,3 @@ def create_app(settings: Settings | None = None) -> Litestar:
             disable_stack_trace=set(range(400, 500)),
         ),
     )
-

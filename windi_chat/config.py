@@ -41,7 +41,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_size: int = 10
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
+    def from_env(
+        cls, environ: dict[str, str] | None = None, env_file: str | Path | None = ".env"
+    ) -> Settings:
         """Build settings from a ``.env`` file overlaid by the process environment (which wins)."""
         values: dict[str, str] = {}
         if env_file is not None:
@@ -94,8 +96,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         self.check()
         if self.jwt_secret:
             if len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
-                logger.warning("WINDI_JWT_SECRET is shorter than %d bytes: fine for a test, not for real use",
-                               MIN_SECRET_BYTES)
+                logger.warning(
+                    "WINDI_JWT_SECRET is shorter than %d bytes: fine for a test, not for real use",
+                    MIN_SECRET_BYTES,
+                )
             return self.jwt_secret
         path = Path(self.jwt_secret_file)
         if path.exists():

@@ -83,4 +83,3 @@ class Message(IdentityBase):
         # Idempotent sends: one row per (chat, sender, client id), whatever the retries.
         UniqueConstraint("chat_id", "sender_id", "client_id", name="uq_messages_chat_sender_client"),
     )
-

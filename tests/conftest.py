@@ -1,0 +1,251 @@
+"""Fixtures: real databases (SQLite always, PostgreSQL when reachable), real tokens, real servers.
+
+PostgreSQL: ``WINDI_TEST_DATABASE_URL`` (default ``postgresql+asyncpg://postgres@127.0.0.1:5432/windi_test``).
+The database is dropped and created anew for each run, so every run also migrates an empty schema.
+Without a reachable server the PostgreSQL variants are skipped with the reason, unless
+``WINDI_TEST_REQUIRE_POSTGRES=1`` (as in CI) turns that into a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from windi_chat.app import create_app
+from windi_chat.config import Settings
+from windi_chat.database import migrate
+
+PG_URL = os.environ.get("WINDI_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/windi_test")
+REQUIRE_PG = os.environ.get("WINDI_TEST_REQUIRE_POSTGRES") == "1"
+TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+PASSWORD = "correct horse battery"
+TABLES = ("messages", "chat_members", "chats", "users")
+
+
+def run(coro: Any) -> Any:
+    """Run a coroutine from a synchronous test."""
+    return asyncio.run(coro)
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    """Settings for a test server: a fixed secret, cheap argon2, no rate limit."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "jwt_secret": TEST_SECRET,
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 1024,
+        "auth_rate_limit": 0,
+        "migrate_on_start": False,
+        "log_level": "DEBUG",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def _recreate_pg_database(url: str) -> None:
+    parsed = make_url(url)
+    admin = await asyncpg.connect(
+        host=parsed.host,
+        port=parsed.port or 5432,
+        user=parsed.username,
+        password=parsed.password,
+        database="postgres",
+        timeout=5,
+    )
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{parsed.database}"')
+    finally:
+        await admin.close()
+
+
+async def _migrate(url: str) -> None:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _truncate(url: str) -> None:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                await connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+            else:
+                for table in TABLES:
+                    await connection.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed names
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A freshly created, migrated PostgreSQL test database, or a visible skip."""
+    try:
+        run(_recreate_pg_database(PG_URL))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        reason = f"PostgreSQL not reachable at {make_url(PG_URL).render_as_string()}: {exc}"
+        if REQUIRE_PG:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    run(_migrate(PG_URL))
+    return PG_URL
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'windi_test.db'}"
+    run(_migrate(url))
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test that asks for a database runs on both, starting from empty tables."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    run(_truncate(url))
+    return url
+
+
+@pytest.fixture
+def pg_database_url(postgres_url: str) -> str:
+    """For tests that need PostgreSQL itself (true concurrency, server processes)."""
+    run(_truncate(postgres_url))
+    return postgres_url
+
+
+@pytest.fixture
+def client(database_url: str) -> Iterator[TestClient[Any]]:
+    with TestClient(app=create_app(make_settings(database_url))) as test_client:
+        yield test_client
+
+
+@dataclass
+class Account:
+    """A registered user with a real token."""
+
+    id: int
+    name: str
+    email: str
+    token: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def register_and_login(http: Any, name: str, email: str | None = None, password: str = PASSWORD) -> Account:
+    """Register through the API and log in; works with TestClient and httpx.Client alike."""
+    email = email or f"{name.lower().replace(' ', '.')}@example.com"
+    response = http.post("/register", json={"name": name, "email": email, "password": password})
+    assert response.status_code == 201, response.text
+    user = response.json()
+    response = http.post("/login", data={"username": email, "password": password})
+    assert response.status_code == 200, response.text
+    token = response.json()["access_token"]
+    return Account(user["id"], name, email, token, {"Authorization": f"Bearer {token}"})
+
+
+@pytest.fixture
+def make_account(client: TestClient[Any]) -> Callable[..., Account]:
+    return lambda name, email=None: register_and_login(client, name, email)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll until ``condition()`` is truthy; fail with a clear message at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s: {condition}")
+        time.sleep(interval)
+
+
+@dataclass
+class LiveServer:
+    """A real uvicorn process serving the app, with its log captured to a file."""
+
+    base_url: str
+    ws_url: str
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=10)
+
+
+def start_server(database_url: str, log_path: Path, extra_env: dict[str, str] | None = None) -> LiveServer:
+    """Start ``windi-chat run`` as a subprocess and wait until /health answers."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "WINDI_DATABASE_URL": database_url,
+        "WINDI_JWT_SECRET": TEST_SECRET,
+        "WINDI_ARGON2_TIME_COST": "1",
+        "WINDI_ARGON2_MEMORY_KIB": "1024",
+        "WINDI_AUTH_RATE_LIMIT": "0",
+        "WINDI_LOG_LEVEL": "DEBUG",
+        **(extra_env or {}),
+    }
+    with log_path.open("wb") as log_file:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "windi_chat.cli", "run", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=log_path.parent,
+        )
+    server = LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", log_path, process)
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode}:\n{server.log()}")
+        try:
+            return httpx.get(f"{server.base_url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, timeout=30)
+    return server
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture
+def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    server = start_server(database_url, tmp_path / "server.log")
+    yield server
+    stop_server(server)

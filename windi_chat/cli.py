@@ -1,0 +1,123 @@
+"""The ``windi-chat`` command: Litestar's CLI with the app preset, plus ``run``, ``migrate`` and ``demo``.
+
+Litestar's own commands (``routes``, ``info``, ``schema``) and advanced-alchemy's ``database`` group
+come along, because this is Litestar's command group with ``--app`` already filled in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import click
+import uvicorn
+from litestar.cli.main import litestar_group
+
+from windi_chat.config import ConfigurationError, Settings
+from windi_chat.logs import logging_dict
+
+__all__ = ("main",)
+
+APP_FACTORY = "windi_chat.app:create_app"
+# The WebSocket frame limit: uvicorn refuses larger frames before buffering them.
+WS_MAX_FRAME_BYTES = 65_536
+
+
+@click.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="WINDI_HOST", help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, type=int, envvar="WINDI_PORT", help="Port to bind.")
+@click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
+@click.option("--reload", is_flag=True, help="Restart on code changes (development).")
+@click.option("--access-log", is_flag=True, help="Log every HTTP request.")
+@click.option(
+    "--forwarded-allow-ips",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="WINDI_FORWARDED_ALLOW_IPS",
+    help="Proxies whose X-Forwarded-* headers are trusted.",
+)
+def run_command(
+    host: str, port: int, workers: int, reload: bool, access_log: bool, forwarded_allow_ips: str
+) -> None:
+    """Serve WinDI Chat with uvicorn (migrating the database first unless WINDI_MIGRATE_ON_START=false)."""
+    settings = _load_settings()
+    if workers > 1 and settings.channels_url.startswith("memory"):
+        raise click.UsageError(
+            "WINDI_CHANNELS_URL=memory:// delivers within one process only: "
+            "use --workers 1, or a redis:// or postgresql:// channels URL"
+        )
+    log_config = logging_dict(settings.log_level, settings.effective_log_format)
+    if access_log:
+        log_config["loggers"]["uvicorn.access"]["level"] = "INFO"
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        reload=reload,
+        log_config=log_config,
+        access_log=access_log,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+        ws_max_size=WS_MAX_FRAME_BYTES,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@click.command("migrate")
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+def migrate_command(revision: str) -> None:
+    """Bring the database schema up to date."""
+    from windi_chat.database import create_db_config, migrate
+
+    settings = _load_settings()
+
+    async def _run() -> None:
+        engine = create_db_config(settings).get_engine()
+        try:
+            await migrate(engine, revision)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(_run())
+    click.echo(f"Database schema is at {revision}.")
+
+
+@click.command("demo")
+def demo_command() -> None:
+    """Fill the database with demo people, chats and messages (running it again adds nothing)."""
+    from windi_chat.demo import create_demo_data
+
+    settings = _load_settings()
+    for line in asyncio.run(create_demo_data(settings)):
+        click.echo(line)
+
+
+def _load_settings() -> Settings:
+    try:
+        settings = Settings.from_env()
+        settings.check()
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return settings
+
+
+for command in (run_command, migrate_command, demo_command):
+    litestar_group.add_command(command)
+
+
+def main() -> None:
+    """Entry point of the ``windi-chat`` console script."""
+    os.environ.setdefault("LITESTAR_APP", APP_FACTORY)
+    litestar_group.help = "WinDI Chat: serve, migrate, load demo data, and Litestar's own commands."
+    try:
+        litestar_group(prog_name="windi-chat")
+    except ConfigurationError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
