@@ -127,7 +127,7 @@ class AuthController(Controller):
             raise NotAuthorizedException(INVALID_CREDENTIALS)
         return TokenOut(
             access_token=tokens.issue(user.id),
-            token_type="bearer",
+            token_type="bearer",  # noqa: S106 - the OAuth2 token type
             expires_in=int(tokens.ttl.total_seconds()),
         )
 

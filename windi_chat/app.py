@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="WinDI Chat",
             version=__version__,
-            description="A real-time messenger: REST for accounts, chats and history; one WebSocket per chat.",
+            description="A real-time messenger: REST for accounts, chats and history; a WebSocket per chat.",
             path="/docs",
             render_plugins=[SwaggerRenderPlugin(path="/")],
             tags=[

@@ -28,7 +28,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     env: Literal["development", "production"] = "development"
     database_url: str = "sqlite+aiosqlite:///windi_chat.db"
     jwt_secret: str = ""
-    jwt_secret_file: str = ".windi_jwt_secret"
+    jwt_secret_file: str = ".windi_jwt_secret"  # noqa: S105 - a file name
     token_ttl_seconds: int = 86_400
     channels_url: str = "memory://"
     log_level: str = "INFO"
