@@ -249,3 +249,64 @@ def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
     server = start_server(database_url, tmp_path / "server.log")
     yield server
     stop_server(server)
+
+
+def app_engine(app: Any) -> Any:
+    """The app's own async engine, to count or observe its queries."""
+    from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+
+    return app.plugins.get(SQLAlchemyPlugin).config[0].get_engine()
+
+
+async def _insert_messages(url: str, chat_id: int, sender_id: int, texts: list[str]) -> list[int]:
+    from windi_chat.models import Chat, Message, utcnow
+
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            last_seq = (
+                (await connection.execute(Chat.__table__.select().where(Chat.id == chat_id))).one().last_seq
+            )
+            seqs = list(range(last_seq + 1, last_seq + 1 + len(texts)))
+            now = utcnow()
+            await connection.execute(
+                Message.__table__.insert(),
+                [
+                    {
+                        "chat_id": chat_id,
+                        "seq": seq,
+                        "sender_id": sender_id,
+                        "client_id": f"direct-{seq}",
+                        "text": body,
+                        "created_at": now,
+                    }
+                    for seq, body in zip(seqs, texts, strict=True)
+                ],
+            )
+            await connection.execute(
+                Chat.__table__.update()
+                .where(Chat.id == chat_id)
+                .values(last_seq=seqs[-1], last_activity_at=now)
+            )
+        return seqs
+    finally:
+        await engine.dispose()
+
+
+def insert_messages(url: str, chat_id: int, sender_id: int, texts: list[str]) -> list[int]:
+    """Store messages straight into the database, as a sender would have (their seqs are returned)."""
+    return run(_insert_messages(url, chat_id, sender_id, texts))
+
+
+async def _fetch(url: str, statement: str, params: dict[str, Any] | None = None) -> list[Any]:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            return list((await connection.execute(text(statement), params or {})).all())
+    finally:
+        await engine.dispose()
+
+
+def fetch(url: str, statement: str, **params: Any) -> list[Any]:
+    """Read rows straight from the database, to check what was stored."""
+    return run(_fetch(url, statement, params))

@@ -10,6 +10,8 @@ from advanced_alchemy.exceptions import NotFoundError, RepositoryError
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Litestar, Request, Response, Router, get
+from litestar.channels import ChannelsPlugin
+from litestar.channels.backends.memory import MemoryChannelsBackend
 from litestar.di import NamedDependency, Provide
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
@@ -26,8 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from windi_chat import __version__
 from windi_chat.accounts import AuthController, UserController, UserService, create_rate_limit
+from windi_chat.chats import ChatController, ChatService, GroupController
 from windi_chat.config import Settings
 from windi_chat.database import create_db_config, migrate
+from windi_chat.events import EventBus
 from windi_chat.logs import install_redaction, logging_dict
 from windi_chat.schemas import HealthOut
 from windi_chat.security import PasswordHasher, TokenCodec, create_auth
@@ -86,6 +90,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     auth = create_auth(settings, secret)
     hasher = PasswordHasher(settings.argon2_time_cost, settings.argon2_memory_kib)
     tokens = TokenCodec(secret=secret, ttl=timedelta(seconds=settings.token_ttl_seconds))
+    channels = ChannelsPlugin(backend=MemoryChannelsBackend(), arbitrary_channels_allowed=True)
+    events = EventBus(channels)
 
     auth_routes = Router(
         "/",
@@ -101,17 +107,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await migrate(db_config.get_engine())
         logger.info("WinDI Chat %s ready (env=%s)", __version__, settings.env)
 
+    async def on_shutdown() -> None:
+        await db_config.get_engine().dispose()
+
     return Litestar(
-        route_handlers=[auth_routes, UserController, health],
+        route_handlers=[auth_routes, UserController, ChatController, GroupController, health],
         dependencies={
             "users": Provide(create_service_provider(UserService)),
+            "chats": Provide(create_service_provider(ChatService)),
+            "events": Provide(lambda: events, sync_to_thread=False),
             "hasher": Provide(lambda: hasher, sync_to_thread=False),
             "tokens": Provide(lambda: tokens, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
         },
-        plugins=[SQLAlchemyPlugin(config=db_config)],
+        plugins=[SQLAlchemyPlugin(config=db_config), channels],
         on_app_init=[auth.on_app_init],
         on_startup=[on_startup],
+        on_shutdown=[on_shutdown],
         exception_handlers={
             RepositoryError: database_error,
             SQLAlchemyError: database_error,
@@ -125,6 +137,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[SwaggerRenderPlugin(path="/")],
             tags=[
                 Tag(name="accounts", description="Register, log in, find people"),
+                Tag(name="chats", description="Private chats, groups and membership"),
                 Tag(name="service", description="Health"),
             ],
         ),

@@ -95,3 +95,13 @@ class ChatOut(Struct):
     members: list[MemberOut]
     last_message: MessageOut | None
     unread_count: int
+
+
+class MemberAddedFrame(Struct, tag="member_added", tag_field="type"):
+    chat_id: int
+    user_id: int
+
+
+class MemberRemovedFrame(Struct, tag="member_removed", tag_field="type"):
+    chat_id: int
+    user_id: int
