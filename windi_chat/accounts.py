@@ -12,9 +12,8 @@ from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotAuthorizedException, NotFoundException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
-from litestar.params import FromQuery, JSONBody, URLEncodedBody
+from litestar.params import JSONBody, QueryParameter, URLEncodedBody
 from litestar.status_codes import HTTP_200_OK, HTTP_409_CONFLICT
-from msgspec import Meta
 from sqlalchemy import func, or_, select
 
 from windi_chat.models import User
@@ -150,8 +149,9 @@ class UserController(Controller):
         self,
         request: Request[CurrentUser, Any, Any],
         users: NamedDependency[UserService],
-        search: FromQuery[Annotated[str, Meta(min_length=1, max_length=320)]],
-        limit: FromQuery[Annotated[int, Meta(ge=1, le=50)]] = 20,
+        # Litestar ignores msgspec's Meta on query parameters; its own QueryParameter enforces the bounds.
+        search: Annotated[str, QueryParameter(min_length=1, max_length=320)],
+        limit: Annotated[int, QueryParameter(ge=1, le=50)] = 20,
     ) -> list[UserOut]:
         """Matches the start of the name or of the email, ignoring case; the caller is left out."""
         return [to_user_out(user) for user in await users.search(search, limit, exclude_id=request.user.id)]

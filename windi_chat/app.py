@@ -23,16 +23,18 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from windi_chat import __version__
 from windi_chat.accounts import AuthController, UserController, UserService, create_rate_limit
 from windi_chat.chats import ChatController, ChatService, GroupController
 from windi_chat.config import Settings
-from windi_chat.database import create_db_config, migrate
+from windi_chat.database import create_db_config, is_unavailable, migrate
 from windi_chat.events import EventBus
 from windi_chat.logs import install_redaction, logging_dict
+from windi_chat.messaging import MessageController
+from windi_chat.realtime import SOCKET_BACKLOG, chat_socket
 from windi_chat.schemas import HealthOut
 from windi_chat.security import PasswordHasher, TokenCodec, create_auth
 
@@ -56,22 +58,11 @@ async def health(db_engine: NamedDependency[AsyncEngine]) -> Response[HealthOut]
     return Response(HealthOut(status="ok"))
 
 
-def _is_unavailable(exc: BaseException | None) -> bool:
-    """True when the error (or what caused it) says the database could not be reached."""
-    while exc is not None:
-        if isinstance(exc, OSError | TimeoutError | OperationalError | InterfaceError):
-            return True
-        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
 def database_error(_request: Request, exc: Exception) -> Response[dict[str, object]]:
     """A database that cannot be reached is a 503 the client may retry; anything else is our bug."""
     if isinstance(exc, NotFoundError):
         return Response({"status_code": 404, "detail": "Not found"}, status_code=HTTP_404_NOT_FOUND)
-    if _is_unavailable(exc):
+    if is_unavailable(exc):
         logger.error("Database unavailable: %s", type(exc).__name__)
         status, detail = HTTP_503_SERVICE_UNAVAILABLE, "The database is unavailable; try again"
     else:
@@ -90,7 +81,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     auth = create_auth(settings, secret)
     hasher = PasswordHasher(settings.argon2_time_cost, settings.argon2_memory_kib)
     tokens = TokenCodec(secret=secret, ttl=timedelta(seconds=settings.token_ttl_seconds))
-    channels = ChannelsPlugin(backend=MemoryChannelsBackend(), arbitrary_channels_allowed=True)
+    channels = ChannelsPlugin(
+        backend=MemoryChannelsBackend(),
+        arbitrary_channels_allowed=True,
+        subscriber_max_backlog=SOCKET_BACKLOG,
+        subscriber_backlog_strategy="backoff",
+    )
+    session_maker = db_config.create_session_maker()
     events = EventBus(channels)
 
     auth_routes = Router(
@@ -111,11 +108,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await db_config.get_engine().dispose()
 
     return Litestar(
-        route_handlers=[auth_routes, UserController, ChatController, GroupController, health],
+        route_handlers=[
+            auth_routes,
+            UserController,
+            ChatController,
+            GroupController,
+            MessageController,
+            chat_socket,
+            health,
+        ],
         dependencies={
             "users": Provide(create_service_provider(UserService)),
             "chats": Provide(create_service_provider(ChatService)),
             "events": Provide(lambda: events, sync_to_thread=False),
+            "sessions": Provide(lambda: session_maker, sync_to_thread=False),
             "hasher": Provide(lambda: hasher, sync_to_thread=False),
             "tokens": Provide(lambda: tokens, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
@@ -138,6 +144,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             tags=[
                 Tag(name="accounts", description="Register, log in, find people"),
                 Tag(name="chats", description="Private chats, groups and membership"),
+                Tag(name="messages", description="Sending, read markers and history (live: /ws/{chat_id})"),
                 Tag(name="service", description="Health"),
             ],
         ),

@@ -38,9 +38,7 @@ from windi_chat.models import (
 from windi_chat.schemas import (
     ChatOut,
     GroupChatCreate,
-    MemberAddedFrame,
     MemberOut,
-    MemberRemovedFrame,
     PrivateChatCreate,
 )
 from windi_chat.security import CurrentUser
@@ -201,7 +199,7 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
             await self.session.rollback()
             raise MembershipConflictError(f"User {user_id} is already a member of this group") from exc
         logger.info("Member added: chat_id=%s user_id=%s by=%s", group_id, user_id, caller_id)
-        events.publish(group_id, MemberAddedFrame(chat_id=group_id, user_id=user_id))
+        events.member_added(group_id, user_id)
         return await self._snapshot(group_id, caller_id)
 
     async def remove_member(self, group_id: int, caller_id: int, user_id: int, events: EventBus) -> ChatOut:
@@ -232,7 +230,7 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
             caller_id,
             f" new_owner_id={new_owner_id}" if new_owner_id else "",
         )
-        events.publish(group_id, MemberRemovedFrame(chat_id=group_id, user_id=user_id))
+        events.member_removed(group_id, user_id)
         return await self._snapshot(group_id, caller_id)
 
     async def _snapshot(self, chat_id: int, caller_id: int) -> ChatOut:

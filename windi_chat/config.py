@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,7 @@ logger = logging.getLogger("windi_chat.config")
 
 ENV_PREFIX = "WINDI_"
 MIN_SECRET_BYTES = 32
+_INLINE_COMMENT = re.compile(r"\s+#")
 
 
 class ConfigurationError(Exception):
@@ -34,6 +36,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "INFO"
     log_format: Literal["text", "json", ""] = ""
     auth_rate_limit: int = 30
+    ws_frames_per_second: float = 20.0
     migrate_on_start: bool = True
     allow_sqlite_in_production: bool = False
     argon2_time_cost: int = 3
@@ -119,7 +122,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """Read ``KEY=VALUE`` lines, skipping blanks and ``#`` comments and stripping matching quotes."""
+    """Read ``KEY=VALUE`` lines, skipping blanks and ``#`` comments and stripping matching quotes.
+
+    As in other ``.env`` readers, `` #`` after an unquoted value starts a comment; a quoted value keeps
+    everything between its quotes.
+    """
     if not path.is_file():
         return {}
     values: dict[str, str] = {}
@@ -129,7 +136,7 @@ def read_env_file(path: Path) -> dict[str, str]:
             continue
         key, _, value = line.removeprefix("export ").partition("=")
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
+        closing = value.find(value[0], 1) if value[:1] in ("'", '"') else -1
+        value = value[1:closing] if closing > 0 else _INLINE_COMMENT.split(value, maxsplit=1)[0]
         values[key.strip()] = value
     return values

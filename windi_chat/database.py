@@ -16,12 +16,13 @@ from advanced_alchemy.extensions.litestar import (
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alembic import command
 from windi_chat.config import Settings
 
-__all__ = ("create_db_config", "migrate", "migrations_path")
+__all__ = ("create_db_config", "is_unavailable", "migrate", "migrations_path")
 
 logger = logging.getLogger("windi_chat.database")
 
@@ -102,3 +103,14 @@ def _sqlite_lock_path(engine: AsyncEngine) -> Path | None:
     if database in ("", ":memory:"):
         return None
     return Path(database + ".migrate.lock")
+
+
+def is_unavailable(exc: BaseException | None) -> bool:
+    """True when the error (or what caused it) says the database could not be reached."""
+    while exc is not None:
+        if isinstance(exc, OSError | TimeoutError | OperationalError | InterfaceError):
+            return True
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -1,14 +1,56 @@
-"""Messages: sending, reading, history. Every rule about messages lives here."""
+"""Messages: send, mark as read, history. Every rule about messages lives here.
+
+Each action writes, commits, and only then publishes its event, so REST and the WebSocket (which both
+call these functions) cannot drift apart, and no client hears of anything the database does not hold.
+"""
 
 from __future__ import annotations
 
-from windi_chat.models import Message
-from windi_chat.schemas import MessageOut
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-__all__ = ("message_out",)
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import ClientException, NotFoundException
+from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+from sqlalchemy import and_, case, exists, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from windi_chat.events import EventBus
+from windi_chat.models import Chat, ChatMember, Message, utcnow
+from windi_chat.schemas import MAX_TEXT_LENGTH, MessageOut, ReadIn, ReadOut, SendMessageIn
+from windi_chat.security import CurrentUser
+
+__all__ = (
+    "InvalidMessageError",
+    "MessageController",
+    "NotMemberError",
+    "can_read",
+    "history",
+    "mark_read",
+    "message_out",
+    "messages_after",
+    "send_message",
+)
+
+logger = logging.getLogger("windi_chat.messaging")
+
+MAX_PAGE = 200
 
 
-def message_out(message: Message, all_read_seq: int) -> MessageOut:
+class NotMemberError(NotFoundException):
+    """The chat does not exist or the caller is not in it: the same answer, so ids cannot be probed."""
+
+    detail = "Chat not found"
+
+
+class InvalidMessageError(ClientException):
+    """The message breaks a rule the schema alone cannot state (the length after trimming)."""
+
+
+def message_out(message: Message | Any, all_read_seq: int) -> MessageOut:
     """The wire form; ``read`` means every member's marker has reached this message."""
     return MessageOut(
         id=message.id,
@@ -20,3 +62,274 @@ def message_out(message: Message, all_read_seq: int) -> MessageOut:
         client_id=message.client_id,
         read=message.seq <= all_read_seq,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    message: MessageOut
+    created: bool  # False: the client id was used before and this is the original message
+
+
+def clean_text(text: str) -> str:
+    trimmed = text.strip()
+    if not 1 <= len(trimmed) <= MAX_TEXT_LENGTH:
+        raise InvalidMessageError(f"text must hold 1 to {MAX_TEXT_LENGTH} characters after trimming")
+    return trimmed
+
+
+async def send_message(
+    session: AsyncSession, events: EventBus, chat_id: int, sender_id: int, client_id: str, text: str
+) -> Sent:
+    """Store a message once per (chat, sender, client id) and deliver it to every socket of the chat.
+
+    The seq comes from bumping the chat's counter in the same transaction as the insert: the row lock
+    orders concurrent senders, so seqs are gap-free. A repeated client id inserts nothing (the unique
+    constraint settles parallel repeats), rolls the counter back, and returns the original.
+    """
+    text = clean_text(text)
+    is_member = exists().where(ChatMember.chat_id == chat_id, ChatMember.user_id == sender_id)
+    others_min_read = (
+        select(func.min(ChatMember.read_seq))
+        .where(ChatMember.chat_id == chat_id, ChatMember.user_id != sender_id)
+        .scalar_subquery()
+    )
+    now = utcnow()
+    bumped = (
+        await session.execute(
+            update(Chat)
+            .where(Chat.id == chat_id, is_member)
+            .values(last_seq=Chat.last_seq + 1, last_activity_at=now)
+            .returning(Chat.last_seq, others_min_read)
+        )
+    ).one_or_none()
+    if bumped is None:
+        await session.rollback()
+        raise NotMemberError
+    seq, others_read = bumped
+    insert_message = _insert_ignoring_repeats(session).values(
+        chat_id=chat_id, seq=seq, sender_id=sender_id, client_id=client_id, text=text, created_at=now
+    )
+    message_id = (await session.execute(insert_message.returning(Message.id))).scalar_one_or_none()
+    if message_id is None:
+        await session.rollback()
+        return Sent(await _original(session, chat_id, sender_id, client_id), created=False)
+    await session.execute(
+        update(ChatMember)
+        .where(ChatMember.chat_id == chat_id, ChatMember.user_id == sender_id, ChatMember.read_seq < seq)
+        .values(read_seq=seq)
+    )
+    await session.commit()
+    all_read_seq = seq if others_read is None else min(seq, others_read)
+    message = MessageOut(
+        id=message_id,
+        chat_id=chat_id,
+        seq=seq,
+        sender_id=sender_id,
+        text=text,
+        timestamp=now,
+        client_id=client_id,
+        read=seq <= all_read_seq,
+    )
+    logger.debug("Message stored: chat_id=%s seq=%s sender_id=%s", chat_id, seq, sender_id)
+    events.message(message)
+    return Sent(message, created=True)
+
+
+def _insert_ignoring_repeats(session: AsyncSession) -> Any:
+    """``INSERT ... ON CONFLICT (chat, sender, client id) DO NOTHING`` in the session's dialect."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(Message).on_conflict_do_nothing(
+        index_elements=[Message.chat_id, Message.sender_id, Message.client_id]
+    )
+
+
+async def _original(session: AsyncSession, chat_id: int, sender_id: int, client_id: str) -> MessageOut:
+    row = (
+        await session.execute(
+            select(Message, _all_read_seq(chat_id)).where(
+                Message.chat_id == chat_id, Message.sender_id == sender_id, Message.client_id == client_id
+            )
+        )
+    ).one()
+    await session.commit()
+    return message_out(row[0], row[1])
+
+
+def _all_read_seq(chat_id: int) -> Any:
+    return (
+        select(func.coalesce(func.min(ChatMember.read_seq), 0))
+        .where(ChatMember.chat_id == chat_id)
+        .scalar_subquery()
+    )
+
+
+async def mark_read(session: AsyncSession, events: EventBus, chat_id: int, user_id: int, seq: int) -> ReadOut:
+    """Move the reader's marker forward to ``seq`` (clamped to the chat's last message), never back.
+
+    Publishes a ``read`` event when the marker moved, carrying the chat's new ``all_read_seq``: the
+    lowest marker among the members, up to which every message has been read by everyone.
+    """
+    last_seq = await session.scalar(
+        select(Chat.last_seq)
+        .join(ChatMember, and_(ChatMember.chat_id == Chat.id, ChatMember.user_id == user_id))
+        .where(Chat.id == chat_id)
+    )
+    if last_seq is None:
+        await session.rollback()
+        raise NotMemberError
+    target = min(seq, last_seq)
+    moved = (
+        await session.execute(
+            update(ChatMember)
+            .where(ChatMember.chat_id == chat_id, ChatMember.user_id == user_id, ChatMember.read_seq < target)
+            .values(read_seq=target)
+        )
+    ).rowcount
+    mine, all_read_seq = (
+        await session.execute(
+            select(
+                func.max(case((ChatMember.user_id == user_id, ChatMember.read_seq), else_=0)),
+                func.min(ChatMember.read_seq),
+            ).where(ChatMember.chat_id == chat_id)
+        )
+    ).one()
+    await session.commit()
+    if moved:
+        logger.debug("Read marker moved: chat_id=%s user_id=%s seq=%s", chat_id, user_id, mine)
+        events.read(chat_id, user_id, mine, all_read_seq)
+    return ReadOut(seq=mine, all_read_seq=all_read_seq)
+
+
+async def history(
+    session: AsyncSession,
+    chat_id: int,
+    user_id: int,
+    limit: int,
+    offset: int = 0,
+    after_seq: int | None = None,
+    before_seq: int | None = None,
+) -> list[MessageOut]:
+    """A page of the chat, ascending by seq. ``after_seq``/``before_seq`` page by the (chat, seq) index,
+    so they stay fast however long the chat is; ``offset`` is kept for simple clients.
+    """
+    membership = (
+        await session.execute(
+            select(
+                func.sum(case((ChatMember.user_id == user_id, 1), else_=0)),
+                func.coalesce(func.min(ChatMember.read_seq), 0),
+            ).where(ChatMember.chat_id == chat_id)
+        )
+    ).one()
+    if not membership[0]:
+        raise NotMemberError
+    all_read_seq = membership[1]
+    statement = select(Message).where(Message.chat_id == chat_id)
+    if before_seq is not None:
+        statement = statement.where(Message.seq < before_seq).order_by(Message.seq.desc()).limit(limit)
+        rows = list(reversed((await session.scalars(statement)).all()))
+    else:
+        if after_seq is not None:
+            statement = statement.where(Message.seq > after_seq)
+        statement = statement.order_by(Message.seq).limit(limit).offset(offset)
+        rows = list((await session.scalars(statement)).all())
+    return [message_out(row, all_read_seq) for row in rows]
+
+
+async def can_read(session: AsyncSession, chat_id: int, user_id: int) -> bool:
+    """Whether the user is a member of the chat (a missing chat has no members)."""
+    return bool(
+        await session.scalar(
+            select(exists().where(ChatMember.chat_id == chat_id, ChatMember.user_id == user_id))
+        )
+    )
+
+
+async def messages_after(
+    session: AsyncSession, chat_id: int, after_seq: int, limit: int
+) -> tuple[list[MessageOut], int]:
+    """Catch-up for a socket: up to ``limit`` messages after ``after_seq``, and the chat's last seq."""
+    last_seq = await session.scalar(select(Chat.last_seq).where(Chat.id == chat_id))
+    rows = (
+        await session.execute(
+            select(Message, _all_read_seq(chat_id))
+            .where(Message.chat_id == chat_id, Message.seq > after_seq)
+            .order_by(Message.seq)
+            .limit(limit)
+        )
+    ).all()
+    return [message_out(message, read_seq) for message, read_seq in rows], last_seq or 0
+
+
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="Page size, 1..200")]
+Seq = Annotated[int | None, QueryParameter(ge=0)]
+
+
+class MessageController(Controller):
+    tags = ["messages"]
+
+    @get(
+        "/history/{chat_id:int}",
+        operation_id="history",
+        summary="A page of a chat's messages, ascending by seq",
+        raises=[NotMemberError],
+    )
+    async def history(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        chat_id: FromPath[int],
+        db_session: NamedDependency[AsyncSession],
+        limit: Limit = 50,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        after_seq: Seq = None,
+        before_seq: Seq = None,
+    ) -> list[MessageOut]:
+        """Page by ``offset``, or without offsets: ``after_seq=N`` gives the messages after N (catch-up),
+        ``before_seq=N`` the ``limit`` messages just before N (scrolling back). Use one of the three.
+        """
+        if sum((offset > 0, after_seq is not None, before_seq is not None)) > 1:
+            raise ClientException("Use one of offset, after_seq and before_seq")
+        return await history(db_session, chat_id, request.user.id, limit, offset, after_seq, before_seq)
+
+    @post(
+        "/chats/{chat_id:int}/messages",
+        operation_id="sendMessage",
+        summary="Send a message",
+        status_code=HTTP_201_CREATED,
+        raises=[NotMemberError, InvalidMessageError],
+    )
+    async def send(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        chat_id: FromPath[int],
+        data: JSONBody[SendMessageIn],
+        db_session: NamedDependency[AsyncSession],
+        events: NamedDependency[EventBus],
+    ) -> Response[MessageOut]:
+        """201 with the stored message, delivered to every open socket of the chat. Sending again with
+        the same ``client_id`` stores nothing and answers 200 with the original message.
+        """
+        sent = await send_message(db_session, events, chat_id, request.user.id, data.client_id, data.text)
+        return Response(sent.message, status_code=HTTP_201_CREATED if sent.created else HTTP_200_OK)
+
+    @post(
+        "/chats/{chat_id:int}/read",
+        operation_id="markRead",
+        summary="Mark the chat as read up to a seq",
+        status_code=HTTP_200_OK,
+        raises=[NotMemberError],
+    )
+    async def read(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        chat_id: FromPath[int],
+        data: JSONBody[ReadIn],
+        db_session: NamedDependency[AsyncSession],
+        events: NamedDependency[EventBus],
+    ) -> ReadOut:
+        """The marker only moves forward and stops at the chat's last message. ``all_read_seq``: every
+        message up to it has been read by every member.
+        """
+        return await mark_read(db_session, events, chat_id, request.user.id, data.seq)

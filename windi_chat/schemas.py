@@ -9,15 +9,27 @@ import msgspec
 from msgspec import Meta, Struct
 
 __all__ = (
+    "AckFrame",
     "ChatOut",
+    "ClientFrame",
+    "ErrorFrame",
     "GroupChatCreate",
     "HealthOut",
     "LoginForm",
+    "MemberAddedFrame",
     "MemberOut",
+    "MemberRemovedFrame",
+    "MessageFrame",
     "MessageOut",
     "PrivateChatCreate",
+    "ReadEventFrame",
+    "ReadIn",
+    "ReadOut",
     "RegisterIn",
+    "ResyncFrame",
+    "SendMessageIn",
     "TokenOut",
+    "TypingEventFrame",
     "UserOut",
 )
 
@@ -105,3 +117,79 @@ class MemberAddedFrame(Struct, tag="member_added", tag_field="type"):
 class MemberRemovedFrame(Struct, tag="member_removed", tag_field="type"):
     chat_id: int
     user_id: int
+
+
+# Messages over REST ----------------------------------------------------------------------------------
+
+ClientId = Annotated[str, Meta(min_length=1, max_length=64, examples=["3f1c9a52-msg-1"])]
+MAX_TEXT_LENGTH = 4096
+
+
+class SendMessageIn(Struct, forbid_unknown_fields=True):
+    """``text`` is trimmed, then must hold 1..4096 characters."""
+
+    text: Annotated[str, Meta(max_length=4 * MAX_TEXT_LENGTH)]
+    client_id: ClientId
+
+
+class ReadIn(Struct, forbid_unknown_fields=True):
+    seq: Annotated[int, Meta(ge=0)]
+
+
+class ReadOut(Struct):
+    seq: int
+    all_read_seq: int
+
+
+# WebSocket frames: client to server -----------------------------------------------------------------
+
+
+class SendFrame(Struct, tag="send", tag_field="type", forbid_unknown_fields=True):
+    client_id: ClientId
+    text: Annotated[str, Meta(max_length=4 * MAX_TEXT_LENGTH)]
+
+
+class ReadFrame(Struct, tag="read", tag_field="type", forbid_unknown_fields=True):
+    seq: Annotated[int, Meta(ge=0)]
+
+
+class TypingFrame(Struct, tag="typing", tag_field="type", forbid_unknown_fields=True):
+    pass
+
+
+ClientFrame = SendFrame | ReadFrame | TypingFrame
+
+
+# WebSocket frames: server to client -----------------------------------------------------------------
+
+
+class MessageFrame(Struct, tag="message", tag_field="type"):
+    message: MessageOut
+
+
+class AckFrame(Struct, tag="ack", tag_field="type"):
+    client_id: str
+    message: MessageOut
+
+
+class ReadEventFrame(Struct, tag="read", tag_field="type"):
+    chat_id: int
+    user_id: int
+    seq: int
+    all_read_seq: int
+
+
+class TypingEventFrame(Struct, tag="typing", tag_field="type"):
+    chat_id: int
+    user_id: int
+
+
+class ResyncFrame(Struct, tag="resync", tag_field="type"):
+    after_seq: int
+    last_seq: int
+
+
+class ErrorFrame(Struct, tag="error", tag_field="type", omit_defaults=True):
+    code: str
+    detail: str
+    client_id: str | None = None

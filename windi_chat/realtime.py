@@ -1,0 +1,314 @@
+"""The WebSocket ``/ws/{chat_id}``: live delivery through channels, client frames through the actions.
+
+A socket subscribes to its chat's channel before it accepts, so it misses nothing published after the
+handshake. Each socket runs two loops: one reads client frames in order and calls the messaging
+actions; the other forwards the chat's events. Nothing here writes SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+
+import anyio
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.channels import ChannelsPlugin
+from litestar.channels.subscriber import Subscriber
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from windi_chat.config import Settings
+from windi_chat.database import is_unavailable
+from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, chat_channel, split_event
+from windi_chat.messaging import (
+    InvalidMessageError,
+    NotMemberError,
+    can_read,
+    mark_read,
+    messages_after,
+    send_message,
+)
+from windi_chat.schemas import (
+    AckFrame,
+    ClientFrame,
+    ErrorFrame,
+    MessageFrame,
+    ReadFrame,
+    ResyncFrame,
+    SendFrame,
+)
+from windi_chat.security import TokenCodec
+
+__all__ = ("SOCKET_BACKLOG", "chat_socket")
+
+logger = logging.getLogger("windi_chat.realtime")
+
+# Close codes a client acts on (see docs/protocol.md).
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008  # flooding
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013  # fell too far behind, or the database is unavailable: reconnect with after_seq
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+
+MAX_FRAME_BYTES = 65_536
+CATCH_UP_LIMIT = 1000
+# Events a socket may have waiting; a socket this far behind is closed and catches up on reconnect.
+SOCKET_BACKLOG = 1000
+SEND_TIMEOUT_SECONDS = 10.0
+BURST_FRAMES = 50
+
+_decode_frame = msgspec.json.Decoder(ClientFrame).decode
+_encode = msgspec.json.Encoder().encode
+
+
+class FrameRateLimiter:
+    """A token bucket: bursts of ``burst`` frames pass, a sustained rate above ``rate`` does not.
+
+    Refused frames draw on a second bucket of patience; a socket that exhausts it keeps flooding and is
+    closed.
+    """
+
+    def __init__(self, rate: float, burst: int = BURST_FRAMES) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._tokens = float(burst)
+        self._patience = float(burst)
+        self._last = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        elapsed, self._last = now - self._last, now
+        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+        self._patience = min(self._burst, self._patience + elapsed)
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        self._patience -= 1
+        return False
+
+    @property
+    def exhausted(self) -> bool:
+        return self._patience < 0
+
+
+def _token_of(socket: WebSocket[Any, Any, Any]) -> str | None:
+    token = socket.query_params.get("token")
+    if token:
+        return token
+    scheme, _, credentials = socket.headers.get("authorization", "").partition(" ")
+    return credentials.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def _refuse(socket: WebSocket[Any, Any, Any], code: int, reason: str) -> None:
+    """Accept, then close at once: browsers can read a close code, not an HTTP status."""
+    await socket.accept()
+    await socket.close(code=code, reason=reason)
+
+
+@websocket("/ws/{chat_id:int}", name="chat_socket")
+async def chat_socket(
+    socket: WebSocket[Any, Any, Any],
+    chat_id: FromPath[int],
+    tokens: NamedDependency[TokenCodec],
+    channels: NamedDependency[ChannelsPlugin],
+    events: NamedDependency[EventBus],
+    sessions: NamedDependency[async_sessionmaker[AsyncSession]],
+    settings: NamedDependency[Settings],
+) -> None:
+    """The live connection of one device to one chat. The token comes as ``?token=`` or a bearer header."""
+    token = _token_of(socket)
+    user_id = tokens.user_id(token) if token else None
+    if user_id is None:
+        await _refuse(socket, CLOSE_UNAUTHORIZED, "missing, invalid or expired token")
+        return
+    raw_after = socket.query_params.get("after_seq")
+    after_seq = int(raw_after) if raw_after is not None and raw_after.isdigit() else None
+    if raw_after is not None and after_seq is None:
+        await _refuse(socket, CLOSE_BAD_REQUEST, "after_seq must be a non-negative integer")
+        return
+    try:
+        async with sessions() as session:
+            allowed = await can_read(session, chat_id, user_id)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        await _refuse(socket, CLOSE_TRY_AGAIN, "database unavailable")
+        return
+    if not allowed:
+        await _refuse(socket, CLOSE_FORBIDDEN, "not a member of this chat")
+        return
+    subscriber = await channels.subscribe(chat_channel(chat_id))
+    try:
+        await socket.accept()
+        connection = ChatConnection(socket, chat_id, user_id, subscriber, events, sessions, settings)
+        logger.info("Socket opened: chat_id=%s user_id=%s socket=%s", chat_id, user_id, connection.socket_id)
+        await connection.serve(after_seq)
+        logger.info("Socket closed: chat_id=%s user_id=%s socket=%s", chat_id, user_id, connection.socket_id)
+    finally:
+        await channels.unsubscribe(subscriber)
+
+
+class ChatConnection:
+    """One accepted socket: its reader loop, its forwarder loop and what they share."""
+
+    def __init__(
+        self,
+        socket: WebSocket[Any, Any, Any],
+        chat_id: int,
+        user_id: int,
+        subscriber: Subscriber,
+        events: EventBus,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: Settings,
+    ) -> None:
+        self.socket = socket
+        self.chat_id = chat_id
+        self.user_id = user_id
+        self.socket_id = secrets.token_hex(8)
+        self._socket_id_bytes = self.socket_id.encode()
+        self._subscriber = subscriber
+        self._events = events
+        self._sessions = sessions
+        self._limiter = FrameRateLimiter(settings.ws_frames_per_second)
+        self._send_lock = anyio.Lock()
+        self._scope: anyio.CancelScope | None = None
+        self._closed = False
+
+    async def serve(self, after_seq: int | None) -> None:
+        async with anyio.create_task_group() as tasks:
+            self._scope = tasks.cancel_scope
+            tasks.start_soon(self._forward_events, after_seq)
+            await self._read_frames()
+            tasks.cancel_scope.cancel()
+
+    # Sending ---------------------------------------------------------------------------------------
+
+    async def _send(self, frame: bytes) -> None:
+        """Send one text frame; a client that does not take it within the timeout is closed."""
+        async with self._send_lock:
+            with anyio.move_on_after(SEND_TIMEOUT_SECONDS) as timeout:
+                await self.socket.send({"type": "websocket.send", "text": frame.decode()})
+        if timeout.cancelled_caught:
+            await self.close(CLOSE_TRY_AGAIN, "too slow to receive")
+
+    async def _send_error(self, code: str, detail: str, client_id: str | None = None) -> None:
+        await self._send(_encode(ErrorFrame(code=code, detail=detail, client_id=client_id)))
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close once and stop both loops."""
+        if not self._closed:
+            self._closed = True
+            logger.info("Closing socket %s: code=%s (%s)", self.socket_id, code, reason)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                try:
+                    await self.socket.close(code=code, reason=reason)
+                except Exception:
+                    logger.debug("Close of socket %s failed", self.socket_id)
+        if self._scope is not None:
+            self._scope.cancel()
+
+    # Forwarding events ------------------------------------------------------------------------------
+
+    async def _forward_events(self, after_seq: int | None) -> None:
+        sent_up_to = 0 if after_seq is None else await self._catch_up(after_seq)
+        if sent_up_to is None:
+            return
+        async for payload in self._subscriber.iter_events():
+            if self._subscriber.qsize >= SOCKET_BACKLOG - 1:
+                await self.close(CLOSE_TRY_AGAIN, "fell too far behind")
+                return
+            kind, argument, frame = split_event(payload)
+            if kind == KIND_MESSAGE and sent_up_to and int(argument) <= sent_up_to:
+                continue  # already sent during catch-up
+            if kind == KIND_TYPING and argument == self._socket_id_bytes:
+                continue
+            await self._send(frame)
+            if kind == KIND_REMOVED and int(argument) == self.user_id:
+                await self.close(CLOSE_FORBIDDEN, "removed from this chat")
+                return
+
+    async def _catch_up(self, after_seq: int) -> int | None:
+        """Send what was stored after ``after_seq``; return the seq up to which live copies are dropped."""
+        try:
+            async with self._sessions() as session:
+                backlog, last_seq = await messages_after(session, self.chat_id, after_seq, CATCH_UP_LIMIT + 1)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            await self.close(CLOSE_TRY_AGAIN, "database unavailable")
+            return None
+        if len(backlog) > CATCH_UP_LIMIT:
+            await self._send(_encode(ResyncFrame(after_seq=after_seq, last_seq=last_seq)))
+            return last_seq
+        for message in backlog:
+            await self._send(_encode(MessageFrame(message=message)))
+        return backlog[-1].seq if backlog else after_seq
+
+    # Reading client frames -------------------------------------------------------------------------
+
+    async def _read_frames(self) -> None:
+        while True:
+            event = await self.socket.receive()
+            if event["type"] == "websocket.disconnect":
+                return
+            raw: str | bytes | None = event.get("text")
+            if raw is None:
+                raw = event.get("bytes") or b""
+            if len(raw) > MAX_FRAME_BYTES or (isinstance(raw, str) and len(raw.encode()) > MAX_FRAME_BYTES):
+                await self.close(CLOSE_TOO_BIG, f"frames are limited to {MAX_FRAME_BYTES} bytes")
+                return
+            if not self._limiter.allow():
+                if self._limiter.exhausted:
+                    await self.close(CLOSE_POLICY, "too many frames")
+                    return
+                await self._send_error("rate_limited", "Too many frames; slow down")
+                continue
+            await self._handle(raw)
+
+    async def _handle(self, raw: str | bytes) -> None:
+        try:
+            frame = _decode_frame(raw)
+        except msgspec.ValidationError as exc:
+            value = msgspec.json.decode(raw)
+            kind = value.get("type") if isinstance(value, dict) else None
+            client_id = value.get("client_id") if isinstance(value, dict) else None
+            client_id = client_id if isinstance(client_id, str) else None
+            if not isinstance(value, dict):
+                await self._send_error("invalid_frame", "A frame is a JSON object with a type")
+            elif kind not in ("send", "read", "typing"):
+                await self._send_error("unknown_type", f"Unknown frame type: {kind!r}", client_id)
+            else:
+                await self._send_error("invalid_frame", str(exc), client_id)
+            return
+        except msgspec.DecodeError:
+            await self._send_error("invalid_json", "Frames must be JSON objects")
+            return
+        client_id = frame.client_id if isinstance(frame, SendFrame) else None
+        try:
+            async with self._sessions() as session:
+                if isinstance(frame, SendFrame):
+                    sent = await send_message(
+                        session, self._events, self.chat_id, self.user_id, frame.client_id, frame.text
+                    )
+                    await self._send(_encode(AckFrame(client_id=frame.client_id, message=sent.message)))
+                elif isinstance(frame, ReadFrame):
+                    await mark_read(session, self._events, self.chat_id, self.user_id, frame.seq)
+                else:
+                    self._events.typing(self.chat_id, self.user_id, self.socket_id)
+        except InvalidMessageError as exc:
+            await self._send_error("invalid_frame", exc.detail, client_id)
+        except NotMemberError:
+            await self.close(CLOSE_FORBIDDEN, "not a member of this chat")
+        except Exception as exc:
+            if is_unavailable(exc):
+                logger.warning("Database unavailable for socket %s: %s", self.socket_id, type(exc).__name__)
+                await self._send_error("unavailable", "The database is unavailable; retry", client_id)
+            else:
+                logger.exception("Frame failed on socket %s", self.socket_id)
+                await self._send_error("internal", "The frame could not be handled", client_id)
