@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from advanced_alchemy.exceptions import DuplicateKeyError
+from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar import Controller, Request, get, post
@@ -49,7 +49,8 @@ class UserService(SQLAlchemyAsyncRepositoryService[User]):
             user = await self.create(
                 User(name=data.name.strip(), email=email, password_hash=password_hash), auto_commit=True
             )
-        except DuplicateKeyError as exc:  # two registrations of one email at the same moment
+        except IntegrityError as exc:  # two registrations of one email at the same moment
+            # Not DuplicateKeyError: advanced-alchemy recognises asyncpg's unique violation only as this base.
             raise EmailTakenError from exc
         logger.info("User registered: user_id=%s", user.id)
         return user
@@ -83,7 +84,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User]):
             .order_by(User.name, User.id)
             .limit(limit)
         )
-        return list(await self.list(statement=statement))
+        return list(await self.get_many(statement=statement))
 
 
 def to_user_out(user: User) -> UserOut:

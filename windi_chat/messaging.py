@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
+from litestar.openapi import ResponseSpec
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, JSONBody, QueryParameter
@@ -298,6 +299,9 @@ class MessageController(Controller):
         operation_id="sendMessage",
         summary="Send a message",
         status_code=HTTP_201_CREATED,
+        responses={
+            HTTP_200_OK: ResponseSpec(MessageOut, description="A repeated client_id: the original message")
+        },
         raises=[NotMemberError, InvalidMessageError],
     )
     async def send(
