@@ -27,7 +27,7 @@ def test_demo_data_is_created_once_however_often_it_runs(database_url: str) -> N
 
 def test_demo_people_can_log_in_and_see_their_chats(database_url: str) -> None:
     run(create_demo_data(make_settings(database_url)))
-    name, email, password = DEMO_PEOPLE[0]
+    _name, email, password = DEMO_PEOPLE[0]
     with TestClient(app=create_app(make_settings(database_url))) as client:
         token = client.post("/login", data={"username": email, "password": password}).json()["access_token"]
         inbox = client.get("/chats", headers={"Authorization": f"Bearer {token}"}).json()
