@@ -30,11 +30,12 @@ from windi_chat import __version__
 from windi_chat.accounts import AuthController, UserController, UserService, create_rate_limit
 from windi_chat.chats import ChatController, ChatService, GroupController
 from windi_chat.config import Settings
-from windi_chat.database import create_db_config, is_unavailable, migrate
+from windi_chat.database import create_db_config, is_unavailable
 from windi_chat.events import EventBus
+from windi_chat.lifecycle import install_graceful_shutdown, prepare_database
 from windi_chat.logs import install_redaction, logging_dict
 from windi_chat.messaging import MessageController
-from windi_chat.realtime import SOCKET_BACKLOG, chat_socket
+from windi_chat.realtime import SOCKET_BACKLOG, SocketRegistry, chat_socket
 from windi_chat.schemas import HealthOut
 from windi_chat.security import PasswordHasher, TokenCodec, create_auth
 
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         subscriber_backlog_strategy="backoff",
     )
     session_maker = db_config.create_session_maker()
+    sockets = SocketRegistry()
     events = EventBus(channels)
 
     auth_routes = Router(
@@ -100,8 +102,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     async def on_startup() -> None:
         install_redaction()
-        if settings.migrate_on_start:
-            await migrate(db_config.get_engine())
+        await prepare_database(db_config.get_engine(), settings)
+        install_graceful_shutdown(sockets.close_all)
         logger.info("WinDI Chat %s ready (env=%s)", __version__, settings.env)
 
     async def on_shutdown() -> None:
@@ -122,6 +124,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "chats": Provide(create_service_provider(ChatService)),
             "events": Provide(lambda: events, sync_to_thread=False),
             "sessions": Provide(lambda: session_maker, sync_to_thread=False),
+            "registry": Provide(lambda: sockets, sync_to_thread=False),
             "hasher": Provide(lambda: hasher, sync_to_thread=False),
             "tokens": Provide(lambda: tokens, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),

@@ -38,6 +38,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     auth_rate_limit: int = 30
     ws_frames_per_second: float = 20.0
     migrate_on_start: bool = True
+    db_startup_timeout: float = 60.0
     allow_sqlite_in_production: bool = False
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65_536

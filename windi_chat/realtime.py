@@ -43,7 +43,7 @@ from windi_chat.schemas import (
 )
 from windi_chat.security import TokenCodec
 
-__all__ = ("SOCKET_BACKLOG", "chat_socket")
+__all__ = ("SOCKET_BACKLOG", "SocketRegistry", "chat_socket")
 
 logger = logging.getLogger("windi_chat.realtime")
 
@@ -97,6 +97,32 @@ class FrameRateLimiter:
         return self._patience < 0
 
 
+class SocketRegistry:
+    """The open sockets of this process, so that a shutdown can close each of them properly."""
+
+    def __init__(self) -> None:
+        self._connections: set[ChatConnection] = set()
+        self.closing = False
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def add(self, connection: ChatConnection) -> None:
+        self._connections.add(connection)
+
+    def discard(self, connection: ChatConnection) -> None:
+        self._connections.discard(connection)
+
+    async def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
+        """Refuse new sockets, let each open one finish its current frame, then close it."""
+        self.closing = True
+        if self._connections:
+            logger.info("Closing %d sockets (code %d)", len(self._connections), code)
+        async with anyio.create_task_group() as tasks:
+            for connection in list(self._connections):
+                tasks.start_soon(connection.shutdown, code, reason)
+
+
 def _token_of(socket: WebSocket[Any, Any, Any]) -> str | None:
     token = socket.query_params.get("token")
     if token:
@@ -120,8 +146,12 @@ async def chat_socket(
     events: NamedDependency[EventBus],
     sessions: NamedDependency[async_sessionmaker[AsyncSession]],
     settings: NamedDependency[Settings],
+    registry: NamedDependency[SocketRegistry],
 ) -> None:
     """The live connection of one device to one chat. The token comes as ``?token=`` or a bearer header."""
+    if registry.closing:
+        await _refuse(socket, CLOSE_GOING_AWAY, "server shutting down")
+        return
     token = _token_of(socket)
     user_id = tokens.user_id(token) if token else None
     if user_id is None:
@@ -147,8 +177,12 @@ async def chat_socket(
     try:
         await socket.accept()
         connection = ChatConnection(socket, chat_id, user_id, subscriber, events, sessions, settings)
+        registry.add(connection)
         logger.info("Socket opened: chat_id=%s user_id=%s socket=%s", chat_id, user_id, connection.socket_id)
-        await connection.serve(after_seq)
+        try:
+            await connection.serve(after_seq)
+        finally:
+            registry.discard(connection)
         logger.info("Socket closed: chat_id=%s user_id=%s socket=%s", chat_id, user_id, connection.socket_id)
     finally:
         await channels.unsubscribe(subscriber)
@@ -177,6 +211,8 @@ class ChatConnection:
         self._sessions = sessions
         self._limiter = FrameRateLimiter(settings.ws_frames_per_second)
         self._send_lock = anyio.Lock()
+        # Held while a client frame is handled, so a shutdown lets an in-flight send commit and ack.
+        self._handling = anyio.Lock()
         self._scope: anyio.CancelScope | None = None
         self._closed = False
 
@@ -199,6 +235,10 @@ class ChatConnection:
 
     async def _send_error(self, code: str, detail: str, client_id: str | None = None) -> None:
         await self._send(_encode(ErrorFrame(code=code, detail=detail, client_id=client_id)))
+
+    async def shutdown(self, code: int, reason: str) -> None:
+        async with self._handling:
+            await self.close(code, reason)
 
     async def close(self, code: int, reason: str) -> None:
         """Close once and stop both loops."""
@@ -269,7 +309,8 @@ class ChatConnection:
                     return
                 await self._send_error("rate_limited", "Too many frames; slow down")
                 continue
-            await self._handle(raw)
+            async with self._handling:
+                await self._handle(raw)
 
     async def _handle(self, raw: str | bytes) -> None:
         try:
