@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import timedelta
+from logging import Logger
 
 import anyio
 from advanced_alchemy.exceptions import NotFoundError, RepositoryError
@@ -22,6 +24,7 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
+from litestar.types import Scope
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -70,6 +73,13 @@ def database_error(_request: Request, exc: Exception) -> Response[dict[str, obje
         logger.exception("Database error")
         status, detail = HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error"
     return Response({"status_code": status, "detail": detail}, status_code=status)
+
+
+def log_unhandled(log: Logger, scope: Scope, formatted: list[str]) -> None:
+    """Log an exception that became a 500, except database errors: ``database_error`` logs those."""
+    if isinstance(sys.exc_info()[1], RepositoryError | SQLAlchemyError | OSError):
+        return
+    log.error("Uncaught exception (%s %s):\n%s", scope["type"], scope["path"], "".join(formatted))
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -160,5 +170,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             log_exceptions="always",
             # A client's mistake is answered, not logged as a server error.
             disable_stack_trace=set(range(400, 500)),
+            exception_logging_handler=log_unhandled,
         ),
     )

@@ -1,0 +1,223 @@
+"""Production behaviour against real server processes: shutdown, start-up, and a database that goes away."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.conftest import (
+    TEST_SECRET,
+    fetch,
+    free_port,
+    register_and_login,
+    start_server,
+    stop_server,
+    wait_for,
+)
+
+PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+
+
+def open_private_chat(http: httpx.Client) -> tuple[Any, Any, int]:
+    ada, bob = register_and_login(http, "Ada"), register_and_login(http, "Bob")
+    chat = http.post("/chats", json={"type": "private", "user_id": bob.id}, headers=ada.headers).json()
+    return ada, bob, chat["id"]
+
+
+@contextmanager
+def connect_chat(server: Any, http: httpx.Client) -> Iterator[tuple[Any, Any, int]]:
+    """Register two people, open their private chat and connect the first one's socket."""
+    ada, _bob, chat_id = open_private_chat(http)
+    with connect(f"{server.ws_url}/ws/{chat_id}?token={ada.token}", open_timeout=10) as socket:
+        yield socket, ada, chat_id
+
+
+def receive_json(socket: Any) -> dict[str, Any]:
+    return json.loads(socket.recv(timeout=10))
+
+
+def test_sigterm_closes_sockets_with_1001_and_keeps_acknowledged_messages(
+    pg_database_url: str, tmp_path: Path
+) -> None:
+    server = start_server(pg_database_url, tmp_path / "server.log", {"WINDI_ENV": "production"})
+    try:
+        with server.http() as http:
+            ada, _bob, chat_id = open_private_chat(http)
+        with connect(f"{server.ws_url}/ws/{chat_id}?token={ada.token}", open_timeout=10) as socket:
+            socket.send(json.dumps({"type": "send", "client_id": "before-stop", "text": "kept"}))
+            frames = [receive_json(socket), receive_json(socket)]
+            assert {f["type"] for f in frames} == {"ack", "message"}
+            server.process.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as closed:
+                socket.recv(timeout=10)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1001
+        wait_for(lambda: server.process.poll() is not None, timeout=30)
+    finally:
+        stop_server(server)
+    assert fetch(pg_database_url, "SELECT text FROM messages WHERE client_id = 'before-stop'") == [("kept",)]
+    log = server.log()
+    assert "Traceback" not in log
+    # Production logs are JSON lines.
+    app_lines = [line for line in log.splitlines() if line.startswith("{")]
+    assert app_lines
+    assert all(json.loads(line)["level"] for line in app_lines)
+
+
+def test_server_gives_up_on_an_unreachable_database_with_a_clear_message(tmp_path: Path) -> None:
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere"
+    env = {
+        **os.environ,
+        "WINDI_DATABASE_URL": url,
+        "WINDI_JWT_SECRET": TEST_SECRET,
+        "WINDI_DB_STARTUP_TIMEOUT": "2",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "windi_chat.cli", "run", "--port", str(free_port())],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "Database not reachable (attempt 1" in result.stderr
+    assert "Database not reachable (attempt 2" in result.stderr
+    assert "did not answer within 2s" in result.stderr
+
+
+# A PostgreSQL server the test owns, so it can stop and start it -----------------------------------
+
+
+class OwnPostgres:
+    """A throw-away PostgreSQL cluster on a free port (run as the postgres user when we are root)."""
+
+    def __init__(self) -> None:
+        assert PG_BIN is not None
+        self.dir = Path(tempfile.mkdtemp(prefix="windi-pg-", dir="/tmp"))
+        self.port = free_port()
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+        self._as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def _run(self, tool: str, *args: str) -> None:
+        command = [*self._as_postgres, str(PG_BIN / tool), *args]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            "pg_ctl", "-D", str(self.dir / "data"), "-o", options, "-l", str(self.dir / "log"), "-w", "start"
+        )
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
+
+    def remove(self) -> None:
+        subprocess.run(
+            [
+                *self._as_postgres,
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.dir / "data"),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    if PG_BIN is None or (shutil.which("runuser") is None and os.geteuid() == 0):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    cluster = OwnPostgres()
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+def test_server_waits_for_a_database_that_starts_later(own_postgres: OwnPostgres, tmp_path: Path) -> None:
+    log_path = tmp_path / "server.log"
+    env = {**os.environ, "WINDI_DATABASE_URL": own_postgres.url, "WINDI_JWT_SECRET": TEST_SECRET}
+    port = free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "windi_chat.cli", "run", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: "Database not reachable (attempt 2" in log_path.read_text(), timeout=30)
+        own_postgres.start()
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, timeout=30)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "Database reachable after" in log_path.read_text()
+
+
+def test_database_outage_gives_503_and_unavailable_then_recovers(
+    own_postgres: OwnPostgres, tmp_path: Path
+) -> None:
+    own_postgres.start()
+    server = start_server(own_postgres.url, tmp_path / "server.log")
+    try:
+        with server.http() as http, connect_chat(server, http) as (socket, ada, chat_id):
+            own_postgres.stop()
+            assert http.get("/health").status_code == 503
+            response = http.get("/users/me", headers=ada.headers)
+            assert response.status_code == 503
+            assert "unavailable" in response.json()["detail"]
+            assert http.get(f"/history/{chat_id}", headers=ada.headers).status_code == 503
+
+            socket.send(json.dumps({"type": "send", "client_id": "during-outage", "text": "hello?"}))
+            error = receive_json(socket)
+            assert error == {
+                "type": "error",
+                "code": "unavailable",
+                "detail": error["detail"],
+                "client_id": "during-outage",
+            }
+
+            own_postgres.start()
+            wait_for(lambda: http.get("/health").status_code == 200, timeout=30)
+            assert http.get("/users/me", headers=ada.headers).status_code == 200
+            socket.send(json.dumps({"type": "send", "client_id": "during-outage", "text": "hello?"}))
+            frames = [receive_json(socket), receive_json(socket)]
+            assert {f["type"] for f in frames} == {"ack", "message"}
+            assert http.get(f"/history/{chat_id}", headers=ada.headers).json()[0]["text"] == "hello?"
+    finally:
+        stop_server(server)
+    assert "Traceback" not in server.log()
