@@ -34,11 +34,11 @@ from windi_chat.accounts import AuthController, UserController, UserService, cre
 from windi_chat.chats import ChatController, ChatService, GroupController
 from windi_chat.config import Settings
 from windi_chat.database import create_db_config, is_unavailable
-from windi_chat.events import EventBus
+from windi_chat.events import EventBus, GuardedBackend
 from windi_chat.lifecycle import install_graceful_shutdown, prepare_database
 from windi_chat.logs import install_redaction, logging_dict
 from windi_chat.messaging import MessageController
-from windi_chat.realtime import SOCKET_BACKLOG, SocketRegistry, chat_socket
+from windi_chat.realtime import SocketRegistry, chat_socket
 from windi_chat.schemas import HealthOut
 from windi_chat.security import PasswordHasher, TokenCodec, create_auth
 
@@ -93,13 +93,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     hasher = PasswordHasher(settings.argon2_time_cost, settings.argon2_memory_kib)
     tokens = TokenCodec(secret=secret, ttl=timedelta(seconds=settings.token_ttl_seconds))
     channels = ChannelsPlugin(
-        backend=MemoryChannelsBackend(),
+        backend=GuardedBackend(MemoryChannelsBackend(), on_lost=lambda lost: sockets.events_lost(lost)),
         arbitrary_channels_allowed=True,
-        subscriber_max_backlog=SOCKET_BACKLOG,
-        subscriber_backlog_strategy="backoff",
     )
+    sockets = SocketRegistry(channels)
     session_maker = db_config.create_session_maker()
-    sockets = SocketRegistry()
     events = EventBus(channels)
 
     auth_routes = Router(

@@ -7,9 +7,11 @@ actions; the other forwards the chat's events. Nothing here writes SQL.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import anyio
@@ -51,6 +53,7 @@ logger = logging.getLogger("windi_chat.realtime")
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008  # flooding
 CLOSE_TOO_BIG = 1009
+CLOSE_SERVICE_RESTART = 1012  # live events were lost: reconnect with after_seq
 CLOSE_TRY_AGAIN = 1013  # fell too far behind, or the database is unavailable: reconnect with after_seq
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
@@ -59,6 +62,8 @@ CLOSE_FORBIDDEN = 4403
 MAX_FRAME_BYTES = 65_536
 CATCH_UP_LIMIT = 1000
 # Events a socket may have waiting; a socket this far behind is closed and catches up on reconnect.
+# (The queue itself is unbounded: Litestar's bounded queues drop events silently, and unsubscribing
+# from a full one blocks; it grows past this only while a send waits, for at most the send timeout.)
 SOCKET_BACKLOG = 1000
 SEND_TIMEOUT_SECONDS = 10.0
 BURST_FRAMES = 50
@@ -98,14 +103,30 @@ class FrameRateLimiter:
 
 
 class SocketRegistry:
-    """The open sockets of this process, so that a shutdown can close each of them properly."""
+    """The open sockets of this process: subscribing them, and closing them when they must catch up.
 
-    def __init__(self) -> None:
+    Subscribing and unsubscribing go through one lock: interleaved, Litestar's channels plugin can
+    unsubscribe the backend from a channel that a new socket has just joined.
+    """
+
+    def __init__(self, channels: ChannelsPlugin) -> None:
+        self._channels = channels
         self._connections: set[ChatConnection] = set()
+        self._subscription_lock = anyio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.closing = False
 
     def __len__(self) -> int:
         return len(self._connections)
+
+    async def subscribe(self, chat_id: int) -> Subscriber:
+        async with self._subscription_lock:
+            return await self._channels.subscribe(chat_channel(chat_id))
+
+    async def unsubscribe(self, subscriber: Subscriber) -> None:
+        with anyio.CancelScope(shield=True):
+            async with self._subscription_lock:
+                await self._channels.unsubscribe(subscriber)
 
     def add(self, connection: ChatConnection) -> None:
         self._connections.add(connection)
@@ -121,6 +142,17 @@ class SocketRegistry:
         async with anyio.create_task_group() as tasks:
             for connection in list(self._connections):
                 tasks.start_soon(connection.shutdown, code, reason)
+
+    def events_lost(self, channels: Iterable[str] | None) -> None:
+        """Live events may have been lost: close the affected sockets so their clients catch up."""
+        wanted = None if channels is None else set(channels)
+        for connection in list(self._connections):
+            if wanted is None or chat_channel(connection.chat_id) in wanted:
+                task = asyncio.get_running_loop().create_task(
+                    connection.shutdown(CLOSE_SERVICE_RESTART, "events lost; reconnect with after_seq")
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
 
 def _token_of(socket: WebSocket[Any, Any, Any]) -> str | None:
@@ -142,7 +174,6 @@ async def chat_socket(
     socket: WebSocket[Any, Any, Any],
     chat_id: FromPath[int],
     tokens: NamedDependency[TokenCodec],
-    channels: NamedDependency[ChannelsPlugin],
     events: NamedDependency[EventBus],
     sessions: NamedDependency[async_sessionmaker[AsyncSession]],
     settings: NamedDependency[Settings],
@@ -173,7 +204,7 @@ async def chat_socket(
     if not allowed:
         await _refuse(socket, CLOSE_FORBIDDEN, "not a member of this chat")
         return
-    subscriber = await channels.subscribe(chat_channel(chat_id))
+    subscriber = await registry.subscribe(chat_id)
     try:
         await socket.accept()
         connection = ChatConnection(socket, chat_id, user_id, subscriber, events, sessions, settings)
@@ -185,7 +216,7 @@ async def chat_socket(
             registry.discard(connection)
         logger.info("Socket closed: chat_id=%s user_id=%s socket=%s", chat_id, user_id, connection.socket_id)
     finally:
-        await channels.unsubscribe(subscriber)
+        await registry.unsubscribe(subscriber)
 
 
 class ChatConnection:
@@ -260,7 +291,7 @@ class ChatConnection:
         if sent_up_to is None:
             return
         async for payload in self._subscriber.iter_events():
-            if self._subscriber.qsize >= SOCKET_BACKLOG - 1:
+            if self._subscriber.qsize > SOCKET_BACKLOG:
                 await self.close(CLOSE_TRY_AGAIN, "fell too far behind")
                 return
             kind, argument, frame = split_event(payload)
