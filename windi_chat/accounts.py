@@ -159,11 +159,12 @@ class UserController(Controller):
 
 
 class _RateLimitWithRetryAfter(RateLimitMiddleware):
-    """Litestar's limiter, plus the standard ``Retry-After`` header on its 429."""
+    """Litestar's limiter, plus the standard ``Retry-After`` header once the allowance is used up."""
 
     def create_response_headers(self, cache_object: CacheObject) -> dict[str, str]:
         headers = super().create_response_headers(cache_object)
-        headers["Retry-After"] = str(max(1, int(headers[self.config.rate_limit_reset_header_key])))
+        if headers[self.config.rate_limit_remaining_header_key] == "0":
+            headers["Retry-After"] = str(max(1, int(headers[self.config.rate_limit_reset_header_key])))
         return headers
 
 

@@ -44,6 +44,13 @@ class RedactSecrets(logging.Filter):
             record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
         elif isinstance(record.args, dict):
             record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        if record.exc_info and not record.exc_text:
+            # Formatters print the cached traceback text, so caching a redacted one covers all of them.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 

@@ -94,19 +94,24 @@ async def send_message(
         .where(ChatMember.chat_id == chat_id, ChatMember.user_id != sender_id)
         .scalar_subquery()
     )
+    sender_read = (
+        select(ChatMember.read_seq)
+        .where(ChatMember.chat_id == chat_id, ChatMember.user_id == sender_id)
+        .scalar_subquery()
+    )
     now = utcnow()
     bumped = (
         await session.execute(
             update(Chat)
             .where(Chat.id == chat_id, is_member)
             .values(last_seq=Chat.last_seq + 1, last_activity_at=now)
-            .returning(Chat.last_seq, others_min_read)
+            .returning(Chat.last_seq, others_min_read, sender_read)
         )
     ).one_or_none()
     if bumped is None:
         await session.rollback()
         raise NotMemberError
-    seq, others_read = bumped
+    seq, others_read, sender_read_before = bumped
     insert_message = _insert_ignoring_repeats(session).values(
         chat_id=chat_id, seq=seq, sender_id=sender_id, client_id=client_id, text=text, created_at=now
     )
@@ -120,6 +125,7 @@ async def send_message(
         .values(read_seq=seq)
     )
     await session.commit()
+    all_read_before = sender_read_before if others_read is None else min(sender_read_before, others_read)
     all_read_seq = seq if others_read is None else min(seq, others_read)
     message = MessageOut(
         id=message_id,
@@ -133,6 +139,9 @@ async def send_message(
     )
     logger.debug("Message stored: chat_id=%s seq=%s sender_id=%s", chat_id, seq, sender_id)
     events.message(message)
+    if all_read_seq > all_read_before:
+        # The sender was the last to read the earlier messages: sending read them, so say so.
+        events.read(chat_id, sender_id, seq, all_read_seq)
     return Sent(message, created=True)
 
 
@@ -173,10 +182,13 @@ async def mark_read(session: AsyncSession, events: EventBus, chat_id: int, user_
     Publishes a ``read`` event when the marker moved, carrying the chat's new ``all_read_seq``: the
     lowest marker among the members, up to which every message has been read by everyone.
     """
+    # Locking the chat row makes concurrent readers take turns, so the last of them to commit sees
+    # every other marker and announces the true all_read_seq.
     last_seq = await session.scalar(
         select(Chat.last_seq)
         .join(ChatMember, and_(ChatMember.chat_id == Chat.id, ChatMember.user_id == user_id))
         .where(Chat.id == chat_id)
+        .with_for_update(of=Chat)
     )
     if last_seq is None:
         await session.rollback()

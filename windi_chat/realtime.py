@@ -189,7 +189,9 @@ async def chat_socket(
         await _refuse(socket, CLOSE_UNAUTHORIZED, "missing, invalid or expired token")
         return
     raw_after = socket.query_params.get("after_seq")
-    after_seq = int(raw_after) if raw_after is not None and raw_after.isdigit() else None
+    after_seq = (
+        int(raw_after) if raw_after is not None and raw_after.isascii() and raw_after.isdigit() else None
+    )
     if raw_after is not None and after_seq is None:
         await _refuse(socket, CLOSE_BAD_REQUEST, "after_seq must be a non-negative integer")
         return
@@ -314,7 +316,8 @@ class ChatConnection:
                 raise
             await self.close(CLOSE_TRY_AGAIN, "database unavailable")
             return None
-        if len(backlog) > CATCH_UP_LIMIT:
+        if len(backlog) > CATCH_UP_LIMIT or after_seq > last_seq:
+            # Too much to replay, or the client knows of seqs this chat never had: it pages /history.
             await self._send(_encode(ResyncFrame(after_seq=after_seq, last_seq=last_seq)))
             return last_seq
         for message in backlog:
@@ -351,7 +354,7 @@ class ChatConnection:
             kind = value.get("type") if isinstance(value, dict) else None
             client_id = value.get("client_id") if isinstance(value, dict) else None
             client_id = client_id if isinstance(client_id, str) else None
-            if not isinstance(value, dict):
+            if not isinstance(value, dict) or kind is None:
                 await self._send_error("invalid_frame", "A frame is a JSON object with a type")
             elif kind not in ("send", "read", "typing"):
                 await self._send_error("unknown_type", f"Unknown frame type: {kind!r}", client_id)

@@ -1,0 +1,129 @@
+"""A small synchronous client for the chat WebSocket: send JSON frames, read them with a deadline."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+__all__ = (
+    "CLOSED_WITHOUT_CODE",
+    "Frame",
+    "is_ack",
+    "is_message",
+    "is_type",
+    "open_socket",
+    "receive_count",
+    "receive_until",
+    "receive_until_closed",
+    "send_frame",
+)
+
+Frame = dict[str, Any]
+Predicate = Callable[[Frame], bool]
+
+TIMEOUT = 10.0
+# What ``receive_until_closed`` reports when the connection ended without a close frame.
+CLOSED_WITHOUT_CODE = 1006
+
+
+def open_socket(
+    ws_url: str,
+    chat_id: int | str,
+    token: str | None = None,
+    after_seq: int | str | None = None,
+    headers: dict[str, str] | None = None,
+) -> ClientConnection:
+    """Connect to ``/ws/{chat_id}``, with the token in the query string unless it is None.
+
+    Use the connection as a context manager (``with open_socket(...) as socket:``): it closes on exit.
+    """
+    query = {}
+    if token is not None:
+        query["token"] = token
+    if after_seq is not None:
+        query["after_seq"] = str(after_seq)
+    url = f"{ws_url}/ws/{chat_id}" + (f"?{urlencode(query)}" if query else "")
+    return connect(url, open_timeout=TIMEOUT, additional_headers=headers)
+
+
+def send_frame(socket: ClientConnection, **frame: Any) -> None:
+    socket.send(json.dumps(frame))
+
+
+def is_type(kind: str) -> Predicate:
+    return lambda frame: frame.get("type") == kind
+
+
+def is_message(seq: int | None = None, client_id: str | None = None) -> Predicate:
+    def matches(frame: Frame) -> bool:
+        if frame.get("type") != "message":
+            return False
+        message = frame["message"]
+        return (seq is None or message["seq"] == seq) and (
+            client_id is None or message["client_id"] == client_id
+        )
+
+    return matches
+
+
+def is_ack(client_id: str) -> Predicate:
+    return lambda frame: frame.get("type") == "ack" and frame["client_id"] == client_id
+
+
+def _next_frame(socket: ClientConnection, deadline: float, received: list[Frame], waiting_for: str) -> Frame:
+    remaining = deadline - time.monotonic()
+    try:
+        raw = socket.recv(timeout=max(remaining, 0))
+    except TimeoutError:
+        pytest.fail(f"no frame {waiting_for} arrived in time; received before: {received}")
+    except ConnectionClosed as exc:
+        code = exc.rcvd.code if exc.rcvd else None
+        pytest.fail(f"socket closed with {code} while waiting for {waiting_for}; received: {received}")
+    return json.loads(raw)
+
+
+def receive_until(socket: ClientConnection, predicate: Predicate, timeout: float = TIMEOUT) -> list[Frame]:
+    """Every frame up to and including the first that matches; fails at the deadline."""
+    deadline = time.monotonic() + timeout
+    received: list[Frame] = []
+    while True:
+        frame = _next_frame(socket, deadline, received, "matching the predicate")
+        received.append(frame)
+        if predicate(frame):
+            return received
+
+
+def receive_count(
+    socket: ClientConnection, predicate: Predicate, count: int, timeout: float = TIMEOUT
+) -> list[Frame]:
+    """Every frame up to and including the ``count``-th that matches; fails at the deadline."""
+    deadline = time.monotonic() + timeout
+    received: list[Frame] = []
+    matched = 0
+    while matched < count:
+        frame = _next_frame(socket, deadline, received, f"({matched}/{count} matched so far)")
+        received.append(frame)
+        matched += predicate(frame)
+    return received
+
+
+def receive_until_closed(socket: ClientConnection, timeout: float = TIMEOUT) -> tuple[list[Frame], int]:
+    """Every frame until the server closes the socket, and the close code it sent."""
+    deadline = time.monotonic() + timeout
+    received: list[Frame] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            raw = socket.recv(timeout=max(remaining, 0))
+        except TimeoutError:
+            pytest.fail(f"socket still open at the deadline; received: {received}")
+        except ConnectionClosed as exc:
+            return received, exc.rcvd.code if exc.rcvd else CLOSED_WITHOUT_CODE
+        received.append(json.loads(raw))
