@@ -96,12 +96,7 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
         if not rows:
             return []
         member_rows = (
-            await self.session.execute(
-                select(ChatMember, User.name)
-                .join(User, User.id == ChatMember.user_id)
-                .where(ChatMember.chat_id.in_(members_of))
-                .order_by(ChatMember.chat_id, ChatMember.joined_at, ChatMember.user_id)
-            )
+            await self.session.execute(_members_with_names().where(ChatMember.chat_id.in_(members_of)))
         ).all()
         members: dict[int, list[tuple[ChatMember, str]]] = defaultdict(list)
         for member, name in member_rows:
@@ -242,15 +237,17 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
         last = await self.session.scalar(
             select(Message).where(Message.chat_id == chat_id, Message.seq == chat.last_seq)
         )
-        rows = (
-            await self.session.execute(
-                select(ChatMember, User.name)
-                .join(User, User.id == ChatMember.user_id)
-                .where(ChatMember.chat_id == chat_id)
-                .order_by(ChatMember.joined_at, ChatMember.user_id)
-            )
-        ).all()
+        rows = (await self.session.execute(_members_with_names().where(ChatMember.chat_id == chat_id))).all()
         return _chat_out(chat, caller_id, chat.last_seq, last, [(m, n) for m, n in rows])
+
+
+def _members_with_names() -> Any:
+    """Members with their names, in the order a chat lists them: by chat, then who joined first."""
+    return (
+        select(ChatMember, User.name)
+        .join(User, User.id == ChatMember.user_id)
+        .order_by(ChatMember.chat_id, ChatMember.joined_at, ChatMember.user_id)
+    )
 
 
 def _chat_out(
