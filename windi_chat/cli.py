@@ -62,6 +62,9 @@ def run_command(
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         ws_max_size=WS_MAX_FRAME_BYTES,
+        # Chat frames are small: per-message deflate would cost CPU on every delivery and tens of
+        # kilobytes of zlib state on every idle socket.
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,
     )
 

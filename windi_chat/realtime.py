@@ -45,7 +45,7 @@ from windi_chat.schemas import (
 )
 from windi_chat.security import TokenCodec
 
-__all__ = ("SOCKET_BACKLOG", "SocketRegistry", "chat_socket")
+__all__ = ("SocketRegistry", "chat_socket")
 
 logger = logging.getLogger("windi_chat.realtime")
 
@@ -61,11 +61,6 @@ CLOSE_FORBIDDEN = 4403
 
 MAX_FRAME_BYTES = 65_536
 CATCH_UP_LIMIT = 1000
-# Events a socket may have waiting; a socket this far behind is closed and catches up on reconnect.
-# (The queue itself is unbounded: Litestar's bounded queues drop events silently, and unsubscribing
-# from a full one blocks; it grows past this only while a send waits, for at most the send timeout.)
-SOCKET_BACKLOG = 1000
-SEND_TIMEOUT_SECONDS = 10.0
 BURST_FRAMES = 50
 
 _decode_frame = msgspec.json.Decoder(ClientFrame).decode
@@ -243,6 +238,12 @@ class ChatConnection:
         self._events = events
         self._sessions = sessions
         self._limiter = FrameRateLimiter(settings.ws_frames_per_second)
+        # Events the socket may have waiting (settings.ws_socket_backlog); a socket this far behind is
+        # closed and catches up on reconnect. The queue itself is unbounded, since Litestar's bounded
+        # queues drop events silently and unsubscribing from a full one blocks; it grows past the limit
+        # only while a send waits, for at most the send timeout.
+        self._backlog = settings.ws_socket_backlog
+        self._send_timeout = settings.ws_send_timeout
         self._send_lock = anyio.Lock()
         # Held while a client frame is handled, so a shutdown lets an in-flight send commit and ack.
         self._handling = anyio.Lock()
@@ -261,7 +262,7 @@ class ChatConnection:
     async def _send(self, frame: bytes) -> None:
         """Send one text frame; a client that does not take it within the timeout is closed."""
         async with self._send_lock:
-            with anyio.move_on_after(SEND_TIMEOUT_SECONDS) as timeout:
+            with anyio.move_on_after(self._send_timeout) as timeout:
                 await self.socket.send({"type": "websocket.send", "text": frame.decode()})
         if timeout.cancelled_caught:
             await self.close(CLOSE_TRY_AGAIN, "too slow to receive")
@@ -293,7 +294,7 @@ class ChatConnection:
         if sent_up_to is None:
             return
         async for payload in self._subscriber.iter_events():
-            if self._subscriber.qsize > SOCKET_BACKLOG:
+            if self._subscriber.qsize > self._backlog:
                 await self.close(CLOSE_TRY_AGAIN, "fell too far behind")
                 return
             kind, argument, frame = split_event(payload)

@@ -1,0 +1,129 @@
+"""A client that stops reading cannot grow the server's memory: its socket is closed with 1013.
+
+The paused client shrinks its receive buffer and stops reading after one queued frame, so the server's
+sends back up within a few hundred kilobytes. Whether the server notices through its send timeout or
+through the socket's backlog, the client gets 1013 and then catches up with ``after_seq``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket as stdlib_socket
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from tests.conftest import Account, LiveServer, register_and_login, start_server, stop_server, wait_for
+from tests.wsclient import (
+    CLOSED_WITHOUT_CODE,
+    Frame,
+    is_ack,
+    is_message,
+    open_socket,
+    receive_count,
+    receive_until,
+    receive_until_closed,
+    send_frame,
+)
+
+CLOSE_TRY_AGAIN = 1013
+BIG_TEXT = "\N{GRINNING FACE}" * 4096  # 16 kB of UTF-8 per frame (these sockets are not compressed)
+MESSAGES = 330
+_unique = itertools.count(1)
+
+
+def paused_socket(server: LiveServer, chat_id: int, token: str) -> ClientConnection:
+    """A connection whose client reads nothing until ``recv`` is called, with a tiny receive buffer."""
+    address = urlsplit(server.ws_url)
+    raw = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_STREAM)
+    raw.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 4096)
+    raw.connect((address.hostname, address.port))
+    url = f"{server.ws_url}/ws/{chat_id}?{urlencode({'token': token})}"
+    return connect(url, sock=raw, max_queue=1, compression=None, open_timeout=10)
+
+
+@pytest.fixture
+def slow_server(postgres_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LiveServer]:
+    backlog, send_timeout = request.param
+    server = start_server(
+        postgres_url,
+        tmp_path / "server.log",
+        {
+            "WINDI_WS_SOCKET_BACKLOG": str(backlog),
+            "WINDI_WS_SEND_TIMEOUT": str(send_timeout),
+            "WINDI_WS_FRAMES_PER_SECOND": "10000",
+        },
+    )
+    yield server
+    stop_server(server)
+
+
+def _pair(server: LiveServer) -> tuple[Account, Account, int]:
+    with server.http() as http:
+        ada, bob = (
+            register_and_login(http, name, f"{name.lower()}-slow-{next(_unique)}@example.com")
+            for name in ("Ada", "Bob")
+        )
+        response = http.post("/chats", json={"type": "private", "user_id": bob.id}, headers=ada.headers)
+        assert response.status_code in (200, 201), response.text
+    return ada, bob, response.json()["id"]
+
+
+def _send_many(server: LiveServer, sender: Account, chat_id: int) -> None:
+    """Send ``MESSAGES`` big messages, ten at a time, reading everything that comes back."""
+    with open_socket(server.ws_url, chat_id, sender.token) as sending:
+        for start in range(0, MESSAGES, 10):
+            for index in range(start, min(start + 10, MESSAGES)):
+                send_frame(sending, type="send", client_id=f"big-{index}", text=BIG_TEXT)
+            receive_until(sending, is_ack(f"big-{index}"), timeout=30)
+
+
+def _catch_up_after_close(
+    server: LiveServer, paused: ClientConnection, chat_id: int, token: str, codes: set[int]
+) -> None:
+    """Read what the paused socket got before its close, then reconnect: every message exactly once."""
+    frames, code = receive_until_closed(paused, timeout=60)
+    assert code in codes
+    got = [f["message"]["seq"] for f in frames if f["type"] == "message"]
+    assert len(got) < MESSAGES, "the socket was closed before it was sent everything"
+    assert got == list(range(1, len(got) + 1))
+    with open_socket(server.ws_url, chat_id, token, after_seq=len(got)) as again:
+        rest = receive_count(again, is_message(), MESSAGES - len(got), timeout=30)
+    assert [f["message"]["seq"] for f in rest if f["type"] == "message"] == list(
+        range(len(got) + 1, MESSAGES + 1)
+    )
+
+
+def _keeps_up(fast: ClientConnection) -> None:
+    frames: list[Frame] = receive_count(fast, is_message(), MESSAGES, timeout=60)
+    assert [f["message"]["seq"] for f in frames if f["type"] == "message"] == list(range(1, MESSAGES + 1))
+
+
+@pytest.mark.parametrize("slow_server", [(100_000, 1)], indirect=True)
+def test_a_client_that_stops_reading_is_closed_after_the_send_timeout(slow_server: LiveServer) -> None:
+    ada, bob, chat_id = _pair(slow_server)
+    with (
+        paused_socket(slow_server, chat_id, bob.token) as paused,
+        open_socket(slow_server.ws_url, chat_id, bob.token) as fast,
+    ):
+        _send_many(slow_server, ada, chat_id)
+        _keeps_up(fast)  # another device of the same user is not held back by the slow one
+
+        # The server closes the paused socket while its client still reads nothing.
+        wait_for(lambda: "too slow to receive" in slow_server.log(), timeout=30)
+        # The close frame reaches the client only if its buffers had room for it (see docs/protocol.md).
+        _catch_up_after_close(slow_server, paused, chat_id, bob.token, {CLOSE_TRY_AGAIN, CLOSED_WITHOUT_CODE})
+
+
+@pytest.mark.parametrize("slow_server", [(5, 600)], indirect=True)
+def test_a_client_that_falls_too_far_behind_is_closed_when_it_reads_again(slow_server: LiveServer) -> None:
+    ada, bob, chat_id = _pair(slow_server)
+    with paused_socket(slow_server, chat_id, bob.token) as paused:
+        _send_many(slow_server, ada, chat_id)
+
+        # Reading again unblocks the server's pending send; the backlog behind it is over the limit.
+        _catch_up_after_close(slow_server, paused, chat_id, bob.token, {CLOSE_TRY_AGAIN})
+        assert "fell too far behind" in slow_server.log()
