@@ -12,6 +12,8 @@ from litestar.testing import TestClient
 
 from tests.conftest import make_settings, register_and_login
 from windi_chat.app import create_app
+from windi_chat.config import ConfigurationError
+from windi_chat.delivery import PostgresChannelsBackend, create_backend
 
 BREAK = b"break the stream"
 
@@ -34,21 +36,26 @@ def send(client: TestClient[Any], who: Any, chat_id: int, client_id: str) -> Non
     assert response.status_code == 201
 
 
+def fail_once(monkeypatch: pytest.MonkeyPatch, backend: Any, method: str) -> list[Any]:
+    """Make ``backend.<method>`` raise once, as an unreachable backend would; returns the failed calls."""
+    original = getattr(backend, method)
+    failures: list[Any] = []
+
+    async def failing_once(*args: Any) -> None:
+        if not failures:
+            failures.append(args)
+            raise ConnectionError("backend unreachable")
+        await original(*args)
+
+    monkeypatch.setattr(backend, method, failing_once)
+    return failures
+
+
 def test_failed_publish_closes_the_chat_sockets_with_1012_and_delivery_goes_on(
     client: TestClient[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ada, bob, chat_id = private_chat(client)
-    backend = guarded_inner_backend(client.app)
-    publish = backend.publish
-    failures: list[bytes] = []
-
-    async def publish_failing_once(data: bytes, channels: Any) -> None:
-        if not failures:
-            failures.append(data)
-            raise ConnectionError("backend unreachable")
-        await publish(data, channels)
-
-    monkeypatch.setattr(backend, "publish", publish_failing_once)
+    failures = fail_once(monkeypatch, guarded_inner_backend(client.app), "publish")
     with client.websocket_connect(f"/ws/{chat_id}?token={bob.token}") as socket:
         send(client, ada, chat_id, "lost-live")
         with pytest.raises(WebSocketDisconnect) as closed:
@@ -90,3 +97,51 @@ def test_broken_event_stream_closes_all_sockets_with_1012_and_is_reopened(
         with client.websocket_connect(f"/ws/{chat_id}?token={bob.token}&after_seq=1") as socket:
             send(client, ada, chat_id, "after")
             assert socket.receive_json(timeout=10)["message"]["client_id"] == "after"
+
+
+def test_failed_subscribe_refuses_the_socket_with_1013_and_the_next_one_is_served(
+    client: TestClient[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ada, bob, chat_id = private_chat(client)
+    failures = fail_once(monkeypatch, guarded_inner_backend(client.app), "subscribe")
+    with client.websocket_connect(f"/ws/{chat_id}?token={bob.token}") as socket:
+        with pytest.raises(WebSocketDisconnect) as closed:
+            socket.receive_text(timeout=10)
+        assert closed.value.code == 1013
+    assert failures
+
+    # The plugin must not believe the chat is still subscribed: the next socket gets live events.
+    with client.websocket_connect(f"/ws/{chat_id}?token={bob.token}") as socket:
+        send(client, ada, chat_id, "live")
+        assert socket.receive_json(timeout=10)["message"]["client_id"] == "live"
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("memory://", "MemoryChannelsBackend"),
+        ("redis://127.0.0.1:6379/0", "RedisChannelsPubSubBackend"),
+        ("postgresql://windi@db:5432/windi", "PostgresChannelsBackend"),
+        ("postgresql+asyncpg://windi@db:5432/windi", "PostgresChannelsBackend"),
+    ],
+)
+def test_channels_url_selects_the_backend(url: str, kind: str) -> None:
+    assert type(create_backend(url)).__name__ == kind
+
+
+def test_unknown_channels_url_is_refused_without_showing_its_password() -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        create_backend("kafka://user:hunter2@broker:9092")
+    assert "kafka://user:***@broker:9092" in str(refused.value)
+    assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize("text", ["short", "a" * 20_000, "\N{GRINNING FACE}" * 4096, "é" * 7000])
+def test_postgres_payloads_stay_under_the_notify_limit_and_join_back(text: str) -> None:
+    backend = PostgresChannelsBackend("postgresql://localhost/windi")
+    data = f'M1\n{{"text":"{text}"}}'.encode()
+    payloads = backend._payloads(data)
+    assert all(len(payload.encode()) < 8000 for payload in payloads)
+    assembled = [backend._assemble(payload) for payload in reversed(payloads)]  # any order within one event
+    assert assembled[:-1] == [None] * (len(payloads) - 1)
+    assert assembled[-1] == data

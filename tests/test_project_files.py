@@ -51,7 +51,20 @@ def test_compose_runs_the_app_beside_a_healthy_postgres() -> None:
     assert app["depends_on"]["db"]["condition"] == "service_healthy"
     assert "8000:8000" in app["ports"]
     assert "@db:5432/" in app["environment"]["WINDI_DATABASE_URL"]
-    assert services["redis"]["profiles"] == ["redis"]
+    assert services["redis"]["profiles"] == ["redis", "scale"]
+
+
+def test_compose_scale_profile_runs_a_second_replica_on_redis() -> None:
+    services = compose()["services"]
+    app, second = services["app"], services["app-2"]
+    assert second["profiles"] == ["scale"]
+    assert second["build"] == app["build"]
+    assert second["env_file"] == app["env_file"]
+    assert second["environment"]["WINDI_CHANNELS_URL"].endswith(":-redis://redis:6379/0}")
+    assert second["environment"]["WINDI_DATABASE_URL"] == app["environment"]["WINDI_DATABASE_URL"]
+    assert second["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "8001:8000" in second["ports"]
+    assert "scale" in services["redis"]["profiles"]
 
 
 def test_image_is_multi_stage_slim_and_runs_as_a_user() -> None:

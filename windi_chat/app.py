@@ -13,7 +13,6 @@ from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Litestar, Request, Response, Router, get
 from litestar.channels import ChannelsPlugin
-from litestar.channels.backends.memory import MemoryChannelsBackend
 from litestar.di import NamedDependency, Provide
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
@@ -34,7 +33,8 @@ from windi_chat.accounts import AuthController, UserController, UserService, cre
 from windi_chat.chats import ChatController, ChatService, GroupController
 from windi_chat.config import Settings
 from windi_chat.database import create_db_config, is_unavailable
-from windi_chat.events import EventBus, GuardedBackend
+from windi_chat.delivery import GuardedBackend, create_backend, create_shared_store, redact_url
+from windi_chat.events import EventBus
 from windi_chat.lifecycle import install_graceful_shutdown, prepare_database
 from windi_chat.logs import install_redaction, logging_dict
 from windi_chat.messaging import MessageController
@@ -92,11 +92,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     auth = create_auth(settings, secret)
     hasher = PasswordHasher(settings.argon2_time_cost, settings.argon2_memory_kib)
     tokens = TokenCodec(secret=secret, ttl=timedelta(seconds=settings.token_ttl_seconds))
-    channels = ChannelsPlugin(
-        backend=GuardedBackend(MemoryChannelsBackend(), on_lost=lambda lost: sockets.events_lost(lost)),
-        arbitrary_channels_allowed=True,
+    backend = GuardedBackend(
+        create_backend(settings.channels_url), on_lost=lambda lost: sockets.events_lost(lost)
     )
-    sockets = SocketRegistry(channels)
+    channels = ChannelsPlugin(backend=backend, arbitrary_channels_allowed=True)
+    sockets = SocketRegistry(channels, backend)
+    shared_store = create_shared_store(settings.channels_url)
     session_maker = db_config.create_session_maker()
     events = EventBus(channels)
 
@@ -112,7 +113,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         install_redaction()
         await prepare_database(db_config.get_engine(), settings)
         install_graceful_shutdown(sockets.close_all)
-        logger.info("WinDI Chat %s ready (env=%s)", __version__, settings.env)
+        logger.info(
+            "WinDI Chat %s ready (env=%s, delivery=%s)",
+            __version__,
+            settings.env,
+            redact_url(settings.channels_url),
+        )
 
     async def on_shutdown() -> None:
         await db_config.get_engine().dispose()
@@ -138,6 +144,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "settings": Provide(lambda: settings, sync_to_thread=False),
         },
         plugins=[SQLAlchemyPlugin(config=db_config), channels],
+        # Login rate limits hold across processes when they share Redis; otherwise each process counts.
+        stores={"rate_limit": shared_store} if shared_store else None,
         on_app_init=[auth.on_app_init],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

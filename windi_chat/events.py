@@ -11,12 +11,8 @@ reads only the short header to decide what to do: skip a message it already sent
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncGenerator, Callable, Iterable
-
-import anyio
 import msgspec
-from litestar.channels import ChannelsBackend, ChannelsPlugin
+from litestar.channels import ChannelsPlugin
 
 from windi_chat.schemas import (
     MemberAddedFrame,
@@ -27,9 +23,7 @@ from windi_chat.schemas import (
     TypingEventFrame,
 )
 
-__all__ = ("EventBus", "GuardedBackend", "chat_channel", "split_event")
-
-logger = logging.getLogger("windi_chat.events")
+__all__ = ("EventBus", "chat_channel", "split_event")
 
 KIND_MESSAGE = ord("M")
 KIND_TYPING = ord("T")
@@ -73,54 +67,3 @@ class EventBus:
 
     def member_removed(self, chat_id: int, user_id: int) -> None:
         self._publish(chat_id, b"R%d" % user_id, MemberRemovedFrame(chat_id=chat_id, user_id=user_id))
-
-
-class GuardedBackend(ChannelsBackend):
-    """A channels backend that survives its own failures.
-
-    Litestar's publish worker ends at the first exception a backend raises, after which every later
-    event queues up silently; its subscriber worker likewise ends when the event stream breaks. Here a
-    failed publish is logged and reported (the event is lost for live delivery only: the database has
-    it), and a broken stream is reported and reopened with backoff. ``on_lost`` receives the channels
-    whose sockets may have missed events, or ``None`` for all of them, so they can be told to catch up.
-    """
-
-    def __init__(self, backend: ChannelsBackend, on_lost: Callable[[Iterable[str] | None], None]) -> None:
-        self._backend = backend
-        self._on_lost = on_lost
-
-    async def on_startup(self) -> None:
-        await self._backend.on_startup()
-
-    async def on_shutdown(self) -> None:
-        await self._backend.on_shutdown()
-
-    async def publish(self, data: bytes, channels: Iterable[str]) -> None:
-        try:
-            await self._backend.publish(data, channels)
-        except Exception:
-            logger.exception("Publishing an event failed; its sockets will be asked to catch up")
-            self._on_lost(list(channels))
-
-    async def subscribe(self, channels: Iterable[str]) -> None:
-        await self._backend.subscribe(channels)
-
-    async def unsubscribe(self, channels: Iterable[str]) -> None:
-        await self._backend.unsubscribe(channels)
-
-    async def stream_events(self) -> AsyncGenerator[tuple[str, bytes], None]:
-        delay = 0.1
-        while True:
-            try:
-                async for event in self._backend.stream_events():
-                    delay = 0.1
-                    yield event
-                return
-            except Exception:
-                logger.exception("The event stream broke; reopening it in %.1fs", delay)
-                self._on_lost(None)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    async def get_history(self, channel: str, limit: int | None = None) -> list[bytes]:
-        return await self._backend.get_history(channel, limit)

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from windi_chat.config import Settings
 from windi_chat.database import is_unavailable
+from windi_chat.delivery import GuardedBackend
 from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, chat_channel, split_event
 from windi_chat.messaging import (
     InvalidMessageError,
@@ -104,8 +105,9 @@ class SocketRegistry:
     unsubscribe the backend from a channel that a new socket has just joined.
     """
 
-    def __init__(self, channels: ChannelsPlugin) -> None:
+    def __init__(self, channels: ChannelsPlugin, backend: GuardedBackend) -> None:
         self._channels = channels
+        self._backend = backend
         self._connections: set[ChatConnection] = set()
         self._subscription_lock = anyio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -114,9 +116,15 @@ class SocketRegistry:
     def __len__(self) -> int:
         return len(self._connections)
 
-    async def subscribe(self, chat_id: int) -> Subscriber:
+    async def subscribe(self, chat_id: int) -> Subscriber | None:
+        """A subscriber to the chat's events, or None when the backend could not subscribe."""
+        channel = chat_channel(chat_id)
         async with self._subscription_lock:
-            return await self._channels.subscribe(chat_channel(chat_id))
+            subscriber = await self._channels.subscribe(channel)
+            if self._backend.is_subscribed(channel):
+                return subscriber
+            await self._channels.unsubscribe(subscriber)
+        return None
 
     async def unsubscribe(self, subscriber: Subscriber) -> None:
         with anyio.CancelScope(shield=True):
@@ -202,6 +210,9 @@ async def chat_socket(
         await _refuse(socket, CLOSE_FORBIDDEN, "not a member of this chat")
         return
     subscriber = await registry.subscribe(chat_id)
+    if subscriber is None:
+        await _refuse(socket, CLOSE_TRY_AGAIN, "live delivery unavailable")
+        return
     try:
         await socket.accept()
         connection = ChatConnection(socket, chat_id, user_id, subscriber, events, sessions, settings)

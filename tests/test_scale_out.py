@@ -1,0 +1,390 @@
+"""Two server processes sharing one PostgreSQL, with live delivery on Redis or PostgreSQL LISTEN/NOTIFY.
+
+Each backend gets its own pair of uvicorn processes (A and B). The memory backend runs the first test
+too, and must fail to deliver across processes: that is how we know the test can tell.
+
+"Delivered across" is judged without sleeping: after A has published a message (A's own socket has
+it), B publishes a sentinel; a shared backend hands B's subscription the two in that order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import (
+    REQUIRE_PG,
+    Account,
+    LiveServer,
+    fetch,
+    free_port,
+    register_and_login,
+    start_server,
+    stop_server,
+    wait_for,
+)
+from tests.wsclient import (
+    Frame,
+    is_message,
+    is_type,
+    open_socket,
+    receive_count,
+    receive_until,
+    receive_until_closed,
+    send_frame,
+)
+
+CLOSE_FORBIDDEN = 4403
+CLOSE_SERVICE_RESTART = 1012
+_unique = itertools.count(1)
+
+
+# Services -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RedisServer:
+    """A redis-server of the test's own, so restarting it disturbs nothing else."""
+
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            (pytest.fail if REQUIRE_PG else pytest.skip)("redis-server is not installed")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, timeout=10)
+
+    def _answers(self) -> bool:
+        import socket
+
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Cluster:
+    """Processes A and B on one database and one delivery backend."""
+
+    backend: str
+    a: LiveServer
+    b: LiveServer
+    database_url: str
+    redis: RedisServer | None = None
+    _clients: list[httpx.Client] = field(default_factory=list)
+
+    def http(self, server: LiveServer) -> httpx.Client:
+        client = server.http()
+        self._clients.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        stop_server(self.a)
+        stop_server(self.b)
+
+
+def _start_cluster(
+    backend: str, postgres_url: str, tmp_path: Path, redis: RedisServer | None, **env: str
+) -> Cluster:
+    channels_url = {"memory": "memory://", "postgres": postgres_url}.get(backend) or (redis and redis.url)
+    assert channels_url
+    env = {"WINDI_CHANNELS_URL": channels_url, "WINDI_WS_FRAMES_PER_SECOND": "1000", **env}
+    a = start_server(postgres_url, tmp_path / f"{backend}-a.log", env)
+    b = start_server(postgres_url, tmp_path / f"{backend}-b.log", env)
+    return Cluster(backend, a, b, postgres_url, redis)
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def cluster(request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    redis = None
+    if request.param == "redis":
+        redis = request.getfixturevalue("redis_server")
+    started = _start_cluster(request.param, postgres_url, tmp_path, redis)
+    yield started
+    started.close()
+
+
+# Helpers ------------------------------------------------------------------------------------------
+
+
+def people(http: httpx.Client, *names: str) -> list[Account]:
+    return [register_and_login(http, name, f"{name.lower()}-{next(_unique)}@example.com") for name in names]
+
+
+def new_chat(http: httpx.Client, owner: Account, others: list[Account]) -> int:
+    body: dict[str, Any] = (
+        {"type": "private", "user_id": others[0].id}
+        if len(others) == 1
+        else {"type": "group", "name": "Team", "member_ids": [o.id for o in others]}
+    )
+    response = http.post("/chats", json=body, headers=owner.headers)
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def post_message(http: httpx.Client, sender: Account, chat_id: int, client_id: str, text: str = "hi") -> Any:
+    response = http.post(
+        f"/chats/{chat_id}/messages", json={"text": text, "client_id": client_id}, headers=sender.headers
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def client_ids(frames: list[Frame]) -> list[str]:
+    return [f["message"]["client_id"] for f in frames if f["type"] == "message"]
+
+
+# Tests --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["redis", "postgres", "memory"])
+def test_a_message_sent_on_one_process_reaches_sockets_on_the_other_unless_delivery_is_in_memory(
+    backend: str, postgres_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    redis = request.getfixturevalue("redis_server") if backend == "redis" else None
+    cluster = _start_cluster(backend, postgres_url, tmp_path, redis)
+    try:
+        http_a, http_b = cluster.http(cluster.a), cluster.http(cluster.b)
+        ada, bob = people(http_a, "Ada", "Bob")
+        chat_id = new_chat(http_a, ada, [bob])
+        with (
+            open_socket(cluster.a.ws_url, chat_id, ada.token) as on_a,
+            open_socket(cluster.b.ws_url, chat_id, bob.token) as on_b,
+        ):
+            post_message(http_a, ada, chat_id, "from-a")
+            receive_until(on_a, is_message(client_id="from-a"))  # A has published it
+            post_message(http_b, bob, chat_id, "sentinel-from-b")
+            frames = receive_until(on_b, is_message(client_id="sentinel-from-b"))
+        assert ("from-a" in client_ids(frames)) is (backend != "memory")
+    finally:
+        cluster.close()
+
+
+def test_members_on_two_processes_exchange_messages_reads_and_typing(cluster: Cluster) -> None:
+    http_a = cluster.http(cluster.a)
+    ada, bob = people(http_a, "Ada", "Bob")
+    chat_id = new_chat(http_a, ada, [bob])
+    with (
+        open_socket(cluster.a.ws_url, chat_id, ada.token) as ada_a,
+        open_socket(cluster.b.ws_url, chat_id, bob.token) as bob_b,
+        open_socket(cluster.b.ws_url, chat_id, bob.token) as bob_b2,
+    ):
+        send_frame(ada_a, type="send", client_id="hello", text="Hello Bob")
+        for device in (bob_b, bob_b2):
+            frame = receive_until(device, is_message(client_id="hello"))[-1]
+            assert frame["message"]["text"] == "Hello Bob"
+
+        send_frame(bob_b, type="send", client_id="reply", text="Hi Ada")
+        receive_until(ada_a, is_message(client_id="reply"))
+        receive_until(bob_b2, is_message(client_id="reply"))
+
+        send_frame(bob_b, type="read", seq=2)
+        read = receive_until(ada_a, lambda f: f["type"] == "read" and f["user_id"] == bob.id)[-1]
+        assert (read["seq"], read["all_read_seq"]) == (2, 1)  # Ada has not read Bob's reply yet
+        assert receive_until(bob_b2, is_type("read"))[-1]["user_id"] == bob.id
+
+        send_frame(bob_b, type="typing")
+        assert receive_until(ada_a, is_type("typing"))[-1]["user_id"] == bob.id
+        assert receive_until(bob_b2, is_type("typing"))[-1]["user_id"] == bob.id
+
+
+def test_a_large_message_crosses_processes_whole(cluster: Cluster) -> None:
+    http_a = cluster.http(cluster.a)
+    ada, bob = people(http_a, "Ada", "Bob")
+    chat_id = new_chat(http_a, ada, [bob])
+    text = "\N{GRINNING FACE}" * 4096  # a 16 kB frame: over PostgreSQL's 8000-byte NOTIFY limit
+    with open_socket(cluster.b.ws_url, chat_id, bob.token) as bob_b:
+        post_message(http_a, ada, chat_id, "big", text)
+        frame = receive_until(bob_b, is_message(client_id="big"))[-1]
+    assert frame["message"]["text"] == text
+
+
+def test_removal_on_one_process_closes_the_members_socket_on_the_other(cluster: Cluster) -> None:
+    http_a = cluster.http(cluster.a)
+    owner, member, other = people(http_a, "Owner", "Member", "Other")
+    chat_id = new_chat(http_a, owner, [member, other])
+    with open_socket(cluster.b.ws_url, chat_id, member.token) as member_b:
+        response = http_a.post(f"/groups/{chat_id}/remove_user/{member.id}", headers=owner.headers)
+        assert response.status_code == 200, response.text
+        frames, code = receive_until_closed(member_b)
+    assert code == CLOSE_FORBIDDEN
+    assert [f["type"] for f in frames] == ["member_removed"]
+
+
+def test_concurrent_sends_on_both_processes_are_gap_free_and_reach_every_socket_once(
+    cluster: Cluster,
+) -> None:
+    http_a = cluster.http(cluster.a)
+    ada, bob = people(http_a, "Ada", "Bob")
+    chat_id = new_chat(http_a, ada, [bob])
+    per_sender = 25
+
+    def send_all(server: LiveServer, sender: Account, prefix: str) -> None:
+        with open_socket(server.ws_url, chat_id, sender.token) as socket:
+            for index in range(per_sender):
+                send_frame(socket, type="send", client_id=f"{prefix}-{index}", text=f"{prefix} {index}")
+            receive_count(socket, is_type("ack"), per_sender)
+
+    with (
+        open_socket(cluster.a.ws_url, chat_id, bob.token) as watcher_a,
+        open_socket(cluster.b.ws_url, chat_id, ada.token) as watcher_b,
+        ThreadPoolExecutor(4) as pool,
+    ):
+        senders = [
+            pool.submit(send_all, server, sender, f"{name}{copy}")
+            for copy in (1, 2)
+            for server, sender, name in ((cluster.a, ada, "a"), (cluster.b, bob, "b"))
+        ]
+        for sender in senders:
+            sender.result()
+        total = 4 * per_sender
+        for watcher in (watcher_a, watcher_b):
+            frames = receive_count(watcher, is_message(), total, timeout=30)
+            seqs = sorted(f["message"]["seq"] for f in frames if f["type"] == "message")
+            assert seqs == list(range(1, total + 1))
+
+    stored = fetch(
+        cluster.database_url, "SELECT seq FROM messages WHERE chat_id = :c ORDER BY seq", c=chat_id
+    )
+    assert [row[0] for row in stored] == list(range(1, total + 1))
+
+
+def test_login_rate_limit_holds_across_processes_on_redis(
+    redis_server: RedisServer, postgres_url: str, tmp_path: Path
+) -> None:
+    cluster = _start_cluster("redis", postgres_url, tmp_path, redis_server, WINDI_AUTH_RATE_LIMIT="4")
+    try:
+        http_a, http_b = cluster.http(cluster.a), cluster.http(cluster.b)
+        statuses = [
+            http.post("/login", data={"username": "nobody@example.com", "password": "wrong"}).status_code
+            for http in (http_a, http_b, http_a, http_b, http_a, http_b)
+        ]
+    finally:
+        cluster.close()
+    assert statuses == [401, 401, 401, 401, 429, 429]
+
+
+# Recovery -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class FollowingClient:
+    """A client that follows the documented reconnect procedure: on any close, reconnect with after_seq."""
+
+    server: LiveServer
+    chat_id: int
+    token: str
+    expected: int
+    received: list[int] = field(default_factory=list)
+    close_codes: list[int] = field(default_factory=list)
+    error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            deadline = time.monotonic() + 90
+            while len(set(self.received)) < self.expected and time.monotonic() < deadline:
+                self._one_connection()
+        except BaseException as exc:  # reported by the test thread
+            self.error = exc
+
+    def _one_connection(self) -> None:
+        after = max(self.received, default=0)
+        try:
+            with open_socket(self.server.ws_url, self.chat_id, self.token, after_seq=after) as socket:
+                while len(set(self.received)) < self.expected:
+                    frame = json.loads(socket.recv(timeout=30))
+                    if frame["type"] == "message":
+                        self.received.append(frame["message"]["seq"])
+        except ConnectionClosed as exc:
+            self.close_codes.append(exc.rcvd.code if exc.rcvd else 1006)
+            time.sleep(0.1)  # reconnect backoff, as a client would
+        except OSError:
+            self.close_codes.append(1006)
+            time.sleep(0.1)
+
+
+def _interrupt(cluster: Cluster) -> Callable[[], None]:
+    """Restart Redis, or cut every LISTEN connection of the servers."""
+    if cluster.backend == "redis":
+        redis = cluster.redis
+        assert redis is not None
+
+        def restart_redis() -> None:
+            redis.stop()
+            redis.start()
+
+        return restart_redis
+
+    def cut_listen_connections() -> None:
+        rows = fetch(
+            cluster.database_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'windi-chat-listen'",
+        )
+        assert len(rows) == 2  # one per process
+
+    return cut_listen_connections
+
+
+def test_clients_recover_every_message_once_when_the_backend_drops_out(cluster: Cluster) -> None:
+    http_a = cluster.http(cluster.a)
+    ada, bob = people(http_a, "Ada", "Bob")
+    chat_id = new_chat(http_a, ada, [bob])
+    total = 60
+    follower = FollowingClient(cluster.b, chat_id, bob.token, total)
+    reader = threading.Thread(target=follower.run)
+
+    post_message(http_a, ada, chat_id, "m-0")
+    reader.start()
+    wait_for(lambda: follower.received, timeout=20)
+    for index in range(1, 20):
+        post_message(http_a, ada, chat_id, f"m-{index}")
+    _interrupt(cluster)()
+    for index in range(20, total):
+        post_message(http_a, ada, chat_id, f"m-{index}")
+    reader.join(timeout=120)
+
+    assert follower.error is None, follower.error
+    assert sorted(follower.received) == list(range(1, total + 1)), follower.received  # every one, once
+    assert CLOSE_SERVICE_RESTART in follower.close_codes
