@@ -1,0 +1,1 @@
+"""The WinDI Chat benchmark suite: ``python -m bench`` (see bench/README.md)."""
