@@ -20,6 +20,7 @@ from litestar import WebSocket, websocket
 from litestar.channels import ChannelsPlugin
 from litestar.channels.subscriber import Subscriber
 from litestar.di import NamedDependency
+from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -255,7 +256,6 @@ class ChatConnection:
         # only while a send waits, for at most the send timeout.
         self._backlog = settings.ws_socket_backlog
         self._send_timeout = settings.ws_send_timeout
-        self._send_lock = anyio.Lock()
         # Held while a client frame is handled, so a shutdown lets an in-flight send commit and ack.
         self._handling = anyio.Lock()
         self._scope: anyio.CancelScope | None = None
@@ -272,9 +272,16 @@ class ChatConnection:
 
     async def _send(self, frame: bytes) -> None:
         """Send one text frame; a client that does not take it within the timeout is closed."""
-        async with self._send_lock:
-            with anyio.move_on_after(self._send_timeout) as timeout:
+        if self._closed:
+            return
+        with anyio.move_on_after(self._send_timeout) as timeout:
+            try:
                 await self.socket.send({"type": "websocket.send", "text": frame.decode()})
+            except (OSError, WebSocketDisconnect):  # the client went away: nothing to tell it
+                self._closed = True
+                if self._scope is not None:
+                    self._scope.cancel()
+                return
         if timeout.cancelled_caught:
             await self.close(CLOSE_TRY_AGAIN, "too slow to receive")
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import jwt
 import msgspec
 from litestar.concurrency import sync_to_thread
@@ -20,6 +23,7 @@ __all__ = ("CurrentUser", "PasswordHasher", "TokenCodec", "create_auth")
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ("exp", "iat", "sub")
+T = TypeVar("T")
 
 
 class CurrentUser(msgspec.Struct, frozen=True):
@@ -29,22 +33,32 @@ class CurrentUser(msgspec.Struct, frozen=True):
 
 
 class PasswordHasher:
-    """argon2 hashing that keeps the event loop free: each hash takes tens of milliseconds of CPU."""
+    """argon2 hashing that keeps the event loop free: each hash takes tens of milliseconds of CPU.
+
+    Hashes run in worker threads, one lane each, and at most one per spare core at a time: a burst of
+    logins then queues for its turn instead of taking every core from the sockets' event loop.
+    """
 
     def __init__(self, time_cost: int, memory_kib: int) -> None:
-        self._hash = PasswordHash((Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib),))
+        hasher = Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=1)
+        self._hash = PasswordHash((hasher,))
+        self._turns = anyio.Semaphore(max(1, (os.cpu_count() or 1) - 1))
         # Verifying against this when the email is unknown makes both failures take the same time.
         self._dummy_hash = self._hash.hash("not a real password, only for timing")
 
+    async def _run(self, function: Callable[..., T], *args: str) -> T:
+        async with self._turns:
+            return await sync_to_thread(function, *args)
+
     async def hash(self, password: str) -> str:
-        return await sync_to_thread(self._hash.hash, password)
+        return await self._run(self._hash.hash, password)
 
     async def verify(self, password: str, password_hash: str | None) -> tuple[bool, str | None]:
         """Return (valid, new hash if the stored one uses outdated parameters)."""
         if password_hash is None:
-            await sync_to_thread(self._hash.verify, password, self._dummy_hash)
+            await self._run(self._hash.verify, password, self._dummy_hash)
             return False, None
-        return await sync_to_thread(self._hash.verify_and_update, password, password_hash)
+        return await self._run(self._hash.verify_and_update, password, password_hash)
 
 
 @dataclass(frozen=True)
