@@ -26,6 +26,7 @@ from bench.scenarios import Context, Params, Result
 SCENARIOS: dict[str, Callable[[Context], Awaitable[Result]]] = {
     "limits": scenarios.limits,
     "pairs": scenarios.pairs,
+    "pairs-redis": scenarios.pairs_redis,
     "group": scenarios.group,
     "login": scenarios.login,
     "idle": capacity.idle,

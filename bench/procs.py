@@ -165,13 +165,15 @@ def _stop(server: ServerProcess) -> None:
 
 @contextlib.asynccontextmanager
 async def running_server(
-    kind: str, name: str, overrides: dict[str, str] | None = None
+    kind: str, name: str, overrides: dict[str, str] | None = None, *, fresh_database: bool = True
 ) -> AsyncIterator[ServerProcess]:
-    """Start the chat server (``kind="chat"``, on a fresh bench database) or the echo server."""
+    """Start the chat server (``kind="chat"``, on a fresh bench database unless told to share the one
+    another server uses) or the echo server."""
     port = _free_port()
     env = server_env(overrides)
     if kind == "chat":
-        await reset_database()
+        if fresh_database:
+            await reset_database()
         argv = [sys.executable, "-m", "windi_chat.cli", "run", "--host", "127.0.0.1", "--port", str(port)]
         ready_path = "/health"
     else:

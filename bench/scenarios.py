@@ -19,7 +19,7 @@ import asyncpg
 from bench.load import Api, ChatSocket, Ledger, Member, Phase, connect_all, percentiles, run_phase, verify
 from bench.procs import ADMIN_DSN, BENCH_DB, DB_DSN, ServerProcess, reset_database, running_server
 
-__all__ = ("Context", "Params", "Result", "group", "limits", "login", "pairs")
+__all__ = ("Context", "Params", "Result", "group", "limits", "login", "pairs", "pairs_redis")
 
 WARM_UP_MESSAGES = 3
 
@@ -42,6 +42,7 @@ class Params:
     login_concurrency: int = 8
     limit_seconds: float = 5.0
     db_pool_size: int = 10
+    redis_url: str = "redis://127.0.0.1:6379/0"
 
     @classmethod
     def smoke(cls) -> Params:
@@ -120,20 +121,28 @@ async def _measured(ctx: Context, server: ServerProcess, name: str, phase: Await
         await asyncio.gather(profiler, return_exceptions=True)
 
 
-async def _pair_sockets(server: ServerProcess, count: int, prefix: str) -> tuple[Api, list[ChatSocket]]:
-    api = Api(server.base_url)
+async def _pair_sockets(
+    servers: Sequence[ServerProcess], count: int, prefix: str
+) -> tuple[Api, list[ChatSocket]]:
+    """``count`` private chats; with two servers, each chat's members are on different ones."""
+    api = Api(servers[0].base_url)
     members = await api.register_users(2 * count, prefix)
     couples = list(zip(members[::2], members[1::2], strict=True))
     chat_ids = await asyncio.gather(*(api.open_private(a, b) for a, b in couples))
     ledger = Ledger()
     sockets = [
-        ChatSocket(server.ws_url, chat_id, member, ledger)
+        ChatSocket(servers[side % len(servers)].ws_url, chat_id, member, ledger)
         for chat_id, couple in zip(chat_ids, couples, strict=True)
-        for member in couple
+        for side, member in enumerate(couple)
     ]
     await connect_all(sockets)
-    await run_phase(sockets, sockets, WARM_UP_MESSAGES, 1, "warm", server.cpu_seconds)
+    await run_phase(sockets, sockets, WARM_UP_MESSAGES, 1, "warm", _cpu_of(servers))
     return api, sockets
+
+
+def _cpu_of(servers: Sequence[ServerProcess]) -> Callable[[], float]:
+    """CPU seconds of all the servers together."""
+    return lambda: sum(server.cpu_seconds() for server in servers)
 
 
 async def _close(sockets: Sequence[ChatSocket]) -> None:
@@ -149,7 +158,7 @@ async def pairs(ctx: Context) -> Result:
     p = ctx.params
     result = Result("pairs", {"pairs": p.pairs, "messages_per_member": p.messages, "window": p.window})
     async with running_server("chat", "pairs") as server:
-        api, sockets = await _pair_sockets(server, p.pairs, "pairs")
+        api, sockets = await _pair_sockets([server], p.pairs, "pairs")
         peak = await _measured(
             ctx,
             server,
@@ -176,6 +185,42 @@ async def pairs(ctx: Context) -> Result:
     result.target("acked msg/s >= 50% of limit (a)", ratio, ratio >= 0.5)
     p99 = result.figures["paced_half_peak"]["latency_p99_ms"]
     result.target("p99 send-to-delivery < 25 ms at half peak rate", p99, p99 < 25)
+    return result
+
+
+async def pairs_redis(ctx: Context) -> Result:
+    """``pairs`` on two server processes sharing Redis, each chat's members on different processes.
+
+    CPU per message is the two processes together; compare with the one-process ``pairs``.
+    """
+    p = ctx.params
+    result = Result(
+        "pairs_redis",
+        {"pairs": p.pairs, "messages_per_member": p.messages, "window": p.window, "processes": 2},
+    )
+    shared = {"WINDI_CHANNELS_URL": p.redis_url}
+    async with (
+        running_server("chat", "pairs-redis-a", shared) as first,
+        running_server("chat", "pairs-redis-b", shared, fresh_database=False) as second,
+    ):
+        servers = [first, second]
+        api, sockets = await _pair_sockets(servers, p.pairs, "pairs-redis")
+        peak = await run_phase(sockets, sockets, p.messages, p.window, "peak", _cpu_of(servers))
+        per_sender = peak.acked / peak.seconds / 2 / len(sockets)
+        paced = await run_phase(
+            sockets, sockets, p.messages // 2, p.window, "paced", _cpu_of(servers), per_sender
+        )
+        failures = await verify(sockets, DB_DSN)
+        await _close(sockets)
+        await api.close()
+        result.correctness(
+            failures + [f"second server logged: {line[:300]}" for line in second.error_lines()], first
+        )
+    result.figures["peak"] = peak.figures()
+    result.figures["paced_half_peak"] = paced.figures()
+    one_process = ctx.pairs_peak.get(p.pairs)
+    if one_process:
+        result.figures["ratio_to_one_process_pairs"] = _ratio(peak.acked / peak.seconds, one_process)
     return result
 
 

@@ -174,12 +174,14 @@ class PostgresChannelsBackend(AsyncPgChannelsBackend):
         self._origin = secrets.token_hex(4)
         self._event_ids = itertools.count(1)
         self._parts: dict[str, list[str | None]] = {}
+        self._stopping = False
 
     async def on_startup(self) -> None:
         await super().on_startup()
         self._listener_conn.add_termination_listener(self._connection_lost)
 
     async def on_shutdown(self) -> None:
+        self._stopping = True
         if self._publisher is not None:
             await self._publisher.close()
         await super().on_shutdown()
@@ -201,8 +203,11 @@ class PostgresChannelsBackend(AsyncPgChannelsBackend):
             if self._publisher is None or self._publisher.is_closed():
                 self._publisher = await self._connect_publisher()
             try:
-                async with self._publisher.transaction():
-                    await self._publisher.executemany("SELECT pg_notify($1, $2)", arguments)
+                if len(arguments) == 1:
+                    await self._publisher.execute("SELECT pg_notify($1, $2)", *arguments[0])
+                else:
+                    async with self._publisher.transaction():
+                        await self._publisher.executemany("SELECT pg_notify($1, $2)", arguments)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 await self._publisher.close(timeout=1)
                 self._publisher = None
@@ -211,7 +216,7 @@ class PostgresChannelsBackend(AsyncPgChannelsBackend):
     # Listening ---------------------------------------------------------------------------------------
 
     def _connection_lost(self, _connection: asyncpg.Connection) -> None:
-        if self._queue is not None:
+        if self._queue is not None and not self._stopping:
             self._queue.put_nowait((_ConnectionLost, b""))  # type: ignore[arg-type]
 
     def _listener(self, /, connection: asyncpg.Connection, pid: int, channel: str, payload: object) -> None:

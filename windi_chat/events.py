@@ -11,6 +11,8 @@ reads only the short header to decide what to do: skip a message it already sent
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import msgspec
 from litestar.channels import ChannelsPlugin
 
@@ -37,10 +39,15 @@ def chat_channel(chat_id: int) -> str:
     return f"chat:{chat_id}"
 
 
-def split_event(payload: bytes) -> tuple[int, bytes, bytes]:
-    """``(kind, header argument, frame bytes)`` of a published event."""
+@lru_cache(maxsize=64)
+def split_event(payload: bytes) -> tuple[int, bytes, str]:
+    """``(kind, header argument, frame text)`` of a published event.
+
+    Every socket of a chat is handed the same payload object, so caching parses it once per event
+    rather than once per socket.
+    """
     header, _, frame = payload.partition(b"\n")
-    return header[0], header[1:], frame
+    return header[0], header[1:], frame.decode()
 
 
 class EventBus:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import anyio
@@ -66,7 +66,11 @@ CATCH_UP_LIMIT = 1000
 BURST_FRAMES = 50
 
 _decode_frame = msgspec.json.Decoder(ClientFrame).decode
-_encode = msgspec.json.Encoder().encode
+_encoder = msgspec.json.Encoder()
+
+
+def _encode(frame: msgspec.Struct) -> str:
+    return _encoder.encode(frame).decode()
 
 
 class FrameRateLimiter:
@@ -112,6 +116,7 @@ class SocketRegistry:
         self._connections: set[ChatConnection] = set()
         self._subscription_lock = anyio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
         self.closing = False
 
     def __len__(self) -> int:
@@ -134,6 +139,27 @@ class SocketRegistry:
 
     def add(self, connection: ChatConnection) -> None:
         self._connections.add(connection)
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.get_running_loop().create_task(self._close_stuck_sockets())
+
+    async def _close_stuck_sockets(self) -> None:
+        """Close the sockets whose client has not taken a frame within the send timeout.
+
+        One sweep for the whole process is much cheaper than a timer around every frame sent; it stops
+        when the last socket is gone and starts again with the next one.
+        """
+        while self._connections:
+            connection = next(iter(self._connections))
+            await asyncio.sleep(min(1.0, connection.send_timeout / 2))
+            now = time.monotonic()
+            for connection in list(self._connections):
+                if connection.stuck(now):
+                    self._spawn(connection.close(CLOSE_TRY_AGAIN, "too slow to receive"))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def discard(self, connection: ChatConnection) -> None:
         self._connections.discard(connection)
@@ -152,11 +178,8 @@ class SocketRegistry:
         wanted = None if channels is None else set(channels)
         for connection in list(self._connections):
             if wanted is None or chat_channel(connection.chat_id) in wanted:
-                task = asyncio.get_running_loop().create_task(
-                    connection.shutdown(CLOSE_SERVICE_RESTART, "events lost; reconnect with after_seq")
-                )
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                reason = "events lost; reconnect with after_seq"
+                self._spawn(connection.shutdown(CLOSE_SERVICE_RESTART, reason))
 
 
 def _token_of(socket: WebSocket[Any, Any, Any]) -> str | None:
@@ -255,9 +278,10 @@ class ChatConnection:
         # queues drop events silently and unsubscribing from a full one blocks; it grows past the limit
         # only while a send waits, for at most the send timeout.
         self._backlog = settings.ws_socket_backlog
-        self._send_timeout = settings.ws_send_timeout
+        self.send_timeout = settings.ws_send_timeout
+        self._sending_since: float | None = None  # watched by SocketRegistry._close_stuck_sockets
         # Held while a client frame is handled, so a shutdown lets an in-flight send commit and ack.
-        self._handling = anyio.Lock()
+        self._handling = asyncio.Lock()
         self._scope: anyio.CancelScope | None = None
         self._closed = False
 
@@ -270,20 +294,23 @@ class ChatConnection:
 
     # Sending ---------------------------------------------------------------------------------------
 
-    async def _send(self, frame: bytes) -> None:
-        """Send one text frame; a client that does not take it within the timeout is closed."""
+    def stuck(self, now: float) -> bool:
+        """Whether a send has waited longer than the send timeout for the client to take it."""
+        return self._sending_since is not None and now - self._sending_since > self.send_timeout
+
+    async def _send(self, frame: str) -> None:
+        """Send one text frame (a client that does not take it in time is closed by the registry)."""
         if self._closed:
             return
-        with anyio.move_on_after(self._send_timeout) as timeout:
-            try:
-                await self.socket.send({"type": "websocket.send", "text": frame.decode()})
-            except (OSError, WebSocketDisconnect):  # the client went away: nothing to tell it
-                self._closed = True
-                if self._scope is not None:
-                    self._scope.cancel()
-                return
-        if timeout.cancelled_caught:
-            await self.close(CLOSE_TRY_AGAIN, "too slow to receive")
+        self._sending_since = time.monotonic()
+        try:
+            await self.socket.send({"type": "websocket.send", "text": frame})
+        except (OSError, WebSocketDisconnect):  # the client went away: nothing to tell it
+            self._closed = True
+            if self._scope is not None:
+                self._scope.cancel()
+        finally:
+            self._sending_since = None
 
     async def _send_error(self, code: str, detail: str, client_id: str | None = None) -> None:
         await self._send(_encode(ErrorFrame(code=code, detail=detail, client_id=client_id)))
