@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -198,7 +199,8 @@ async def pairs_redis(ctx: Context) -> Result:
         "pairs_redis",
         {"pairs": p.pairs, "messages_per_member": p.messages, "window": p.window, "processes": 2},
     )
-    shared = {"WINDI_CHANNELS_URL": p.redis_url}
+    # One deployment: the same delivery backend and the same signing secret on both processes.
+    shared = {"WINDI_CHANNELS_URL": p.redis_url, "WINDI_JWT_SECRET": secrets.token_urlsafe(36)}
     async with (
         running_server("chat", "pairs-redis-a", shared) as first,
         running_server("chat", "pairs-redis-b", shared, fresh_database=False) as second,
@@ -278,7 +280,7 @@ async def login(ctx: Context) -> Result:
         {"pairs": p.pairs, "messages_per_member": p.messages // 2, "login_concurrency": p.login_concurrency},
     )
     async with running_server("chat", "login") as server:
-        api, sockets = await _pair_sockets(server, p.pairs, "login")
+        api, sockets = await _pair_sockets([server], p.pairs, "login")
         peak_rate = ctx.pairs_peak.get(p.pairs)
         if peak_rate is None:
             peak = await run_phase(sockets, sockets, p.messages // 2, p.window, "peak", server.cpu_seconds)

@@ -813,6 +813,19 @@ def test_text_of_4096_characters_after_trimming_is_accepted(
     assert sent["text"] == "x" * 4096
 
 
+def test_sockets_are_not_compressed_even_when_the_client_offers_it(
+    people: Any, http: httpx.Client, connect: Any
+) -> None:
+    ada, bob = people("Ada", "Bob")
+    chat_id = private_chat(http, ada, bob)
+    socket = connect(chat_id, ada.token)  # the client offers permessage-deflate by default
+
+    assert socket.request is not None
+    assert "permessage-deflate" in socket.request.headers.get("Sec-WebSocket-Extensions", "")
+    assert socket.response is not None
+    assert "Sec-WebSocket-Extensions" not in socket.response.headers
+
+
 def test_frame_of_exactly_the_size_limit_is_read(people: Any, http: httpx.Client, connect: Any) -> None:
     ada, bob = people("Ada", "Bob")
     chat_id = private_chat(http, ada, bob)

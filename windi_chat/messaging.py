@@ -17,7 +17,7 @@ from litestar.exceptions import ClientException, NotFoundException
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
-from sqlalchemy import and_, case, exists, func, select, update
+from sqlalchemy import Integer, and_, bindparam, case, exists, func, select, update
 from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -279,6 +279,28 @@ async def mark_read(session: AsyncSession, events: EventBus, chat_id: int, user_
     return ReadOut(seq=mine, all_read_seq=all_read_seq)
 
 
+# History pages, built once: a member's page carries the chat's all_read_seq, and a caller who is not
+# a member gets no rows. Only an empty page costs a second query, to tell "not a member" from "no
+# messages there".
+_is_member = (
+    exists()
+    .where(ChatMember.chat_id == bindparam("chat_id"), ChatMember.user_id == bindparam("user_id"))
+    .correlate(None)
+)
+_all_read = (
+    select(func.coalesce(func.min(ChatMember.read_seq), 0))
+    .where(ChatMember.chat_id == bindparam("chat_id"))
+    .scalar_subquery()
+    .label("all_read_seq")
+)
+_page = select(Message.__table__, _all_read).where(Message.chat_id == bindparam("chat_id"), _is_member)
+_limit = bindparam("limit", type_=Integer)
+_PAGE_BEFORE = _page.where(Message.seq < bindparam("before_seq")).order_by(Message.seq.desc()).limit(_limit)
+_PAGE_AFTER = _page.where(Message.seq > bindparam("after_seq")).order_by(Message.seq).limit(_limit)
+_PAGE_OFFSET = _page.order_by(Message.seq).limit(_limit).offset(bindparam("offset", type_=Integer))
+_MEMBER = select(_is_member)
+
+
 async def history(
     session: AsyncSession,
     chat_id: int,
@@ -291,28 +313,20 @@ async def history(
     """A page of the chat, ascending by seq. ``after_seq``/``before_seq`` page by the (chat, seq) index,
     so they stay fast however long the chat is; ``offset`` is kept for simple clients.
     """
-    membership = (
-        await session.execute(
-            select(
-                func.sum(case((ChatMember.user_id == user_id, 1), else_=0)),
-                func.coalesce(func.min(ChatMember.read_seq), 0),
-            ).where(ChatMember.chat_id == chat_id)
-        )
-    ).one()
-    if not membership[0]:
-        raise NotMemberError
-    all_read_seq = membership[1]
-    # Plain rows, not ORM objects: a page is read-only and loading entities would cost most of its CPU.
-    statement = select(Message.__table__).where(Message.chat_id == chat_id)
+    parameters = {"chat_id": chat_id, "user_id": user_id, "limit": limit}
     if before_seq is not None:
-        statement = statement.where(Message.seq < before_seq).order_by(Message.seq.desc()).limit(limit)
-        rows = list(reversed((await session.execute(statement)).all()))
+        statement, parameters["before_seq"] = _PAGE_BEFORE, before_seq
+    elif after_seq is not None:
+        statement, parameters["after_seq"] = _PAGE_AFTER, after_seq
     else:
-        if after_seq is not None:
-            statement = statement.where(Message.seq > after_seq)
-        statement = statement.order_by(Message.seq).limit(limit).offset(offset)
-        rows = list((await session.execute(statement)).all())
-    return [message_out(row, all_read_seq) for row in rows]
+        statement, parameters["offset"] = _PAGE_OFFSET, offset
+    # Plain rows, not ORM objects: a page is read-only and loading entities would cost most of its CPU.
+    rows = (await session.execute(statement, parameters)).all()
+    if not rows and not await session.scalar(_MEMBER, parameters):
+        raise NotMemberError
+    if before_seq is not None:
+        rows.reverse()
+    return [message_out(row, row.all_read_seq) for row in rows]
 
 
 async def can_read(session: AsyncSession, chat_id: int, user_id: int) -> bool:
