@@ -325,3 +325,12 @@ def test_the_logging_config_uses_the_chosen_format() -> None:
     config = logging_dict("DEBUG", "json")
     assert config["handlers"]["console"]["formatter"] == "json"
     assert config["loggers"]["windi_chat"]["level"] == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("WINDI_WS_SEND_TIMEOUT", "0"), ("WINDI_WS_SEND_TIMEOUT", "-1"), ("WINDI_WS_SOCKET_BACKLOG", "0")],
+)
+def test_socket_limits_must_be_positive(name: str, value: str) -> None:
+    with pytest.raises(ConfigurationError):
+        Settings.from_env({name: value}, env_file=None)

@@ -145,3 +145,9 @@ def test_postgres_payloads_stay_under_the_notify_limit_and_join_back(text: str) 
     assembled = [backend._assemble(payload) for payload in reversed(payloads)]  # any order within one event
     assert assembled[:-1] == [None] * (len(payloads) - 1)
     assert assembled[-1] == data
+
+
+@pytest.mark.parametrize("payload", ["", "not an event", "+x:1", "+x:9:2:piece", "+x:a:b:piece"])
+def test_a_foreign_notification_on_a_chat_channel_is_ignored(payload: str) -> None:
+    backend = PostgresChannelsBackend("postgresql://localhost/windi")
+    assert backend._assemble(payload) is None

@@ -7,7 +7,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -37,8 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: Literal["text", "json", ""] = ""
     auth_rate_limit: int = 30
     ws_frames_per_second: float = 20.0
-    ws_socket_backlog: int = 1000
-    ws_send_timeout: float = 10.0
+    ws_socket_backlog: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    ws_send_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     migrate_on_start: bool = True
     db_startup_timeout: float = 60.0
     allow_sqlite_in_production: bool = False

@@ -143,8 +143,20 @@ class GuardedBackend(ChannelsBackend):
         return await self._backend.get_history(channel, limit)
 
 
+# A connection that stops answering must fail rather than hang delivery (or shutdown) for good.
+CONNECT_TIMEOUT = 10.0
+COMMAND_TIMEOUT = 10.0
+# How long the LISTEN connection may stay silent before it is asked whether it is still there.
+LISTEN_CHECK_SECONDS = 30.0
+
+
 async def _connect(dsn: str, application_name: str) -> asyncpg.Connection:
-    return await asyncpg.connect(dsn=dsn, server_settings={"application_name": application_name})
+    return await asyncpg.connect(
+        dsn=dsn,
+        timeout=CONNECT_TIMEOUT,
+        command_timeout=COMMAND_TIMEOUT,
+        server_settings={"application_name": application_name},
+    )
 
 
 class _ConnectionLost:
@@ -177,13 +189,14 @@ class PostgresChannelsBackend(AsyncPgChannelsBackend):
         self._stopping = False
 
     async def on_startup(self) -> None:
+        self._stopping = False
         await super().on_startup()
         self._listener_conn.add_termination_listener(self._connection_lost)
 
     async def on_shutdown(self) -> None:
         self._stopping = True
         if self._publisher is not None:
-            await self._publisher.close()
+            await self._publisher.close(timeout=CONNECT_TIMEOUT)
         await super().on_shutdown()
 
     # Publishing --------------------------------------------------------------------------------------
@@ -215,9 +228,9 @@ class PostgresChannelsBackend(AsyncPgChannelsBackend):
 
     # Listening ---------------------------------------------------------------------------------------
 
-    def _connection_lost(self, _connection: asyncpg.Connection) -> None:
+    def _connection_lost(self, connection: asyncpg.Connection) -> None:
         if self._queue is not None and not self._stopping:
-            self._queue.put_nowait((_ConnectionLost, b""))  # type: ignore[arg-type]
+            self._queue.put_nowait((_ConnectionLost, connection))  # type: ignore[arg-type]
 
     def _listener(self, /, connection: asyncpg.Connection, pid: int, channel: str, payload: object) -> None:
         if self._queue is not None and isinstance(payload, str):
@@ -242,9 +255,13 @@ class PostgresChannelsBackend(AsyncPgChannelsBackend):
             if not self._listener_conn.is_closed():
                 return
             connection = await self._connect()
+            try:
+                for channel in self._subscribed_channels:
+                    await connection.add_listener(channel, self._listener)  # type: ignore[arg-type]
+            except BaseException:
+                connection.terminate()
+                raise
             connection.add_termination_listener(self._connection_lost)
-            for channel in self._subscribed_channels:
-                await connection.add_listener(channel, self._listener)  # type: ignore[arg-type]
             self._listener_conn = connection
             self._parts.clear()
             logger.info("Listening again on %d channels", len(self._subscribed_channels))
@@ -254,20 +271,38 @@ class PostgresChannelsBackend(AsyncPgChannelsBackend):
             raise RuntimeError("The backend has not started")
         await self._listen_again()
         while True:
-            channel, payload = await self._queue.get()
+            try:
+                channel, payload = await asyncio.wait_for(self._queue.get(), LISTEN_CHECK_SECONDS)
+            except TimeoutError:
+                await self._check_listening()
+                continue
             if channel is _ConnectionLost:
+                if payload is not self._listener_conn:
+                    continue  # the loss of a connection already replaced
                 raise ConnectionError("the LISTEN connection to PostgreSQL was closed")
             data = self._assemble(payload)  # type: ignore[arg-type]
             if data is not None and channel in self._subscribed_channels:
                 yield channel, data
 
+    async def _check_listening(self) -> None:
+        """A quiet LISTEN connection may be dead without a word (a failover, a dropped route)."""
+        try:
+            await self._listener_conn.fetchval("SELECT 1", timeout=COMMAND_TIMEOUT)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            self._listener_conn.terminate()
+            raise ConnectionError("the LISTEN connection to PostgreSQL stopped answering") from exc
+
     def _assemble(self, payload: str) -> bytes | None:
         """The event a payload completes: itself when whole, the joined parts at the last part."""
         if payload[:1] == "=":
             return payload[1:].encode()
-        event_id, index, count, piece = payload[1:].split(":", 3)
-        parts = self._parts.setdefault(event_id, [None] * int(count))
-        parts[int(index)] = piece
+        try:
+            event_id, index, count, piece = payload[1:].split(":", 3)
+            parts = self._parts.setdefault(event_id, [None] * int(count))
+            parts[int(index)] = piece
+        except (ValueError, IndexError):
+            logger.warning("Ignored a notification that is not an event of this server")
+            return None
         if any(part is None for part in parts):
             return None
         del self._parts[event_id]

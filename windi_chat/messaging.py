@@ -129,8 +129,8 @@ class _Stored(NamedTuple):
     sender_read_before: int
 
 
-# The hot path on PostgreSQL: bump the counter, insert, move the sender's marker, and read the other
-# markers in one statement (one round trip instead of four), built once.
+# The hot path on PostgreSQL: bump the counter, insert and move the sender's marker in one statement,
+# built once.
 _SEND_POSTGRES = sql(
     """
     WITH member AS (
@@ -148,9 +148,17 @@ _SEND_POSTGRES = sql(
         UPDATE chat_members SET read_seq = inserted.seq FROM inserted
         WHERE chat_members.chat_id = :chat_id AND chat_members.user_id = :sender_id
     )
-    SELECT (SELECT last_seq FROM bumped), (SELECT id FROM inserted),
-        (SELECT min(read_seq) FROM chat_members WHERE chat_id = :chat_id AND user_id <> :sender_id),
-        (SELECT read_seq FROM member)
+    SELECT (SELECT last_seq FROM bumped), (SELECT id FROM inserted), (SELECT read_seq FROM member)
+    """
+)
+# The statement above reads the members' rows as they were when it started, possibly before it waited
+# for the chat row's lock. Every marker or membership change takes that lock first, so reading again
+# now that it is held sees them exactly: a member removed meanwhile sends nothing, and the read event
+# of a send is computed from the true markers.
+_AFTER_LOCK_POSTGRES = sql(
+    """
+    SELECT EXISTS (SELECT 1 FROM chat_members WHERE chat_id = :chat_id AND user_id = :sender_id),
+        (SELECT min(read_seq) FROM chat_members WHERE chat_id = :chat_id AND user_id <> :sender_id)
     """
 )
 
@@ -165,7 +173,12 @@ async def _store_postgres(
         "text": text,
         "now": now,
     }
-    seq, message_id, others_read, sender_read = (await session.execute(_SEND_POSTGRES, parameters)).one()
+    seq, message_id, sender_read = (await session.execute(_SEND_POSTGRES, parameters)).one()
+    if message_id is None:
+        return _Stored(seq, None, None, 0)
+    still_member, others_read = (await session.execute(_AFTER_LOCK_POSTGRES, parameters)).one()
+    if not still_member:
+        return _Stored(None, None, None, 0)
     return _Stored(seq, message_id, others_read, sender_read or 0)
 
 

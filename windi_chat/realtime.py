@@ -282,6 +282,7 @@ class ChatConnection:
         self._sending_since: float | None = None  # watched by SocketRegistry._close_stuck_sockets
         # Held while a client frame is handled, so a shutdown lets an in-flight send commit and ack.
         self._handling = asyncio.Lock()
+        self._send_lock = asyncio.Lock()
         self._scope: anyio.CancelScope | None = None
         self._closed = False
 
@@ -304,8 +305,12 @@ class ChatConnection:
             return
         self._sending_since = time.monotonic()
         try:
-            await self.socket.send({"type": "websocket.send", "text": frame})
-        except (OSError, WebSocketDisconnect):  # the client went away: nothing to tell it
+            # One send at a time: some WebSocket implementations break on concurrent drains.
+            async with self._send_lock:
+                await self.socket.send({"type": "websocket.send", "text": frame})
+        except (OSError, WebSocketDisconnect, RuntimeError):
+            # The client went away, or the server already closed the connection (a keepalive ping
+            # timed out): there is nobody left to tell.
             self._closed = True
             if self._scope is not None:
                 self._scope.cancel()
