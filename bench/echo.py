@@ -21,6 +21,7 @@ import uvicorn
 
 from windi_chat.cli import WS_MAX_FRAME_BYTES
 from windi_chat.logs import logging_dict
+from windi_chat.schemas import AckFrame, MessageFrame, MessageOut
 
 __all__ = ("app", "main")
 
@@ -32,26 +33,6 @@ class _SendFrame(msgspec.Struct):
     type: str
     client_id: str = ""
     text: str = ""
-
-
-class _Message(msgspec.Struct):
-    id: int
-    chat_id: int
-    seq: int
-    sender_id: int
-    text: str
-    timestamp: datetime
-    client_id: str
-    read: bool
-
-
-class _MessageFrame(msgspec.Struct, tag="message", tag_field="type"):
-    message: _Message
-
-
-class _AckFrame(msgspec.Struct, tag="ack", tag_field="type"):
-    client_id: str
-    message: _Message
 
 
 class _Room:
@@ -95,7 +76,7 @@ async def _serve_socket(scope: dict[str, Any], receive: Any, send: Send) -> None
             if frame.type != "send":
                 continue
             room.seq += 1
-            message = _Message(
+            message = MessageOut(
                 id=next(_ids),
                 chat_id=room_id,
                 seq=room.seq,
@@ -106,9 +87,9 @@ async def _serve_socket(scope: dict[str, Any], receive: Any, send: Send) -> None
                 read=False,
             )
             await send(
-                {"type": "websocket.send", "text": _encode(_AckFrame(frame.client_id, message)).decode()}
+                {"type": "websocket.send", "text": _encode(AckFrame(frame.client_id, message)).decode()}
             )
-            text = _encode(_MessageFrame(message)).decode()
+            text = _encode(MessageFrame(message)).decode()
             for member in list(room.sockets):
                 with contextlib.suppress(OSError):  # a member that just left
                     await member({"type": "websocket.send", "text": text})
@@ -131,6 +112,7 @@ def main() -> None:
         proxy_headers=True,
         forwarded_allow_ips="127.0.0.1",
         ws_max_size=WS_MAX_FRAME_BYTES,
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,
     )
 

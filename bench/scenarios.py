@@ -154,28 +154,32 @@ def _ratio(value: float, limit: float) -> float:
     return round(value / limit, 3) if limit else 0.0
 
 
+async def _pairs_load(
+    ctx: Context, servers: Sequence[ServerProcess], prefix: str, profile: bool
+) -> tuple[Phase, Phase, list[str]]:
+    """Connect the pairs, send at peak, then paced at half the peak rate; check and close."""
+    p = ctx.params
+    cpu = _cpu_of(servers)
+    api, sockets = await _pair_sockets(servers, p.pairs, prefix)
+    peak_phase = run_phase(sockets, sockets, p.messages, p.window, "peak", cpu)
+    peak = await (_measured(ctx, servers[0], prefix, peak_phase) if profile else peak_phase)
+    per_sender = peak.acked / peak.seconds / 2 / len(sockets)
+    paced = await run_phase(sockets, sockets, p.messages // 2, p.window, "paced", cpu, per_sender)
+    failures = await verify(sockets, DB_DSN)
+    await _close(sockets)
+    await api.close()
+    return peak, paced, failures
+
+
 async def pairs(ctx: Context) -> Result:
     """P private chats, both members connected, each member sending M with W unacknowledged."""
     p = ctx.params
     result = Result("pairs", {"pairs": p.pairs, "messages_per_member": p.messages, "window": p.window})
     async with running_server("chat", "pairs") as server:
-        api, sockets = await _pair_sockets([server], p.pairs, "pairs")
-        peak = await _measured(
-            ctx,
-            server,
-            "pairs",
-            run_phase(sockets, sockets, p.messages, p.window, "peak", server.cpu_seconds),
-        )
-        peak_rate = peak.acked / peak.seconds
-        ctx.pairs_peak[p.pairs] = peak_rate
-        per_sender = peak_rate / 2 / len(sockets)
-        paced = await run_phase(
-            sockets, sockets, p.messages // 2, p.window, "paced", server.cpu_seconds, per_sender
-        )
-        failures = await verify(sockets, DB_DSN)
-        await _close(sockets)
-        await api.close()
+        peak, paced, failures = await _pairs_load(ctx, [server], "pairs", profile=True)
         result.correctness(failures, server)
+    peak_rate = peak.acked / peak.seconds
+    ctx.pairs_peak[p.pairs] = peak_rate
     limit = await ctx.db_limit()
     result.figures["peak"] = peak.figures()
     result.figures["paced_half_peak"] = paced.figures()
@@ -205,16 +209,7 @@ async def pairs_redis(ctx: Context) -> Result:
         running_server("chat", "pairs-redis-a", shared) as first,
         running_server("chat", "pairs-redis-b", shared, fresh_database=False) as second,
     ):
-        servers = [first, second]
-        api, sockets = await _pair_sockets(servers, p.pairs, "pairs-redis")
-        peak = await run_phase(sockets, sockets, p.messages, p.window, "peak", _cpu_of(servers))
-        per_sender = peak.acked / peak.seconds / 2 / len(sockets)
-        paced = await run_phase(
-            sockets, sockets, p.messages // 2, p.window, "paced", _cpu_of(servers), per_sender
-        )
-        failures = await verify(sockets, DB_DSN)
-        await _close(sockets)
-        await api.close()
+        peak, paced, failures = await _pairs_load(ctx, [first, second], "pairs-redis", profile=False)
         result.correctness(
             failures + [f"second server logged: {line[:300]}" for line in second.error_lines()], first
         )

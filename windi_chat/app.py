@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         create_backend(settings.channels_url), on_lost=lambda lost: sockets.events_lost(lost)
     )
     channels = ChannelsPlugin(backend=backend, arbitrary_channels_allowed=True)
-    sockets = SocketRegistry(channels, backend)
+    sockets = SocketRegistry(channels, backend, settings.ws_send_timeout)
     shared_store = create_shared_store(settings.channels_url)
     session_maker = db_config.create_session_maker()
     events = EventBus(channels)

@@ -42,12 +42,19 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _scheme(url: str) -> str:
+    return url.partition("://")[0].lower()
+
+
 def create_backend(url: str) -> ChannelsBackend:
     """The backend named by ``url``; a clear error for an unknown scheme or a missing extra."""
-    scheme = url.partition("://")[0].lower()
+    scheme = _scheme(url)
     if scheme == "memory":
         return MemoryChannelsBackend()
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in REDIS_SCHEMES:
         try:
             from litestar.channels.backends.redis import RedisChannelsPubSubBackend
             from redis.asyncio import Redis
@@ -66,7 +73,7 @@ def create_backend(url: str) -> ChannelsBackend:
 
 def create_shared_store(url: str) -> Store | None:
     """A store every process shares (for login rate limits) when delivery runs on Redis."""
-    if url.partition("://")[0].lower() not in ("redis", "rediss", "unix"):
+    if _scheme(url) not in REDIS_SCHEMES:
         return None
     from litestar.stores.redis import RedisStore
 

@@ -232,24 +232,28 @@ def _insert_ignoring_repeats(session: AsyncSession) -> Any:
     )
 
 
+# The lowest marker of the chat's members, as a column of a message query: every message with a seq
+# at or below it has been read by everyone.
+_all_read = (
+    select(func.coalesce(func.min(ChatMember.read_seq), 0))
+    .where(ChatMember.chat_id == bindparam("chat_id"))
+    .scalar_subquery()
+    .label("all_read_seq")
+)
+# Messages as plain rows, not ORM objects: they are read-only here, and loading entities would cost
+# most of a page's CPU.
+_messages = select(Message.__table__, _all_read).where(Message.chat_id == bindparam("chat_id"))
+_limit = bindparam("limit", type_=Integer)
+_ORIGINAL = _messages.where(
+    Message.sender_id == bindparam("sender_id"), Message.client_id == bindparam("client_id")
+)
+
+
 async def _original(session: AsyncSession, chat_id: int, sender_id: int, client_id: str) -> MessageOut:
-    row = (
-        await session.execute(
-            select(Message, _all_read_seq(chat_id)).where(
-                Message.chat_id == chat_id, Message.sender_id == sender_id, Message.client_id == client_id
-            )
-        )
-    ).one()
+    parameters = {"chat_id": chat_id, "sender_id": sender_id, "client_id": client_id}
+    row = (await session.execute(_ORIGINAL, parameters)).one()
     await session.commit()
-    return message_out(row[0], row[1])
-
-
-def _all_read_seq(chat_id: int) -> Any:
-    return (
-        select(func.coalesce(func.min(ChatMember.read_seq), 0))
-        .where(ChatMember.chat_id == chat_id)
-        .scalar_subquery()
-    )
+    return message_out(row, row.all_read_seq)
 
 
 async def mark_read(session: AsyncSession, events: EventBus, chat_id: int, user_id: int, seq: int) -> ReadOut:
@@ -300,14 +304,7 @@ _is_member = (
     .where(ChatMember.chat_id == bindparam("chat_id"), ChatMember.user_id == bindparam("user_id"))
     .correlate(None)
 )
-_all_read = (
-    select(func.coalesce(func.min(ChatMember.read_seq), 0))
-    .where(ChatMember.chat_id == bindparam("chat_id"))
-    .scalar_subquery()
-    .label("all_read_seq")
-)
-_page = select(Message.__table__, _all_read).where(Message.chat_id == bindparam("chat_id"), _is_member)
-_limit = bindparam("limit", type_=Integer)
+_page = _messages.where(_is_member)
 _PAGE_BEFORE = _page.where(Message.seq < bindparam("before_seq")).order_by(Message.seq.desc()).limit(_limit)
 _PAGE_AFTER = _page.where(Message.seq > bindparam("after_seq")).order_by(Message.seq).limit(_limit)
 _PAGE_OFFSET = _page.order_by(Message.seq).limit(_limit).offset(bindparam("offset", type_=Integer))
@@ -333,7 +330,6 @@ async def history(
         statement, parameters["after_seq"] = _PAGE_AFTER, after_seq
     else:
         statement, parameters["offset"] = _PAGE_OFFSET, offset
-    # Plain rows, not ORM objects: a page is read-only and loading entities would cost most of its CPU.
     rows = (await session.execute(statement, parameters)).all()
     if not rows and not await session.scalar(_MEMBER, parameters):
         raise NotMemberError
@@ -351,19 +347,16 @@ async def can_read(session: AsyncSession, chat_id: int, user_id: int) -> bool:
     )
 
 
+_CATCH_UP = _messages.where(Message.seq > bindparam("after_seq")).order_by(Message.seq).limit(_limit)
+
+
 async def messages_after(
     session: AsyncSession, chat_id: int, after_seq: int, limit: int
 ) -> tuple[list[MessageOut], int]:
     """Catch-up for a socket: up to ``limit`` messages after ``after_seq``, and the chat's last seq."""
     last_seq = await session.scalar(select(Chat.last_seq).where(Chat.id == chat_id))
-    rows = (
-        await session.execute(
-            select(Message.__table__, _all_read_seq(chat_id).label("all_read_seq"))
-            .where(Message.chat_id == chat_id, Message.seq > after_seq)
-            .order_by(Message.seq)
-            .limit(limit)
-        )
-    ).all()
+    parameters = {"chat_id": chat_id, "after_seq": after_seq, "limit": limit}
+    rows = (await session.execute(_CATCH_UP, parameters)).all()
     return [message_out(row, row.all_read_seq) for row in rows], last_seq or 0
 
 

@@ -110,9 +110,10 @@ class SocketRegistry:
     unsubscribe the backend from a channel that a new socket has just joined.
     """
 
-    def __init__(self, channels: ChannelsPlugin, backend: GuardedBackend) -> None:
+    def __init__(self, channels: ChannelsPlugin, backend: GuardedBackend, send_timeout: float) -> None:
         self._channels = channels
         self._backend = backend
+        self._send_timeout = send_timeout
         self._connections: set[ChatConnection] = set()
         self._subscription_lock = anyio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -149,11 +150,10 @@ class SocketRegistry:
         when the last socket is gone and starts again with the next one.
         """
         while self._connections:
-            connection = next(iter(self._connections))
-            await asyncio.sleep(min(1.0, connection.send_timeout / 2))
-            now = time.monotonic()
+            await asyncio.sleep(min(1.0, self._send_timeout / 2))
+            sent_before = time.monotonic() - self._send_timeout
             for connection in list(self._connections):
-                if connection.stuck(now):
+                if connection.sending_since(sent_before):
                     self._spawn(connection.close(CLOSE_TRY_AGAIN, "too slow to receive"))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -278,7 +278,6 @@ class ChatConnection:
         # queues drop events silently and unsubscribing from a full one blocks; it grows past the limit
         # only while a send waits, for at most the send timeout.
         self._backlog = settings.ws_socket_backlog
-        self.send_timeout = settings.ws_send_timeout
         self._sending_since: float | None = None  # watched by SocketRegistry._close_stuck_sockets
         # Held while a client frame is handled, so a shutdown lets an in-flight send commit and ack.
         self._handling = asyncio.Lock()
@@ -295,9 +294,9 @@ class ChatConnection:
 
     # Sending ---------------------------------------------------------------------------------------
 
-    def stuck(self, now: float) -> bool:
-        """Whether a send has waited longer than the send timeout for the client to take it."""
-        return self._sending_since is not None and now - self._sending_since > self.send_timeout
+    def sending_since(self, moment: float) -> bool:
+        """Whether a send started before ``moment`` is still waiting for the client to take it."""
+        return self._sending_since is not None and self._sending_since < moment
 
     async def _send(self, frame: str) -> None:
         """Send one text frame (a client that does not take it in time is closed by the registry)."""
