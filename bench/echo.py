@@ -19,9 +19,8 @@ from urllib.parse import parse_qs
 import msgspec
 import uvicorn
 
-from windi_chat.cli import WS_MAX_FRAME_BYTES
 from windi_chat.logs import logging_dict
-from windi_chat.schemas import AckFrame, MessageFrame, MessageOut
+from windi_chat.schemas import MAX_FRAME_BYTES, AckFrame, MessageFrame, MessageOut
 
 __all__ = ("app", "main")
 
@@ -111,7 +110,7 @@ def main() -> None:
         access_log=False,
         proxy_headers=True,
         forwarded_allow_ips="127.0.0.1",
-        ws_max_size=WS_MAX_FRAME_BYTES,
+        ws_max_size=MAX_FRAME_BYTES,
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,
     )

@@ -8,29 +8,22 @@ costs can be told apart on this machine.
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 import time
-from typing import Any
 
 import asyncpg
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.procs import DB_DSN, reset_database
 from windi_chat.config import Settings
 from windi_chat.database import create_db_config, migrate
-from windi_chat.messaging import _SEND_POSTGRES, send_message
+from windi_chat.events import EventBus, discard
+from windi_chat.message_sql import SEND_POSTGRES
+from windi_chat.messaging import send_message
 from windi_chat.models import utcnow
 
 URL = DB_DSN.replace("postgresql://", "postgresql+asyncpg://")
-
-
-class _NoEvents:
-    """Publishing is not what is measured here."""
-
-    def message(self, *_: Any) -> None: ...
-
-    def read(self, *_: Any) -> None: ...
 
 
 async def _seed() -> None:
@@ -57,7 +50,7 @@ async def main(count: int) -> None:
     config = create_db_config(Settings(database_url=URL, jwt_secret="x" * 48))
     await migrate(config.get_engine())
     await _seed()
-    sessions, events = config.create_session_maker(), _NoEvents()
+    sessions, events = config.create_session_maker(), EventBus(discard)  # publishing is not measured
     for index in range(100):  # warm the statement caches
         async with sessions() as session:
             await send_message(session, events, 1, 1 + index % 2, f"warm-{index}", "hello")
@@ -72,18 +65,20 @@ async def main(count: int) -> None:
     started = time.process_time()
     for index in range(count):
         async with engine.begin() as connection:
-            parameters = {"chat_id": 1, "sender_id": 1 + index % 2, "client_id": f"core-{index}"}
-            await connection.execute(_SEND_POSTGRES, {**parameters, "text": "hello", "now": utcnow()})
+            parameters = {"chat": 1, "sender": 1 + index % 2, "client": f"core-{index}"}
+            await connection.execute(SEND_POSTGRES, {**parameters, "body": "hello", "now": utcnow()})
     print(f"same statement (Core)      {_per_call(started, count)}")
     await engine.dispose()
 
-    names = ("chat_id", "sender_id", "client_id", "text", "now")
-    numbered = re.sub(r":(\w+)", lambda match: f"${names.index(match.group(1)) + 1}", str(_SEND_POSTGRES))
+    compiled = SEND_POSTGRES.compile(dialect=asyncpg_dialect())
+    numbered, names = str(compiled), compiled.positiontup or []
     pool = await asyncpg.create_pool(DB_DSN, min_size=2, max_size=2)
     started = time.process_time()
     for index in range(count):
         async with pool.acquire() as connection, connection.transaction():
-            await connection.fetchrow(numbered, 1, 1 + index % 2, f"bare-{index}", "hello", utcnow())
+            values = {"chat": 1, "sender": 1 + index % 2, "client": f"bare-{index}"}
+            values.update(body="hello", now=utcnow())
+            await connection.fetchrow(numbered, *(values.get(name, compiled.params[name]) for name in names))
     print(f"same statement (asyncpg)   {_per_call(started, count)}")
     await pool.close()
     await config.get_engine().dispose()

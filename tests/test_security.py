@@ -82,7 +82,7 @@ BAD_TOKENS = {
 
 @pytest.fixture
 def codec() -> TokenCodec:
-    return TokenCodec(secret=TEST_SECRET, ttl=timedelta(minutes=5))
+    return TokenCodec.create(secret=TEST_SECRET, ttl=timedelta(minutes=5))
 
 
 # --- TokenCodec ---
@@ -101,7 +101,7 @@ def test_an_issued_token_is_hs256_with_sub_iat_and_exp(codec: TokenCodec) -> Non
 
 
 def test_a_token_from_another_secret_proves_nothing(codec: TokenCodec) -> None:
-    other = TokenCodec(secret=WRONG_SECRET, ttl=timedelta(minutes=5))
+    other = TokenCodec.create(secret=WRONG_SECRET, ttl=timedelta(minutes=5))
     assert codec.user_id(other.issue(42)) is None
 
 

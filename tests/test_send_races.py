@@ -8,6 +8,7 @@ committed state: a member removed meanwhile stores nothing, and a marker moved m
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import asyncpg
@@ -15,21 +16,29 @@ import pytest
 
 from tests.conftest import make_settings
 from windi_chat.database import create_db_config
-from windi_chat.messaging import NotMemberError, send_message
+from windi_chat.errors import ChatNotFoundError
+from windi_chat.events import EventBus, split_event
+from windi_chat.messaging import send_message
 
 
 class RecordingEvents:
-    """Keeps what the action published."""
+    """What the action published, decoded: an ``EventBus`` whose publish keeps each frame."""
 
     def __init__(self) -> None:
-        self.reads: list[tuple[int, int, int, int]] = []
-        self.messages: list[Any] = []
+        self.frames: list[dict[str, Any]] = []
+        self.bus = EventBus(lambda payload, _channel: self.frames.append(json.loads(split_event(payload)[2])))
 
-    def message(self, message: Any) -> None:
-        self.messages.append(message)
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return [frame["message"] for frame in self.frames if frame["type"] == "message"]
 
-    def read(self, chat_id: int, user_id: int, seq: int, all_read_seq: int) -> None:
-        self.reads.append((chat_id, user_id, seq, all_read_seq))
+    @property
+    def reads(self) -> list[tuple[int, int, int, int]]:
+        return [
+            (frame["chat_id"], frame["user_id"], frame["seq"], frame["all_read_seq"])
+            for frame in self.frames
+            if frame["type"] == "read"
+        ]
 
 
 def _dsn(url: str) -> str:
@@ -69,7 +78,7 @@ async def _send_while_locked(url: str, change: str) -> tuple[Any, RecordingEvent
 
         async def send() -> Any:
             async with config.create_session_maker()() as session:
-                return await send_message(session, events, 1, 2, "racing", "hello")
+                return await send_message(session, events.bus, 1, 2, "racing", "hello")
 
         sending = asyncio.create_task(send())
         for _ in range(200):  # until the send waits for the lock
@@ -101,7 +110,7 @@ def test_a_member_removed_while_the_send_waits_stores_nothing(pg_database_url: s
         _send_while_locked(pg_database_url, "DELETE FROM chat_members WHERE chat_id = 1 AND user_id = 2")
     )
 
-    assert isinstance(outcome, NotMemberError)
+    assert isinstance(outcome, ChatNotFoundError)
     assert [row["client_id"] for row in stored] == ["a", "b", "c"]
     assert events.messages == []
 

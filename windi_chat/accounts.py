@@ -10,12 +10,14 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
-from litestar.exceptions import ClientException, NotAuthorizedException, NotFoundException
+from litestar.exceptions import NotAuthorizedException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
 from litestar.params import JSONBody, QueryParameter, URLEncodedBody
-from litestar.status_codes import HTTP_200_OK, HTTP_409_CONFLICT
+from litestar.status_codes import HTTP_200_OK
 from sqlalchemy import func, or_, select
 
+from windi_chat.errors import EmailTakenError, UserNotFoundError
+from windi_chat.http_errors import error_responses
 from windi_chat.models import User
 from windi_chat.schemas import LoginForm, RegisterIn, TokenOut, UserOut
 from windi_chat.security import CurrentUser, PasswordHasher, TokenCodec
@@ -25,11 +27,6 @@ __all__ = ("AuthController", "UserController", "UserService", "create_rate_limit
 logger = logging.getLogger("windi_chat.accounts")
 
 INVALID_CREDENTIALS = "Incorrect email or password"
-
-
-class EmailTakenError(ClientException):
-    status_code = HTTP_409_CONFLICT
-    detail = "An account with this email already exists"
 
 
 class UserService(SQLAlchemyAsyncRepositoryService[User]):
@@ -97,7 +94,12 @@ class AuthController(Controller):
     tags = ["accounts"]
     security = [{}]
 
-    @post("/register", operation_id="register", summary="Create an account", raises=[EmailTakenError])
+    @post(
+        "/register",
+        operation_id="register",
+        summary="Create an account",
+        responses=error_responses(EmailTakenError),
+    )
     async def register(
         self,
         data: JSONBody[RegisterIn],
@@ -142,7 +144,7 @@ class UserController(Controller):
     ) -> UserOut:
         user = await users.get_one_or_none(id=request.user.id)
         if user is None:
-            raise NotFoundException("This account no longer exists")
+            raise UserNotFoundError("This account no longer exists")
         return to_user_out(user)
 
     @get("/", operation_id="searchUsers", summary="Find people by name or email prefix")

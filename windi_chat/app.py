@@ -3,44 +3,40 @@
 from __future__ import annotations
 
 import logging
-import sys
+from collections.abc import Iterable
 from datetime import timedelta
-from logging import Logger
 
 import anyio
-from advanced_alchemy.exceptions import NotFoundError, RepositoryError
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
-from litestar import Litestar, Request, Response, Router, get
+from litestar import Litestar, Response, Router, get
 from litestar.channels import ChannelsPlugin
 from litestar.di import NamedDependency, Provide
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Tag
-from litestar.status_codes import (
-    HTTP_404_NOT_FOUND,
-    HTTP_500_INTERNAL_SERVER_ERROR,
-    HTTP_503_SERVICE_UNAVAILABLE,
-)
-from litestar.types import Scope
+from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from windi_chat import __version__
 from windi_chat.accounts import AuthController, UserController, UserService, create_rate_limit
-from windi_chat.chats import ChatController, ChatService, GroupController
+from windi_chat.chat_routes import ChatController, GroupController
+from windi_chat.chats import ChatService
 from windi_chat.config import Settings
-from windi_chat.database import create_db_config, is_unavailable
+from windi_chat.database import create_db_config
 from windi_chat.delivery import GuardedBackend, create_backend, create_shared_store, redact_url
 from windi_chat.events import EventBus
+from windi_chat.http_errors import exception_handlers, log_unhandled
 from windi_chat.lifecycle import install_graceful_shutdown, prepare_database
 from windi_chat.logs import install_redaction, logging_dict
-from windi_chat.messaging import MessageController
-from windi_chat.realtime import SocketRegistry, chat_socket
+from windi_chat.message_routes import MessageController
+from windi_chat.realtime import chat_socket
 from windi_chat.schemas import HealthOut
 from windi_chat.security import PasswordHasher, TokenCodec, create_auth
+from windi_chat.sockets import SocketRegistry
 
 __all__ = ("create_app",)
 
@@ -62,44 +58,28 @@ async def health(db_engine: NamedDependency[AsyncEngine]) -> Response[HealthOut]
     return Response(HealthOut(status="ok"))
 
 
-def database_error(_request: Request, exc: Exception) -> Response[dict[str, object]]:
-    """A database that cannot be reached is a 503 the client may retry; anything else is our bug."""
-    if isinstance(exc, NotFoundError):
-        return Response({"status_code": 404, "detail": "Not found"}, status_code=HTTP_404_NOT_FOUND)
-    if is_unavailable(exc):
-        logger.error("Database unavailable: %s", type(exc).__name__)
-        status, detail = HTTP_503_SERVICE_UNAVAILABLE, "The database is unavailable; try again"
-    else:
-        logger.exception("Database error")
-        status, detail = HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error"
-    return Response({"status_code": status, "detail": detail}, status_code=status)
-
-
-def log_unhandled(log: Logger, scope: Scope, formatted: list[str]) -> None:
-    """Log an exception that became a 500, except database errors: ``database_error`` logs those."""
-    if isinstance(sys.exc_info()[1], RepositoryError | SQLAlchemyError | OSError):
-        return
-    log.error("Uncaught exception (%s %s):\n%s", scope["type"], scope["path"], "".join(formatted))
-
-
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application from ``settings`` (by default, from the environment and ``.env``)."""
     settings = settings or Settings.from_env()
     log_config = logging_dict(settings.log_level, settings.effective_log_format)
     install_redaction()
-    secret = settings.resolve_jwt_secret()
+    settings.check()
     db_config = create_db_config(settings)
-    auth = create_auth(settings, secret)
+    auth = create_auth(settings.resolve_jwt_secret(), timedelta(seconds=settings.token_ttl_seconds))
+    tokens = TokenCodec(auth)
     hasher = PasswordHasher(settings.argon2_time_cost, settings.argon2_memory_kib)
-    tokens = TokenCodec(secret=secret, ttl=timedelta(seconds=settings.token_ttl_seconds))
-    backend = GuardedBackend(
-        create_backend(settings.channels_url), on_lost=lambda lost: sockets.events_lost(lost)
-    )
+
+    # The backend reports lost events to the sockets, which subscribe through the plugin that wraps
+    # the backend: the registry comes last and the backend reaches it through this callback.
+    def events_lost(channels: Iterable[str] | None) -> None:
+        sockets.events_lost(channels)
+
+    backend = GuardedBackend(create_backend(settings.channels_url), on_lost=events_lost)
     channels = ChannelsPlugin(backend=backend, arbitrary_channels_allowed=True)
     sockets = SocketRegistry(channels, backend, settings.ws_send_timeout)
     shared_store = create_shared_store(settings.channels_url)
     session_maker = db_config.create_session_maker()
-    events = EventBus(channels)
+    events = EventBus(channels.publish)
 
     auth_routes = Router(
         "/",
@@ -149,11 +129,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_app_init=[auth.on_app_init],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
-        exception_handlers={
-            RepositoryError: database_error,
-            SQLAlchemyError: database_error,
-            OSError: database_error,
-        },
+        exception_handlers=exception_handlers,
         openapi_config=OpenAPIConfig(
             title="WinDI Chat",
             version=__version__,

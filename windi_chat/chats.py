@@ -1,7 +1,7 @@
 """Chats, groups and membership: who may see and change what.
 
 A user sees only the chats they belong to; a chat that does not exist and a chat the caller is not in
-answer the same 404, so chat ids cannot be probed.
+answer the same :class:`ChatNotFoundError`, so chat ids cannot be probed.
 """
 
 from __future__ import annotations
@@ -9,55 +9,35 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from advanced_alchemy.exceptions import IntegrityError as RepositoryIntegrityError
+from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency
-from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException
-from litestar.params import FromPath, JSONBody
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_409_CONFLICT
-from sqlalchemy import and_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Select, and_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import aliased
 
+from windi_chat.errors import (
+    AlreadyMemberError,
+    ChatNotFoundError,
+    InvalidError,
+    NotAllowedError,
+    NotAMemberError,
+    UserNotFoundError,
+)
 from windi_chat.events import EventBus
 from windi_chat.messaging import message_out
-from windi_chat.models import (
-    CHAT_GROUP,
-    CHAT_PRIVATE,
-    ROLE_MEMBER,
-    ROLE_OWNER,
-    Chat,
-    ChatMember,
-    Message,
-    User,
-)
-from windi_chat.schemas import (
-    ChatOut,
-    GroupChatCreate,
-    MemberOut,
-    PrivateChatCreate,
-)
-from windi_chat.security import CurrentUser
+from windi_chat.models import Chat, ChatMember, ChatType, MemberRole, Message, User
+from windi_chat.schemas import ChatOut, GroupChatCreate, MemberOut
 
-__all__ = ("ChatController", "ChatService", "GroupController")
+__all__ = ("ChatService",)
 
 logger = logging.getLogger("windi_chat.chats")
 
 
-class ChatNotFoundError(NotFoundException):
-    detail = "Chat not found"
-
-
-class UserNotFoundError(NotFoundException):
-    detail = "User not found"
-
-
-class MembershipConflictError(ClientException):
-    status_code = HTTP_409_CONFLICT
+class MemberRepository(SQLAlchemyAsyncRepository[ChatMember]):
+    model_type = ChatMember
 
 
 class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
@@ -68,9 +48,13 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
 
     repository_type = Repo
 
+    def __init__(self, session: AsyncSession | async_scoped_session[AsyncSession], **kwargs: Any) -> None:
+        super().__init__(session=session, **kwargs)
+        self.members = MemberRepository(session=session)
+
     @property
-    def session(self) -> Any:
-        return self.repository.session
+    def session(self) -> AsyncSession:
+        return cast("AsyncSession", self.repository.session)
 
     # Reading -------------------------------------------------------------------------------------
 
@@ -95,9 +79,9 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
         rows = (await self.session.execute(statement)).all()
         if not rows:
             return []
-        member_rows = (
-            await self.session.execute(_members_with_names().where(ChatMember.chat_id.in_(members_of)))
-        ).all()
+        member_rows = await self.session.execute(
+            _members_with_names().where(ChatMember.chat_id.in_(members_of))
+        )
         members: dict[int, list[tuple[ChatMember, str]]] = defaultdict(list)
         for member, name in member_rows:
             members[member.chat_id].append((member, name))
@@ -117,42 +101,44 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
     async def open_private(self, caller_id: int, other_id: int) -> tuple[ChatOut, bool]:
         """The one private chat of the pair: (chat, created). The unique pair key settles races."""
         if other_id == caller_id:
-            raise ClientException("A private chat needs another person")
-        if await self.session.get(User, other_id) is None:
-            raise UserNotFoundError
+            raise InvalidError("A private chat needs another person")
+        await self._require_users([other_id])
         key = f"{min(caller_id, other_id)}:{max(caller_id, other_id)}"
-        existing = await self.session.scalar(select(Chat.id).where(Chat.private_key == key))
+        existing = await self.get_one_or_none(private_key=key)
         if existing is not None:
-            return await self.view(caller_id, existing), False
-        chat = Chat(type=CHAT_PRIVATE, creator_id=caller_id, private_key=key)
-        self.session.add(chat)
+            return await self.view(caller_id, existing.id), False
         try:
-            await self.session.flush()
-            self.session.add_all(
-                [ChatMember(chat_id=chat.id, user_id=uid, role=ROLE_MEMBER) for uid in (caller_id, other_id)]
+            chat = await self.repository.add(
+                Chat(type=ChatType.PRIVATE, creator_id=caller_id, private_key=key), auto_refresh=False
             )
-            await self.session.commit()
+            await self.members.add_many(
+                [
+                    ChatMember(chat_id=chat.id, user_id=uid, role=MemberRole.MEMBER)
+                    for uid in (caller_id, other_id)
+                ],
+                auto_commit=True,
+            )
         except IntegrityError:
             # The other person opened the same chat at the same moment: theirs is the one.
             await self.session.rollback()
-            existing = await self.session.scalar(select(Chat.id).where(Chat.private_key == key))
+            existing = await self.get_one_or_none(private_key=key)
             if existing is None:
                 raise
-            return await self.view(caller_id, existing), False
+            return await self.view(caller_id, existing.id), False
         logger.info("Private chat created: chat_id=%s user_ids=%s,%s", chat.id, caller_id, other_id)
         return await self.view(caller_id, chat.id), True
 
     async def create_group(self, caller_id: int, data: GroupChatCreate) -> ChatOut:
         member_ids = sorted(set(data.member_ids) - {caller_id})
         await self._require_users(member_ids)
-        chat = Chat(type=CHAT_GROUP, name=data.name.strip(), creator_id=caller_id)
-        self.session.add(chat)
-        await self.session.flush()
-        self.session.add(ChatMember(chat_id=chat.id, user_id=caller_id, role=ROLE_OWNER))
-        self.session.add_all(
-            [ChatMember(chat_id=chat.id, user_id=uid, role=ROLE_MEMBER) for uid in member_ids]
+        chat = await self.repository.add(
+            Chat(type=ChatType.GROUP, name=data.name.strip(), creator_id=caller_id), auto_refresh=False
         )
-        await self.session.commit()
+        await self.members.add_many(
+            [ChatMember(chat_id=chat.id, user_id=caller_id, role=MemberRole.OWNER)]
+            + [ChatMember(chat_id=chat.id, user_id=uid, role=MemberRole.MEMBER) for uid in member_ids],
+            auto_commit=True,
+        )
         logger.info(
             "Group created: chat_id=%s owner_id=%s members=%d", chat.id, caller_id, len(member_ids) + 1
         )
@@ -161,61 +147,64 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
     async def _require_users(self, user_ids: Sequence[int]) -> None:
         if not user_ids:
             return
-        found = set((await self.session.scalars(select(User.id).where(User.id.in_(user_ids)))).all())
+        found = set(await self.session.scalars(select(User.id).where(User.id.in_(user_ids))))
         missing = [uid for uid in user_ids if uid not in found]
         if missing:
-            raise NotFoundException(f"Unknown user ids: {missing}")
+            raise UserNotFoundError(None if len(user_ids) == 1 else f"Unknown user ids: {missing}")
 
     # Membership ----------------------------------------------------------------------------------
 
     async def _group_for_change(self, group_id: int, caller_id: int) -> tuple[Chat, ChatMember]:
         """Lock the group row (so membership changes of one group run one at a time) and the caller's row."""
-        chat = await self.session.scalar(select(Chat).where(Chat.id == group_id).with_for_update())
-        caller = await self.session.get(ChatMember, (group_id, caller_id))
-        if chat is None or chat.type != CHAT_GROUP or caller is None:
+        chat = await self.get_one_or_none(Chat.id == group_id, with_for_update=True)
+        caller = await self.members.get_one_or_none(chat_id=group_id, user_id=caller_id)
+        if chat is None or chat.type != ChatType.GROUP or caller is None:
             raise ChatNotFoundError
         return chat, caller
 
     async def add_member(self, group_id: int, caller_id: int, user_id: int, events: EventBus) -> ChatOut:
         """The owner adds someone; they start with everything so far marked as read."""
         chat, caller = await self._group_for_change(group_id, caller_id)
-        if caller.role != ROLE_OWNER:
-            raise PermissionDeniedException("Only the group's owner can add members")
-        if await self.session.get(User, user_id) is None:
-            raise UserNotFoundError
-        if await self.session.get(ChatMember, (group_id, user_id)) is not None:
-            raise MembershipConflictError(f"User {user_id} is already a member of this group")
-        self.session.add(
-            ChatMember(chat_id=group_id, user_id=user_id, role=ROLE_MEMBER, read_seq=chat.last_seq)
-        )
+        if caller.role != MemberRole.OWNER:
+            raise NotAllowedError("Only the group's owner can add members")
+        await self._require_users([user_id])
+        already = AlreadyMemberError(f"User {user_id} is already a member of this group")
+        if await self.members.exists(chat_id=group_id, user_id=user_id):
+            raise already
+        events.member_added(self.session, group_id, user_id)
+        member = ChatMember(chat_id=group_id, user_id=user_id, role=MemberRole.MEMBER, read_seq=chat.last_seq)
         try:
-            await self.session.commit()
-        except (IntegrityError, RepositoryIntegrityError) as exc:  # added twice at the same moment
+            await self.members.add(member, auto_commit=True, auto_refresh=False)
+        except IntegrityError as exc:  # added twice at the same moment
             await self.session.rollback()
-            raise MembershipConflictError(f"User {user_id} is already a member of this group") from exc
+            raise already from exc
         logger.info("Member added: chat_id=%s user_id=%s by=%s", group_id, user_id, caller_id)
-        events.member_added(group_id, user_id)
         return await self._snapshot(group_id, caller_id)
 
     async def remove_member(self, group_id: int, caller_id: int, user_id: int, events: EventBus) -> ChatOut:
         """The owner removes anyone; anyone removes themselves. An owner who leaves hands over the group."""
         _chat, caller = await self._group_for_change(group_id, caller_id)
-        if user_id != caller_id and caller.role != ROLE_OWNER:
-            raise PermissionDeniedException("Only the group's owner can remove other members")
-        target = caller if user_id == caller_id else await self.session.get(ChatMember, (group_id, user_id))
+        if user_id != caller_id and caller.role != MemberRole.OWNER:
+            raise NotAllowedError("Only the group's owner can remove other members")
+        target = (
+            caller
+            if user_id == caller_id
+            else await self.members.get_one_or_none(chat_id=group_id, user_id=user_id)
+        )
         if target is None:
-            raise MembershipConflictError(f"User {user_id} is not a member of this group")
+            raise NotAMemberError(f"User {user_id} is not a member of this group")
         new_owner_id = None
-        if target.role == ROLE_OWNER:
-            successor = await self.session.scalar(
-                select(ChatMember)
+        if target.role == MemberRole.OWNER:
+            successor = await self.members.get_one_or_none(
+                statement=select(ChatMember)
                 .where(ChatMember.chat_id == group_id, ChatMember.user_id != user_id)
                 .order_by(ChatMember.joined_at, ChatMember.user_id)
                 .limit(1)
             )
             if successor is not None:
-                successor.role = ROLE_OWNER
+                successor.role = MemberRole.OWNER
                 new_owner_id = successor.user_id
+        events.member_removed(self.session, group_id, user_id)
         await self.session.delete(target)
         await self.session.commit()
         logger.info(
@@ -225,7 +214,6 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
             caller_id,
             f" new_owner_id={new_owner_id}" if new_owner_id else "",
         )
-        events.member_removed(group_id, user_id)
         return await self._snapshot(group_id, caller_id)
 
     async def _snapshot(self, chat_id: int, caller_id: int) -> ChatOut:
@@ -233,15 +221,15 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
         views = await self.views(caller_id, chat_id)
         if views:
             return views[0]
-        chat = await self.session.get(Chat, chat_id)
+        chat = await self.get(chat_id)
         last = await self.session.scalar(
             select(Message).where(Message.chat_id == chat_id, Message.seq == chat.last_seq)
         )
-        rows = (await self.session.execute(_members_with_names().where(ChatMember.chat_id == chat_id))).all()
+        rows = await self.session.execute(_members_with_names().where(ChatMember.chat_id == chat_id))
         return _chat_out(chat, caller_id, chat.last_seq, last, [(m, n) for m, n in rows])
 
 
-def _members_with_names() -> Any:
+def _members_with_names() -> Select[tuple[ChatMember, str]]:
     """Members with their names, in the order a chat lists them: by chat, then who joined first."""
     return (
         select(ChatMember, User.name)
@@ -255,117 +243,17 @@ def _chat_out(
 ) -> ChatOut:
     all_read_seq = min((m.read_seq for m, _ in members), default=chat.last_seq)
     name = chat.name
-    if chat.type == CHAT_PRIVATE:
+    if chat.type == ChatType.PRIVATE:
         name = next((n for m, n in members if m.user_id != viewer_id), None)
     return ChatOut(
         id=chat.id,
-        type=chat.type,  # type: ignore[arg-type]
+        type=chat.type,
         name=name,
         created_at=chat.created_at,
         creator_id=chat.creator_id,
         members=[
             MemberOut(user_id=m.user_id, name=n, role=m.role, joined_at=m.joined_at) for m, n in members
-        ],  # type: ignore[arg-type]
+        ],
         last_message=message_out(last, all_read_seq) if last is not None else None,
         unread_count=max(0, chat.last_seq - my_read_seq),
     )
-
-
-ChatCreate = PrivateChatCreate | GroupChatCreate
-
-
-class ChatController(Controller):
-    path = "/chats"
-    tags = ["chats"]
-
-    @post(
-        "/",
-        operation_id="createChat",
-        summary="Start a private chat or create a group",
-        status_code=HTTP_201_CREATED,
-        raises=[NotFoundException, ClientException],
-    )
-    async def create(
-        self,
-        request: Request[CurrentUser, Any, Any],
-        data: JSONBody[ChatCreate],
-        chats: NamedDependency[ChatService],
-    ) -> Response[ChatOut]:
-        """201 with the new chat. A private chat the two already share comes back as 200, whoever made it.
-
-        A private chat with yourself is 400; unknown users are 404. Group members listed twice count once.
-        """
-        if isinstance(data, PrivateChatCreate):
-            chat, created = await chats.open_private(request.user.id, data.user_id)
-            return Response(chat, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
-        return Response(await chats.create_group(request.user.id, data), status_code=HTTP_201_CREATED)
-
-    @get("/", operation_id="listChats", summary="The caller's chats, most recent activity first")
-    async def inbox(
-        self, request: Request[CurrentUser, Any, Any], chats: NamedDependency[ChatService]
-    ) -> list[ChatOut]:
-        """Each chat with its last message (or null) and the caller's unread count."""
-        return await chats.views(request.user.id)
-
-    @get(
-        "/{chat_id:int}",
-        operation_id="getChat",
-        summary="One of the caller's chats",
-        raises=[ChatNotFoundError],
-    )
-    async def get_chat(
-        self,
-        request: Request[CurrentUser, Any, Any],
-        chat_id: FromPath[int],
-        chats: NamedDependency[ChatService],
-    ) -> ChatOut:
-        """404 both for a chat that does not exist and for one the caller is not in."""
-        return await chats.view(request.user.id, chat_id)
-
-
-class GroupController(Controller):
-    """The group endpoints, kept exactly as clients already call them."""
-
-    path = "/groups"
-    tags = ["chats"]
-
-    @post(
-        "/{group_id:int}/add_user/{user_id:int}",
-        operation_id="addGroupMember",
-        summary="Add a member (owner only)",
-        status_code=HTTP_200_OK,
-        raises=[ChatNotFoundError, PermissionDeniedException, MembershipConflictError],
-    )
-    async def add_user(
-        self,
-        request: Request[CurrentUser, Any, Any],
-        group_id: FromPath[int],
-        user_id: FromPath[int],
-        chats: NamedDependency[ChatService],
-        events: NamedDependency[EventBus],
-    ) -> ChatOut:
-        """403 for a member who is not the owner; 404 for a group the caller is not in or an unknown user;
-        409 for someone already in. The new member sees the whole history, with nothing unread.
-        """
-        return await chats.add_member(group_id, request.user.id, user_id, events)
-
-    @post(
-        "/{group_id:int}/remove_user/{user_id:int}",
-        operation_id="removeGroupMember",
-        summary="Remove a member, or leave",
-        status_code=HTTP_200_OK,
-        raises=[ChatNotFoundError, PermissionDeniedException, MembershipConflictError],
-    )
-    async def remove_user(
-        self,
-        request: Request[CurrentUser, Any, Any],
-        group_id: FromPath[int],
-        user_id: FromPath[int],
-        chats: NamedDependency[ChatService],
-        events: NamedDependency[EventBus],
-    ) -> ChatOut:
-        """The owner removes anyone; any member removes themselves (leaves). 403 for a member removing
-        someone else; 409 for someone not in the group. When the owner leaves, the longest-standing member
-        becomes owner; the last member leaving leaves the group empty, with its history kept.
-        """
-        return await chats.remove_member(group_id, request.user.id, user_id, events)

@@ -16,12 +16,11 @@ from litestar.cli.main import litestar_group
 
 from windi_chat.config import ConfigurationError, Settings
 from windi_chat.logs import logging_dict
+from windi_chat.schemas import MAX_FRAME_BYTES
 
 __all__ = ("main",)
 
 APP_FACTORY = "windi_chat.app:create_app"
-# The WebSocket frame limit: uvicorn refuses larger frames before buffering them.
-WS_MAX_FRAME_BYTES = 65_536
 
 
 @click.command("run")
@@ -61,7 +60,7 @@ def run_command(
         access_log=access_log,
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
-        ws_max_size=WS_MAX_FRAME_BYTES,
+        ws_max_size=MAX_FRAME_BYTES,  # uvicorn refuses larger frames before buffering them
         # Chat frames are small: per-message deflate would cost CPU on every delivery and tens of
         # kilobytes of zlib state on every idle socket.
         ws_per_message_deflate=False,

@@ -98,8 +98,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """Return the signing secret, generating and keeping a development one when none is set.
 
         The generated secret is written to a file so that tokens survive a restart of a laptop server.
+        A production server never generates one: :meth:`check` refuses it first, and so does this.
         """
-        self.check()
         if self.jwt_secret:
             if len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
                 logger.warning(
@@ -107,6 +107,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     MIN_SECRET_BYTES,
                 )
             return self.jwt_secret
+        if self.is_production:
+            raise ConfigurationError("WINDI_ENV=production needs WINDI_JWT_SECRET: no secret is generated")
         path = Path(self.jwt_secret_file)
         if path.exists():
             secret = path.read_text().strip()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,13 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from alembic import command
 from windi_chat.config import Settings
+from windi_chat.errors import DatabaseUnavailableError, DomainError
 
-__all__ = ("create_db_config", "is_unavailable", "migrate", "migrations_path")
+__all__ = ("create_db_config", "is_unavailable", "migrate", "migrations_path", "unit_of_work")
 
 logger = logging.getLogger("windi_chat.database")
 
@@ -114,3 +117,21 @@ def is_unavailable(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+@asynccontextmanager
+async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A short session for one action outside a request (a socket's frame, say).
+
+    A database that cannot be reached surfaces as :class:`DatabaseUnavailableError`, which the caller answers
+    like any other domain error; anything else is left as it is.
+    """
+    try:
+        async with sessions() as session:
+            yield session
+    except DomainError:
+        raise
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise DatabaseUnavailableError from exc
+        raise

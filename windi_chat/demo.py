@@ -6,16 +6,15 @@ client ids make the messages idempotent like any client's retries.
 
 from __future__ import annotations
 
-import msgspec
 from sqlalchemy import select
 
 from windi_chat.accounts import UserService
 from windi_chat.chats import ChatService
 from windi_chat.config import Settings
 from windi_chat.database import create_db_config, migrate
-from windi_chat.events import EventBus
+from windi_chat.events import EventBus, discard
 from windi_chat.messaging import mark_read, send_message
-from windi_chat.models import CHAT_GROUP, Chat
+from windi_chat.models import Chat, ChatType
 from windi_chat.schemas import GroupChatCreate, RegisterIn
 from windi_chat.security import PasswordHasher
 
@@ -29,22 +28,12 @@ DEMO_PEOPLE = (
 GROUP_NAME = "WinDI demo group"
 
 
-class _OfflineEvents(EventBus):
-    """No server is running while the demo data is loaded, so there is nobody to tell."""
-
-    def __init__(self) -> None:
-        pass
-
-    def _publish(self, chat_id: int, header: bytes, frame: msgspec.Struct) -> None:
-        return None
-
-
 async def create_demo_data(settings: Settings) -> list[str]:
     """Create what is missing and return lines that tell a person how to log in."""
     db_config = create_db_config(settings)
     engine = db_config.get_engine()
     hasher = PasswordHasher(settings.argon2_time_cost, settings.argon2_memory_kib)
-    events = _OfflineEvents()
+    events = EventBus(discard)  # no server runs while the demo data is loaded: nobody to tell
     lines = ["Demo accounts (log in at /docs with Authorize, or POST /login):"]
     try:
         await migrate(engine)
@@ -63,7 +52,7 @@ async def create_demo_data(settings: Settings) -> list[str]:
             private, _ = await chats.open_private(ada, bob)
             group_id = await session.scalar(
                 select(Chat.id).where(
-                    Chat.type == CHAT_GROUP, Chat.name == GROUP_NAME, Chat.creator_id == ada
+                    Chat.type == ChatType.GROUP, Chat.name == GROUP_NAME, Chat.creator_id == ada
                 )
             )
             if group_id is None:

@@ -1,7 +1,10 @@
-"""Publishing events to the sockets of a chat, through Litestar's channels plugin.
+"""Events to the sockets of a chat, published only once the change they tell of has committed.
 
-Actions call the :class:`EventBus` only after their transaction has committed, so a client never hears
-of a change the database does not hold.
+An action hands its events to the :class:`EventBus` together with its database session; they wait in
+``session.info`` and go out from the session's ``after_commit`` hook, or are dropped when the
+transaction ends any other way. "Publish after commit" is therefore the structure, not a habit of each
+action (Zulip's ``send_event_on_commit``), and a client never hears of a change the database does not
+hold.
 
 Each event travels as ``<header>\\n<frame JSON>``. The socket forwards the frame bytes as they are and
 reads only the short header to decide what to do: skip a message it already sent during catch-up
@@ -11,10 +14,13 @@ reads only the short header to decide what to do: skip a message it already sent
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import msgspec
-from litestar.channels import ChannelsPlugin
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 from windi_chat.schemas import (
     MemberAddedFrame,
@@ -25,18 +31,26 @@ from windi_chat.schemas import (
     TypingEventFrame,
 )
 
-__all__ = ("EventBus", "chat_channel", "split_event")
+__all__ = ("EventBus", "Publish", "chat_channel", "discard", "split_event")
 
 KIND_MESSAGE = ord("M")
 KIND_TYPING = ord("T")
 KIND_REMOVED = ord("R")
 KIND_OTHER = ord("-")
 
+Publish = Callable[[bytes, str], None]
+"""Hands ``(payload, channel)`` to live delivery; it must not block (the channels plugin queues)."""
+
+_PENDING = "windi_chat.pending_events"
 _encoder = msgspec.json.Encoder()
 
 
 def chat_channel(chat_id: int) -> str:
     return f"chat:{chat_id}"
+
+
+def discard(_payload: bytes, _channel: str) -> None:
+    """Publishing where no socket can listen: the demo loader, in-process benchmarks."""
 
 
 @lru_cache(maxsize=64)
@@ -53,24 +67,41 @@ def split_event(payload: bytes) -> tuple[int, bytes, str]:
 class EventBus:
     """What actions publish; one method per kind of event."""
 
-    def __init__(self, channels: ChannelsPlugin) -> None:
-        self._channels = channels
+    def __init__(self, publish: Publish) -> None:
+        self._publish = publish
 
-    def _publish(self, chat_id: int, header: bytes, frame: msgspec.Struct) -> None:
-        self._channels.publish(header + b"\n" + _encoder.encode(frame), chat_channel(chat_id))
+    def _on_commit(self, session: AsyncSession, chat_id: int, header: bytes, frame: msgspec.Struct) -> None:
+        payload = header + b"\n" + _encoder.encode(frame)
+        session.info.setdefault(_PENDING, []).append((self._publish, payload, chat_channel(chat_id)))
 
-    def message(self, message: MessageOut) -> None:
-        self._publish(message.chat_id, b"M%d" % message.seq, MessageFrame(message=message))
+    def message(self, session: AsyncSession, message: MessageOut) -> None:
+        self._on_commit(session, message.chat_id, b"M%d" % message.seq, MessageFrame(message=message))
 
-    def read(self, chat_id: int, user_id: int, seq: int, all_read_seq: int) -> None:
+    def read(self, session: AsyncSession, chat_id: int, user_id: int, seq: int, all_read_seq: int) -> None:
         frame = ReadEventFrame(chat_id=chat_id, user_id=user_id, seq=seq, all_read_seq=all_read_seq)
-        self._publish(chat_id, b"-", frame)
+        self._on_commit(session, chat_id, b"-", frame)
+
+    def member_added(self, session: AsyncSession, chat_id: int, user_id: int) -> None:
+        self._on_commit(session, chat_id, b"-", MemberAddedFrame(chat_id=chat_id, user_id=user_id))
+
+    def member_removed(self, session: AsyncSession, chat_id: int, user_id: int) -> None:
+        frame = MemberRemovedFrame(chat_id=chat_id, user_id=user_id)
+        self._on_commit(session, chat_id, b"R%d" % user_id, frame)
 
     def typing(self, chat_id: int, user_id: int, socket_id: str) -> None:
-        self._publish(chat_id, b"T" + socket_id.encode(), TypingEventFrame(chat_id=chat_id, user_id=user_id))
+        """Typing changes nothing stored, so it goes out at once."""
+        frame = TypingEventFrame(chat_id=chat_id, user_id=user_id)
+        self._publish(b"T" + socket_id.encode() + b"\n" + _encoder.encode(frame), chat_channel(chat_id))
 
-    def member_added(self, chat_id: int, user_id: int) -> None:
-        self._publish(chat_id, b"-", MemberAddedFrame(chat_id=chat_id, user_id=user_id))
 
-    def member_removed(self, chat_id: int, user_id: int) -> None:
-        self._publish(chat_id, b"R%d" % user_id, MemberRemovedFrame(chat_id=chat_id, user_id=user_id))
+@event.listens_for(Session, "after_commit")
+def _publish_pending(session: Session) -> None:
+    for publish, payload, channel in session.info.pop(_PENDING, ()):
+        publish(payload, channel)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _drop_unpublished(session: Session, transaction: SessionTransaction) -> None:
+    """A transaction that ended without a commit (rolled back, or closed) takes its events with it."""
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)

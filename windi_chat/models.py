@@ -7,20 +7,31 @@ each member's role and read marker; messages are numbered per chat by ``seq``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from advanced_alchemy.base import DefaultBase, IdentityBase, orm_registry
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Enum, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-__all__ = ("Chat", "ChatMember", "Message", "User", "metadata", "utcnow")
+__all__ = ("Chat", "ChatMember", "ChatType", "MemberRole", "Message", "User", "metadata", "utcnow")
 
 metadata = orm_registry.metadata
 
-CHAT_PRIVATE = "private"
-CHAT_GROUP = "group"
-ROLE_OWNER = "owner"
-ROLE_MEMBER = "member"
+
+class ChatType(StrEnum):
+    PRIVATE = "private"
+    GROUP = "group"
+
+
+class MemberRole(StrEnum):
+    OWNER = "owner"
+    MEMBER = "member"
+
+
+def _stored_as_text(enum: type[StrEnum]) -> Enum:
+    """The enum's values in a plain ``VARCHAR(10)``, as the schema has always stored them."""
+    return Enum(enum, native_enum=False, length=10, values_callable=lambda kind: [m.value for m in kind])
 
 
 def utcnow() -> datetime:
@@ -42,7 +53,7 @@ class User(IdentityBase):
 class Chat(IdentityBase):
     __tablename__ = "chats"
 
-    type: Mapped[str] = mapped_column(String(10))
+    type: Mapped[ChatType] = mapped_column(_stored_as_text(ChatType))
     name: Mapped[str | None] = mapped_column(String(100), default=None)
     creator_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
@@ -59,7 +70,7 @@ class ChatMember(DefaultBase):
 
     chat_id: Mapped[int] = mapped_column(ForeignKey("chats.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    role: Mapped[str] = mapped_column(String(10), default=ROLE_MEMBER)
+    role: Mapped[MemberRole] = mapped_column(_stored_as_text(MemberRole), default=MemberRole.MEMBER)
     joined_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
     # "I have read everything up to this seq"; only ever moves forward.
     read_seq: Mapped[int] = mapped_column(BigInteger, default=0)

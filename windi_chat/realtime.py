@@ -11,13 +11,11 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Coroutine, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import msgspec
 from litestar import WebSocket, websocket
-from litestar.channels import ChannelsPlugin
 from litestar.channels.subscriber import Subscriber
 from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
@@ -25,18 +23,20 @@ from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from windi_chat.config import Settings
-from windi_chat.database import is_unavailable
-from windi_chat.delivery import GuardedBackend
-from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, chat_channel, split_event
-from windi_chat.messaging import (
-    InvalidMessageError,
-    NotMemberError,
-    can_read,
-    mark_read,
-    messages_after,
-    send_message,
+from windi_chat.database import unit_of_work
+from windi_chat.errors import (
+    ChatNotFoundError,
+    ConflictError,
+    DomainError,
+    InvalidError,
+    NotAllowedError,
+    NotFoundError,
+    UnavailableError,
 )
+from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, split_event
+from windi_chat.messaging import can_read, mark_read, messages_after, send_message
 from windi_chat.schemas import (
+    MAX_FRAME_BYTES,
     AckFrame,
     ClientFrame,
     ErrorFrame,
@@ -46,140 +46,51 @@ from windi_chat.schemas import (
     SendFrame,
 )
 from windi_chat.security import TokenCodec
+from windi_chat.sockets import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_FORBIDDEN,
+    CLOSE_GOING_AWAY,
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN,
+    CLOSE_UNAUTHORIZED,
+    FrameRateLimiter,
+    SocketRegistry,
+)
 
-__all__ = ("SocketRegistry", "chat_socket")
+__all__ = ("ChatConnection", "chat_socket")
 
 logger = logging.getLogger("windi_chat.realtime")
 
-# Close codes a client acts on (see docs/protocol.md).
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008  # flooding
-CLOSE_TOO_BIG = 1009
-CLOSE_SERVICE_RESTART = 1012  # live events were lost: reconnect with after_seq
-CLOSE_TRY_AGAIN = 1013  # fell too far behind, or the database is unavailable: reconnect with after_seq
-CLOSE_BAD_REQUEST = 4400
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403
-
-MAX_FRAME_BYTES = 65_536
 CATCH_UP_LIMIT = 1000
-BURST_FRAMES = 50
+T = TypeVar("T")
 
 _decode_frame = msgspec.json.Decoder(ClientFrame).decode
 _encoder = msgspec.json.Encoder()
 
+# How an action's error answers a client frame: an error frame with this code, found by the error's
+# kind. Losing access to the chat is the exception: it closes the socket, as the handshake would.
+FRAME_ERROR_CODES: dict[type[DomainError], str] = {
+    InvalidError: "invalid_frame",
+    NotFoundError: "not_found",
+    NotAllowedError: "forbidden",
+    ConflictError: "conflict",
+    UnavailableError: "unavailable",
+}
+# How an error ends a socket that has no frame to answer (the handshake, catch-up).
+CLOSE_CODES: dict[type[DomainError], int] = {
+    ChatNotFoundError: CLOSE_FORBIDDEN,
+    UnavailableError: CLOSE_TRY_AGAIN,
+}
+
+
+def _answer_to(error: DomainError, answers: dict[type[DomainError], T], default: T) -> T:
+    """The answer for the error's own class or its nearest kind."""
+    return next((answers[kind] for kind in type(error).__mro__ if kind in answers), default)
+
 
 def _encode(frame: msgspec.Struct) -> str:
     return _encoder.encode(frame).decode()
-
-
-class FrameRateLimiter:
-    """A token bucket: bursts of ``burst`` frames pass, a sustained rate above ``rate`` does not.
-
-    Refused frames draw on a second bucket of patience; a socket that exhausts it keeps flooding and is
-    closed.
-    """
-
-    def __init__(self, rate: float, burst: int = BURST_FRAMES) -> None:
-        self._rate = rate
-        self._burst = burst
-        self._tokens = float(burst)
-        self._patience = float(burst)
-        self._last = time.monotonic()
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        elapsed, self._last = now - self._last, now
-        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
-        self._patience = min(self._burst, self._patience + elapsed)
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        self._patience -= 1
-        return False
-
-    @property
-    def exhausted(self) -> bool:
-        return self._patience < 0
-
-
-class SocketRegistry:
-    """The open sockets of this process: subscribing them, and closing them when they must catch up.
-
-    Subscribing and unsubscribing go through one lock: interleaved, Litestar's channels plugin can
-    unsubscribe the backend from a channel that a new socket has just joined.
-    """
-
-    def __init__(self, channels: ChannelsPlugin, backend: GuardedBackend, send_timeout: float) -> None:
-        self._channels = channels
-        self._backend = backend
-        self._send_timeout = send_timeout
-        self._connections: set[ChatConnection] = set()
-        self._subscription_lock = anyio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._watchdog: asyncio.Task[None] | None = None
-        self.closing = False
-
-    def __len__(self) -> int:
-        return len(self._connections)
-
-    async def subscribe(self, chat_id: int) -> Subscriber | None:
-        """A subscriber to the chat's events, or None when the backend could not subscribe."""
-        channel = chat_channel(chat_id)
-        async with self._subscription_lock:
-            subscriber = await self._channels.subscribe(channel)
-            if self._backend.is_subscribed(channel):
-                return subscriber
-            await self._channels.unsubscribe(subscriber)
-        return None
-
-    async def unsubscribe(self, subscriber: Subscriber) -> None:
-        with anyio.CancelScope(shield=True):
-            async with self._subscription_lock:
-                await self._channels.unsubscribe(subscriber)
-
-    def add(self, connection: ChatConnection) -> None:
-        self._connections.add(connection)
-        if self._watchdog is None or self._watchdog.done():
-            self._watchdog = asyncio.get_running_loop().create_task(self._close_stuck_sockets())
-
-    async def _close_stuck_sockets(self) -> None:
-        """Close the sockets whose client has not taken a frame within the send timeout.
-
-        One sweep for the whole process is much cheaper than a timer around every frame sent; it stops
-        when the last socket is gone and starts again with the next one.
-        """
-        while self._connections:
-            await asyncio.sleep(min(1.0, self._send_timeout / 2))
-            sent_before = time.monotonic() - self._send_timeout
-            for connection in list(self._connections):
-                if connection.sending_since(sent_before):
-                    self._spawn(connection.close(CLOSE_TRY_AGAIN, "too slow to receive"))
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def discard(self, connection: ChatConnection) -> None:
-        self._connections.discard(connection)
-
-    async def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
-        """Refuse new sockets, let each open one finish its current frame, then close it."""
-        self.closing = True
-        if self._connections:
-            logger.info("Closing %d sockets (code %d)", len(self._connections), code)
-        async with anyio.create_task_group() as tasks:
-            for connection in list(self._connections):
-                tasks.start_soon(connection.shutdown, code, reason)
-
-    def events_lost(self, channels: Iterable[str] | None) -> None:
-        """Live events may have been lost: close the affected sockets so their clients catch up."""
-        wanted = None if channels is None else set(channels)
-        for connection in list(self._connections):
-            if wanted is None or chat_channel(connection.chat_id) in wanted:
-                reason = "events lost; reconnect with after_seq"
-                self._spawn(connection.shutdown(CLOSE_SERVICE_RESTART, reason))
 
 
 def _token_of(socket: WebSocket[Any, Any, Any]) -> str | None:
@@ -223,15 +134,11 @@ async def chat_socket(
         await _refuse(socket, CLOSE_BAD_REQUEST, "after_seq must be a non-negative integer")
         return
     try:
-        async with sessions() as session:
-            allowed = await can_read(session, chat_id, user_id)
-    except Exception as exc:
-        if not is_unavailable(exc):
-            raise
-        await _refuse(socket, CLOSE_TRY_AGAIN, "database unavailable")
-        return
-    if not allowed:
-        await _refuse(socket, CLOSE_FORBIDDEN, "not a member of this chat")
+        async with unit_of_work(sessions) as session:
+            if not await can_read(session, chat_id, user_id):
+                raise ChatNotFoundError
+    except DomainError as error:
+        await _refuse(socket, _answer_to(error, CLOSE_CODES, CLOSE_TRY_AGAIN), error.detail)
         return
     subscriber = await registry.subscribe(chat_id)
     if subscriber is None:
@@ -359,12 +266,10 @@ class ChatConnection:
     async def _catch_up(self, after_seq: int) -> int | None:
         """Send what was stored after ``after_seq``; return the seq up to which live copies are dropped."""
         try:
-            async with self._sessions() as session:
+            async with unit_of_work(self._sessions) as session:
                 backlog, last_seq = await messages_after(session, self.chat_id, after_seq, CATCH_UP_LIMIT + 1)
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            await self.close(CLOSE_TRY_AGAIN, "database unavailable")
+        except DomainError as error:
+            await self.close(_answer_to(error, CLOSE_CODES, CLOSE_TRY_AGAIN), error.detail)
             return None
         if len(backlog) > CATCH_UP_LIMIT or after_seq > last_seq:
             # Too much to replay, or the client knows of seqs this chat never had: it pages /history.
@@ -416,24 +321,30 @@ class ChatConnection:
             return
         client_id = frame.client_id if isinstance(frame, SendFrame) else None
         try:
-            async with self._sessions() as session:
-                if isinstance(frame, SendFrame):
-                    sent = await send_message(
-                        session, self._events, self.chat_id, self.user_id, frame.client_id, frame.text
-                    )
-                    await self._send(_encode(AckFrame(client_id=frame.client_id, message=sent.message)))
-                elif isinstance(frame, ReadFrame):
-                    await mark_read(session, self._events, self.chat_id, self.user_id, frame.seq)
-                else:
-                    self._events.typing(self.chat_id, self.user_id, self.socket_id)
-        except InvalidMessageError as exc:
-            await self._send_error("invalid_frame", exc.detail, client_id)
-        except NotMemberError:
-            await self.close(CLOSE_FORBIDDEN, "not a member of this chat")
-        except Exception as exc:
-            if is_unavailable(exc):
-                logger.warning("Database unavailable for socket %s: %s", self.socket_id, type(exc).__name__)
-                await self._send_error("unavailable", "The database is unavailable; retry", client_id)
-            else:
-                logger.exception("Frame failed on socket %s", self.socket_id)
-                await self._send_error("internal", "The frame could not be handled", client_id)
+            await self._act(frame)
+        except ChatNotFoundError as error:
+            await self.close(CLOSE_FORBIDDEN, error.detail)
+        except DomainError as error:
+            if isinstance(error, UnavailableError):
+                logger.warning(
+                    "Unavailable for socket %s: %s", self.socket_id, type(error.__cause__).__name__
+                )
+            code = _answer_to(error, FRAME_ERROR_CODES, "invalid_frame")
+            await self._send_error(code, error.detail, client_id)
+        except Exception:
+            logger.exception("Frame failed on socket %s", self.socket_id)
+            await self._send_error("internal", "The frame could not be handled", client_id)
+
+    async def _act(self, frame: ClientFrame) -> None:
+        """Carry out one client frame through the actions, as REST would."""
+        if isinstance(frame, SendFrame):
+            async with unit_of_work(self._sessions) as session:
+                sent = await send_message(
+                    session, self._events, self.chat_id, self.user_id, frame.client_id, frame.text
+                )
+            await self._send(_encode(AckFrame(client_id=frame.client_id, message=sent.message)))
+        elif isinstance(frame, ReadFrame):
+            async with unit_of_work(self._sessions) as session:
+                await mark_read(session, self._events, self.chat_id, self.user_id, frame.seq)
+        else:
+            self._events.typing(self.chat_id, self.user_id, self.socket_id)

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from windi_chat.models import ChatType, MemberRole
+
 __all__ = (
     "AckFrame",
     "ChatOut",
@@ -94,13 +96,13 @@ class MessageOut(Struct):
 class MemberOut(Struct):
     user_id: int
     name: str
-    role: Literal["owner", "member"]
+    role: MemberRole
     joined_at: datetime
 
 
 class ChatOut(Struct):
     id: int
-    type: Literal["private", "group"]
+    type: ChatType
     name: str | None
     created_at: datetime
     creator_id: int | None
@@ -142,6 +144,9 @@ class ReadOut(Struct):
 
 
 # WebSocket frames: client to server -----------------------------------------------------------------
+
+# The largest client frame, in bytes: uvicorn refuses bigger ones and the socket checks again.
+MAX_FRAME_BYTES = 65_536
 
 
 class SendFrame(Struct, tag="send", tag_field="type", forbid_unknown_fields=True):

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio
-import jwt
 import msgspec
 from litestar.concurrency import sync_to_thread
 from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException
 from litestar.security.jwt import OAuth2PasswordBearerAuth, Token
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-from windi_chat.config import Settings
-
-__all__ = ("CurrentUser", "PasswordHasher", "TokenCodec", "create_auth")
+__all__ = ("Auth", "CurrentUser", "PasswordHasher", "TokenCodec", "create_auth")
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ("exp", "iat", "sub")
@@ -61,47 +58,79 @@ class PasswordHasher:
         return await self._run(self._hash.verify_and_update, password, password_hash)
 
 
-@dataclass(frozen=True)
-class TokenCodec:
-    """Issues and checks access tokens: HS256 only, with ``exp``, ``iat`` and ``sub`` required."""
-
-    secret: str
-    ttl: timedelta
-
-    def issue(self, user_id: int) -> str:
-        now = datetime.now(UTC)
-        return Token(sub=str(user_id), exp=now + self.ttl, iat=now).encode(self.secret, ALGORITHM)
-
-    def user_id(self, encoded: str) -> int | None:
-        """The user id the token proves, or None for any bad token (expired, tampered, wrong alg...)."""
-        try:
-            payload = jwt.decode(
-                encoded, self.secret, algorithms=[ALGORITHM], options={"require": list(REQUIRED_CLAIMS)}
-            )
-            return int(payload["sub"])
-        except (jwt.InvalidTokenError, ValueError, TypeError):
-            return None
-
-
-async def _retrieve_user(token: Token, _connection: ASGIConnection[Any, Any, Any, Any]) -> CurrentUser | None:
+def _subject_id(subject: str) -> int | None:
     try:
-        return CurrentUser(id=int(token.sub))
+        return int(subject)
     except ValueError:
         return None
 
 
-def create_auth(settings: Settings, secret: str) -> OAuth2PasswordBearerAuth[CurrentUser, Token]:
+async def _retrieve_user(token: Token, _connection: ASGIConnection[Any, Any, Any, Any]) -> CurrentUser | None:
+    user_id = _subject_id(token.sub)
+    return None if user_id is None else CurrentUser(id=user_id)
+
+
+Auth = OAuth2PasswordBearerAuth[CurrentUser, Token]
+
+
+def create_auth(secret: str, ttl: timedelta) -> Auth:
     """The bearer-token middleware and the OAuth2 password scheme that Swagger's Authorize uses.
 
     The WebSocket path is excluded: a middleware failure there would refuse the handshake with an HTTP
-    status, which browsers cannot read; the socket checks its token itself and closes with 4401.
+    status, which browsers cannot read; the socket checks its token itself (with :class:`TokenCodec`,
+    on this same object) and closes with 4401.
     """
-    return OAuth2PasswordBearerAuth[CurrentUser, Token](
+    return Auth(
         token_secret=secret,
         token_url="/login",  # noqa: S106 - a URL, not a password
         algorithm=ALGORITHM,
         require_claims=REQUIRED_CLAIMS,
         retrieve_user_handler=_retrieve_user,
-        default_token_expiration=timedelta(seconds=settings.token_ttl_seconds),
+        default_token_expiration=ttl,
         exclude=[r"^/register$", r"^/login$", r"^/health$", r"^/docs", r"^/ws/"],
     )
+
+
+class TokenCodec:
+    """Issues and checks access tokens: HS256 only, with ``exp``, ``iat`` and ``sub`` required.
+
+    Both go through the one ``auth`` object whose middleware guards HTTP, so the socket and HTTP can
+    never accept different tokens.
+    """
+
+    __slots__ = ("auth",)
+
+    def __init__(self, auth: Auth) -> None:
+        self.auth = auth
+
+    @classmethod
+    def create(cls, secret: str, ttl: timedelta) -> TokenCodec:
+        return cls(create_auth(secret, ttl))
+
+    @property
+    def ttl(self) -> timedelta:
+        return self.auth.default_token_expiration
+
+    def issue(self, user_id: int) -> str:
+        now = datetime.now(UTC)
+        token = self.auth.token_cls(sub=str(user_id), exp=now + self.ttl, iat=now)
+        return token.encode(self.auth.token_secret, self.auth.algorithm)
+
+    def user_id(self, encoded: str) -> int | None:
+        """The user id the token proves, or None for any bad token (expired, tampered, wrong alg...)."""
+        auth = self.auth
+        try:
+            token = auth.token_cls.decode(
+                encoded_token=encoded,
+                secret=auth.token_secret,
+                algorithm=auth.algorithm,
+                audience=auth.accepted_audiences,
+                issuer=auth.accepted_issuers,
+                require_claims=auth.require_claims,
+                verify_exp=auth.verify_expiry,
+                verify_nbf=auth.verify_not_before,
+                strict_audience=auth.strict_audience,
+            )
+        except NotAuthorizedException:
+            return None
+        return _subject_id(token.sub)

@@ -1,0 +1,96 @@
+"""What can go wrong in an action, in the product's words and nothing of the transport.
+
+Actions raise these; ``http_errors`` turns them into responses and ``realtime`` into error frames and
+close codes, each in one place, so a new error is right on both transports without new code there.
+The five kinds below are the whole vocabulary: a new error subclasses one of them.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = (
+    "AlreadyMemberError",
+    "ChatNotFoundError",
+    "ConflictError",
+    "DatabaseUnavailableError",
+    "DomainError",
+    "EmailTakenError",
+    "InvalidError",
+    "InvalidMessageError",
+    "NotAMemberError",
+    "NotAllowedError",
+    "NotFoundError",
+    "UnavailableError",
+    "UserNotFoundError",
+)
+
+
+class DomainError(Exception):
+    """A rule of the product said no; ``detail`` is safe to show the client."""
+
+    default_detail: ClassVar[str] = "The request cannot be carried out"
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail or self.default_detail
+        super().__init__(self.detail)
+
+
+# The kinds ------------------------------------------------------------------------------------------
+
+
+class NotFoundError(DomainError):
+    default_detail = "Not found"
+
+
+class InvalidError(DomainError):
+    default_detail = "Invalid request"
+
+
+class NotAllowedError(DomainError):
+    default_detail = "Not allowed"
+
+
+class ConflictError(DomainError):
+    default_detail = "Conflicts with the current state"
+
+
+class UnavailableError(DomainError):
+    """Something we depend on cannot be reached: the same request may succeed later."""
+
+    default_detail = "Temporarily unavailable; try again"
+
+
+# The errors -----------------------------------------------------------------------------------------
+
+
+class ChatNotFoundError(NotFoundError):
+    """The chat does not exist or the caller is not in it: one answer, so chat ids cannot be probed."""
+
+    default_detail = "Chat not found"
+
+
+class UserNotFoundError(NotFoundError):
+    default_detail = "User not found"
+
+
+class InvalidMessageError(InvalidError):
+    """The message breaks a rule the schema alone cannot state (the length after trimming)."""
+
+    default_detail = "Invalid message"
+
+
+class EmailTakenError(ConflictError):
+    default_detail = "An account with this email already exists"
+
+
+class AlreadyMemberError(ConflictError):
+    default_detail = "Already a member of this group"
+
+
+class NotAMemberError(ConflictError):
+    default_detail = "Not a member of this group"
+
+
+class DatabaseUnavailableError(UnavailableError):
+    default_detail = "The database is unavailable; try again"

@@ -1,0 +1,107 @@
+"""How errors become HTTP responses, and how the OpenAPI document describes them.
+
+Every error body has Litestar's shape, ``{"status_code": ..., "detail": ...}``, whoever raised it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import defaultdict
+from logging import Logger
+from typing import Any
+
+import msgspec
+from advanced_alchemy.exceptions import NotFoundError as RowNotFoundError
+from advanced_alchemy.exceptions import RepositoryError
+from litestar import Request, Response
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.types import Scope
+from sqlalchemy.exc import SQLAlchemyError
+
+from windi_chat.database import is_unavailable
+from windi_chat.errors import (
+    ConflictError,
+    DatabaseUnavailableError,
+    DomainError,
+    InvalidError,
+    NotAllowedError,
+    NotFoundError,
+    UnavailableError,
+)
+
+__all__ = ("ErrorOut", "error_responses", "exception_handlers", "log_unhandled")
+
+logger = logging.getLogger("windi_chat.app")
+
+STATUS_OF_KIND: dict[type[DomainError], int] = {
+    InvalidError: 400,
+    NotAllowedError: 403,
+    NotFoundError: 404,
+    ConflictError: 409,
+    UnavailableError: 503,
+}
+
+
+class ErrorOut(msgspec.Struct):
+    status_code: int
+    detail: str
+
+
+def status_of(error: type[DomainError]) -> int:
+    return next((STATUS_OF_KIND[kind] for kind in error.__mro__ if kind in STATUS_OF_KIND), 400)
+
+
+def _answer(error: DomainError) -> Response[ErrorOut]:
+    status = status_of(type(error))
+    return Response(ErrorOut(status_code=status, detail=error.detail), status_code=status)
+
+
+def domain_error(_request: Request[Any, Any, Any], exc: DomainError) -> Response[ErrorOut]:
+    return _answer(exc)
+
+
+def database_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorOut]:
+    """A database that cannot be reached is a 503 the client may retry; anything else is our bug."""
+    if isinstance(exc, RowNotFoundError):
+        return _answer(NotFoundError())
+    if is_unavailable(exc):
+        logger.error("Database unavailable: %s", type(exc).__name__)
+        return _answer(DatabaseUnavailableError())
+    logger.exception("Database error")
+    return Response(ErrorOut(status_code=500, detail="Internal server error"), status_code=500)
+
+
+exception_handlers: dict[type[Exception], Any] = {
+    DomainError: domain_error,
+    RepositoryError: database_error,
+    SQLAlchemyError: database_error,
+    OSError: database_error,
+}
+
+
+def log_unhandled(log: Logger, scope: Scope, formatted: list[str]) -> None:
+    """Log an exception that became a 500, except database errors: ``database_error`` logs those."""
+    if isinstance(sys.exc_info()[1], DomainError | RepositoryError | SQLAlchemyError | OSError):
+        return
+    log.error("Uncaught exception (%s %s):\n%s", scope["type"], scope["path"], "".join(formatted))
+
+
+def error_responses(*errors: type[DomainError]) -> dict[int, ResponseSpec]:
+    """The OpenAPI responses of a route that may raise ``errors``, one per status."""
+    by_status: dict[int, list[type[DomainError]]] = defaultdict(list)
+    for error in errors:
+        by_status[status_of(error)].append(error)
+    return {
+        status: ResponseSpec(
+            ErrorOut,
+            generate_examples=False,
+            description="; ".join(error.default_detail for error in group),
+            examples=[
+                Example(summary=error.__name__, value={"status_code": status, "detail": error.default_detail})
+                for error in group
+            ],
+        )
+        for status, group in by_status.items()
+    }

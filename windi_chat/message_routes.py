@@ -1,0 +1,98 @@
+"""Messages over REST: history, sending and read markers, through the actions in ``messaging``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import ClientException
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from windi_chat.errors import ChatNotFoundError, InvalidMessageError
+from windi_chat.events import EventBus
+from windi_chat.http_errors import error_responses
+from windi_chat.messaging import history, mark_read, send_message
+from windi_chat.schemas import MessageOut, ReadIn, ReadOut, SendMessageIn
+from windi_chat.security import CurrentUser
+
+__all__ = ("MAX_PAGE", "MessageController")
+
+MAX_PAGE = 200
+
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="Page size, 1..200")]
+Seq = Annotated[int | None, QueryParameter(ge=0)]
+
+
+class MessageController(Controller):
+    tags = ["messages"]
+
+    @get(
+        "/history/{chat_id:int}",
+        operation_id="history",
+        summary="A page of a chat's messages, ascending by seq",
+        responses=error_responses(ChatNotFoundError),
+    )
+    async def history(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        chat_id: FromPath[int],
+        db_session: NamedDependency[AsyncSession],
+        limit: Limit = 50,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        after_seq: Seq = None,
+        before_seq: Seq = None,
+    ) -> list[MessageOut]:
+        """Page by ``offset``, or without offsets: ``after_seq=N`` gives the messages after N (catch-up),
+        ``before_seq=N`` the ``limit`` messages just before N (scrolling back). Use one of the three.
+        """
+        if sum((offset > 0, after_seq is not None, before_seq is not None)) > 1:
+            raise ClientException("Use one of offset, after_seq and before_seq")
+        return await history(db_session, chat_id, request.user.id, limit, offset, after_seq, before_seq)
+
+    @post(
+        "/chats/{chat_id:int}/messages",
+        operation_id="sendMessage",
+        summary="Send a message",
+        status_code=HTTP_201_CREATED,
+        responses={
+            HTTP_200_OK: ResponseSpec(MessageOut, description="A repeated client_id: the original message"),
+            **error_responses(ChatNotFoundError, InvalidMessageError),
+        },
+    )
+    async def send(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        chat_id: FromPath[int],
+        data: JSONBody[SendMessageIn],
+        db_session: NamedDependency[AsyncSession],
+        events: NamedDependency[EventBus],
+    ) -> Response[MessageOut]:
+        """201 with the stored message, delivered to every open socket of the chat. Sending again with
+        the same ``client_id`` stores nothing and answers 200 with the original message.
+        """
+        sent = await send_message(db_session, events, chat_id, request.user.id, data.client_id, data.text)
+        return Response(sent.message, status_code=HTTP_201_CREATED if sent.created else HTTP_200_OK)
+
+    @post(
+        "/chats/{chat_id:int}/read",
+        operation_id="markRead",
+        summary="Mark the chat as read up to a seq",
+        status_code=HTTP_200_OK,
+        responses=error_responses(ChatNotFoundError),
+    )
+    async def read(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        chat_id: FromPath[int],
+        data: JSONBody[ReadIn],
+        db_session: NamedDependency[AsyncSession],
+        events: NamedDependency[EventBus],
+    ) -> ReadOut:
+        """The marker only moves forward and stops at the chat's last message. ``all_read_seq``: every
+        message up to it has been read by every member.
+        """
+        return await mark_read(db_session, events, chat_id, request.user.id, data.seq)

@@ -1,0 +1,150 @@
+"""The open sockets of a process, and the limits every socket shares.
+
+:class:`SocketRegistry` subscribes sockets to their chat's events and closes them when they must catch
+up (lost events, a stuck client, shutdown); :class:`FrameRateLimiter` bounds what one socket may send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from litestar.channels import ChannelsPlugin
+from litestar.channels.subscriber import Subscriber
+
+from windi_chat.delivery import GuardedBackend
+from windi_chat.events import chat_channel
+
+if TYPE_CHECKING:
+    from windi_chat.realtime import ChatConnection
+
+__all__ = ("FrameRateLimiter", "SocketRegistry")
+
+logger = logging.getLogger("windi_chat.realtime")
+
+# Close codes a client acts on (see docs/protocol.md).
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008  # flooding
+CLOSE_TOO_BIG = 1009
+CLOSE_SERVICE_RESTART = 1012  # live events were lost: reconnect with after_seq
+CLOSE_TRY_AGAIN = 1013  # fell too far behind, or the database is unavailable: reconnect with after_seq
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+
+BURST_FRAMES = 50
+
+
+class FrameRateLimiter:
+    """A token bucket: bursts of ``burst`` frames pass, a sustained rate above ``rate`` does not.
+
+    Refused frames draw on a second bucket of patience; a socket that exhausts it keeps flooding and is
+    closed.
+    """
+
+    def __init__(self, rate: float, burst: int = BURST_FRAMES) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._tokens = float(burst)
+        self._patience = float(burst)
+        self._last = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        elapsed, self._last = now - self._last, now
+        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+        self._patience = min(self._burst, self._patience + elapsed)
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        self._patience -= 1
+        return False
+
+    @property
+    def exhausted(self) -> bool:
+        return self._patience < 0
+
+
+class SocketRegistry:
+    """The open sockets of this process: subscribing them, and closing them when they must catch up.
+
+    Subscribing and unsubscribing go through one lock: interleaved, Litestar's channels plugin can
+    unsubscribe the backend from a channel that a new socket has just joined, and that socket then
+    misses every event (https://github.com/litestar-org/litestar/issues/4894; the lock can go once
+    that is fixed).
+    """
+
+    def __init__(self, channels: ChannelsPlugin, backend: GuardedBackend, send_timeout: float) -> None:
+        self._channels = channels
+        self._backend = backend
+        self._send_timeout = send_timeout
+        self._connections: set[ChatConnection] = set()
+        self._subscription_lock = anyio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
+        self.closing = False
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    async def subscribe(self, chat_id: int) -> Subscriber | None:
+        """A subscriber to the chat's events, or None when the backend could not subscribe."""
+        channel = chat_channel(chat_id)
+        async with self._subscription_lock:
+            subscriber = await self._channels.subscribe(channel)
+            if self._backend.is_subscribed(channel):
+                return subscriber
+            await self._channels.unsubscribe(subscriber)
+        return None
+
+    async def unsubscribe(self, subscriber: Subscriber) -> None:
+        with anyio.CancelScope(shield=True):
+            async with self._subscription_lock:
+                await self._channels.unsubscribe(subscriber)
+
+    def add(self, connection: ChatConnection) -> None:
+        self._connections.add(connection)
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.get_running_loop().create_task(self._close_stuck_sockets())
+
+    async def _close_stuck_sockets(self) -> None:
+        """Close the sockets whose client has not taken a frame within the send timeout.
+
+        One sweep for the whole process is much cheaper than a timer around every frame sent; it stops
+        when the last socket is gone and starts again with the next one.
+        """
+        while self._connections:
+            await asyncio.sleep(min(1.0, self._send_timeout / 2))
+            sent_before = time.monotonic() - self._send_timeout
+            for connection in list(self._connections):
+                if connection.sending_since(sent_before):
+                    self._spawn(connection.close(CLOSE_TRY_AGAIN, "too slow to receive"))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def discard(self, connection: ChatConnection) -> None:
+        self._connections.discard(connection)
+
+    async def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
+        """Refuse new sockets, let each open one finish its current frame, then close it."""
+        self.closing = True
+        if self._connections:
+            logger.info("Closing %d sockets (code %d)", len(self._connections), code)
+        async with anyio.create_task_group() as tasks:
+            for connection in list(self._connections):
+                tasks.start_soon(connection.shutdown, code, reason)
+
+    def events_lost(self, channels: Iterable[str] | None) -> None:
+        """Live events may have been lost: close the affected sockets so their clients catch up."""
+        wanted = None if channels is None else set(channels)
+        for connection in list(self._connections):
+            if wanted is None or chat_channel(connection.chat_id) in wanted:
+                reason = "events lost; reconnect with after_seq"
+                self._spawn(connection.shutdown(CLOSE_SERVICE_RESTART, reason))
