@@ -13,7 +13,8 @@ from litestar.testing import TestClient
 from tests.conftest import make_settings, register_and_login
 from windi_chat.app import create_app
 from windi_chat.config import ConfigurationError
-from windi_chat.delivery import PostgresChannelsBackend, create_backend
+from windi_chat.delivery import create_backend
+from windi_chat.pg_channels import PayloadAssembler, encode_payloads
 
 BREAK = b"break the stream"
 
@@ -138,16 +139,15 @@ def test_unknown_channels_url_is_refused_without_showing_its_password() -> None:
 
 @pytest.mark.parametrize("text", ["short", "a" * 20_000, "\N{GRINNING FACE}" * 4096, "é" * 7000])
 def test_postgres_payloads_stay_under_the_notify_limit_and_join_back(text: str) -> None:
-    backend = PostgresChannelsBackend("postgresql://localhost/windi")
+    assembler = PayloadAssembler()
     data = f'M1\n{{"text":"{text}"}}'.encode()
-    payloads = backend._payloads(data)
+    payloads = encode_payloads(data, "0a1b2c3d", 1)
     assert all(len(payload.encode()) < 8000 for payload in payloads)
-    assembled = [backend._assemble(payload) for payload in reversed(payloads)]  # any order within one event
+    assembled = [assembler.feed(payload) for payload in reversed(payloads)]  # any order within one event
     assert assembled[:-1] == [None] * (len(payloads) - 1)
     assert assembled[-1] == data
 
 
 @pytest.mark.parametrize("payload", ["", "not an event", "+x:1", "+x:9:2:piece", "+x:a:b:piece"])
 def test_a_foreign_notification_on_a_chat_channel_is_ignored(payload: str) -> None:
-    backend = PostgresChannelsBackend("postgresql://localhost/windi")
-    assert backend._assemble(payload) is None
+    assert PayloadAssembler().feed(payload) is None

@@ -1,37 +1,28 @@
 """The channels backend behind live delivery, chosen by ``WINDI_CHANNELS_URL``.
 
 ``memory://`` serves one process. ``redis://`` (Litestar's Redis pub/sub backend) and ``postgresql://``
-(LISTEN/NOTIFY, built on Litestar's asyncpg backend) carry events between processes and hosts. Whatever
+(LISTEN/NOTIFY, :mod:`windi_chat.pg_channels`) carry events between processes and hosts. Whatever
 the backend, :class:`GuardedBackend` keeps a failure from silencing delivery: the database holds every
 message, so sockets that may have missed live events are told to reconnect and catch up.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
-import secrets
 from collections.abc import AsyncGenerator, Callable, Iterable
-from functools import partial
 from urllib.parse import urlsplit
 
 import anyio
-import asyncpg
 from litestar.channels import ChannelsBackend
-from litestar.channels.backends.asyncpg import AsyncPgChannelsBackend
 from litestar.channels.backends.memory import MemoryChannelsBackend
 from litestar.stores.base import Store
 
 from windi_chat.config import ConfigurationError
+from windi_chat.pg_channels import PostgresChannelsBackend
 
-__all__ = ("GuardedBackend", "PostgresChannelsBackend", "create_backend", "create_shared_store", "redact_url")
+__all__ = ("GuardedBackend", "create_backend", "create_shared_store", "redact_url")
 
 logger = logging.getLogger("windi_chat.delivery")
-
-# Names the backend's connections carry in pg_stat_activity.
-LISTEN_APPLICATION_NAME = "windi-chat-listen"
-PUBLISH_APPLICATION_NAME = "windi-chat-publish"
 
 
 def redact_url(url: str) -> str:
@@ -92,6 +83,12 @@ class GuardedBackend(ChannelsBackend):
     A failed subscribe is not raised into the plugin, which would keep the channel marked as
     subscribed for every later socket; the channel is left out of :meth:`is_subscribed` instead, and the
     socket that asked for it is refused.
+
+    Upstream: the publish worker's end is https://github.com/litestar-org/litestar/issues/5008 (a single
+    exception in ``backend.publish`` breaks all later publishing); once a release that fixes it is the
+    minimum, the publish guard can go. We know of no upstream issue for the subscriber worker's end. The
+    subscribe/unsubscribe race that :class:`~windi_chat.realtime.SocketRegistry` serializes against is
+    https://github.com/litestar-org/litestar/issues/4894.
     """
 
     def __init__(self, backend: ChannelsBackend, on_lost: Callable[[Iterable[str] | None], None]) -> None:
@@ -148,169 +145,3 @@ class GuardedBackend(ChannelsBackend):
 
     async def get_history(self, channel: str, limit: int | None = None) -> list[bytes]:
         return await self._backend.get_history(channel, limit)
-
-
-# A connection that stops answering must fail rather than hang delivery (or shutdown) for good.
-CONNECT_TIMEOUT = 10.0
-COMMAND_TIMEOUT = 10.0
-# How long the LISTEN connection may stay silent before it is asked whether it is still there.
-LISTEN_CHECK_SECONDS = 30.0
-
-
-async def _connect(dsn: str, application_name: str) -> asyncpg.Connection:
-    return await asyncpg.connect(
-        dsn=dsn,
-        timeout=CONNECT_TIMEOUT,
-        command_timeout=COMMAND_TIMEOUT,
-        server_settings={"application_name": application_name},
-    )
-
-
-class _ConnectionLost:
-    """Queued by the listen connection's termination callback, so the event stream can raise."""
-
-
-class PostgresChannelsBackend(AsyncPgChannelsBackend):
-    """LISTEN/NOTIFY with what Litestar's asyncpg backend lacks for production.
-
-    - Publishing reuses one connection instead of opening one per event (the plugin publishes from a
-      single worker, so one connection also keeps this process's events in order).
-    - NOTIFY payloads are limited to 8000 bytes, and a message frame can be four times that. Larger
-      events are split into parts sent in one transaction, which PostgreSQL delivers together and in
-      order, and joined again here.
-    - When the LISTEN connection is cut, the event stream raises (so sockets are told to catch up) and
-      the next stream reconnects and listens on every subscribed channel again.
-    """
-
-    MAX_PAYLOAD_BYTES = 7900
-    PART_CHARS = 1900  # at most four bytes a character: a part stays under the limit with its prefix
-
-    def __init__(self, dsn: str) -> None:
-        super().__init__(make_connection=partial(_connect, dsn, LISTEN_APPLICATION_NAME))
-        self._connect_publisher = partial(_connect, dsn, PUBLISH_APPLICATION_NAME)
-        self._publisher: asyncpg.Connection | None = None
-        self._publish_lock = asyncio.Lock()
-        self._origin = secrets.token_hex(4)
-        self._event_ids = itertools.count(1)
-        self._parts: dict[str, list[str | None]] = {}
-        self._stopping = False
-
-    async def on_startup(self) -> None:
-        self._stopping = False
-        await super().on_startup()
-        self._listener_conn.add_termination_listener(self._connection_lost)
-
-    async def on_shutdown(self) -> None:
-        self._stopping = True
-        if self._publisher is not None:
-            await self._publisher.close(timeout=CONNECT_TIMEOUT)
-        await super().on_shutdown()
-
-    # Publishing --------------------------------------------------------------------------------------
-
-    def _payloads(self, data: bytes) -> list[str]:
-        text = data.decode()
-        if len(data) <= self.MAX_PAYLOAD_BYTES:
-            return ["=" + text]
-        pieces = [text[i : i + self.PART_CHARS] for i in range(0, len(text), self.PART_CHARS)]
-        event_id = f"{self._origin}.{next(self._event_ids)}"
-        return [f"+{event_id}:{index}:{len(pieces)}:{piece}" for index, piece in enumerate(pieces)]
-
-    async def publish(self, data: bytes, channels: Iterable[str]) -> None:
-        payloads = self._payloads(data)
-        arguments = [(channel, payload) for channel in channels for payload in payloads]
-        async with self._publish_lock:
-            if self._publisher is None or self._publisher.is_closed():
-                self._publisher = await self._connect_publisher()
-            try:
-                if len(arguments) == 1:
-                    await self._publisher.execute("SELECT pg_notify($1, $2)", *arguments[0])
-                else:
-                    async with self._publisher.transaction():
-                        await self._publisher.executemany("SELECT pg_notify($1, $2)", arguments)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                await self._publisher.close(timeout=1)
-                self._publisher = None
-                raise
-
-    # Listening ---------------------------------------------------------------------------------------
-
-    def _connection_lost(self, connection: asyncpg.Connection) -> None:
-        if self._queue is not None and not self._stopping:
-            self._queue.put_nowait((_ConnectionLost, connection))  # type: ignore[arg-type]
-
-    def _listener(self, /, connection: asyncpg.Connection, pid: int, channel: str, payload: object) -> None:
-        if self._queue is not None and isinstance(payload, str):
-            self._queue.put_nowait((channel, payload))  # type: ignore[arg-type]
-
-    async def subscribe(self, channels: Iterable[str]) -> None:
-        async with self._listener_lock:
-            for channel in set(channels) - self._subscribed_channels:
-                await self._listener_conn.add_listener(channel, self._listener)  # type: ignore[arg-type]
-                self._subscribed_channels.add(channel)
-
-    async def unsubscribe(self, channels: Iterable[str]) -> None:
-        async with self._listener_lock:
-            for channel in set(channels) & self._subscribed_channels:
-                self._subscribed_channels.discard(channel)
-                if not self._listener_conn.is_closed():
-                    await self._listener_conn.remove_listener(channel, self._listener)  # type: ignore[arg-type]
-
-    async def _listen_again(self) -> None:
-        """Open a new LISTEN connection for every subscribed channel, if the old one is gone."""
-        async with self._listener_lock:
-            if not self._listener_conn.is_closed():
-                return
-            connection = await self._connect()
-            try:
-                for channel in self._subscribed_channels:
-                    await connection.add_listener(channel, self._listener)  # type: ignore[arg-type]
-            except BaseException:
-                connection.terminate()
-                raise
-            connection.add_termination_listener(self._connection_lost)
-            self._listener_conn = connection
-            self._parts.clear()
-            logger.info("Listening again on %d channels", len(self._subscribed_channels))
-
-    async def stream_events(self) -> AsyncGenerator[tuple[str, bytes], None]:
-        if self._queue is None:
-            raise RuntimeError("The backend has not started")
-        await self._listen_again()
-        while True:
-            try:
-                channel, payload = await asyncio.wait_for(self._queue.get(), LISTEN_CHECK_SECONDS)
-            except TimeoutError:
-                await self._check_listening()
-                continue
-            if channel is _ConnectionLost:
-                if payload is not self._listener_conn:
-                    continue  # the loss of a connection already replaced
-                raise ConnectionError("the LISTEN connection to PostgreSQL was closed")
-            data = self._assemble(payload)  # type: ignore[arg-type]
-            if data is not None and channel in self._subscribed_channels:
-                yield channel, data
-
-    async def _check_listening(self) -> None:
-        """A quiet LISTEN connection may be dead without a word (a failover, a dropped route)."""
-        try:
-            await self._listener_conn.fetchval("SELECT 1", timeout=COMMAND_TIMEOUT)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            self._listener_conn.terminate()
-            raise ConnectionError("the LISTEN connection to PostgreSQL stopped answering") from exc
-
-    def _assemble(self, payload: str) -> bytes | None:
-        """The event a payload completes: itself when whole, the joined parts at the last part."""
-        if payload[:1] == "=":
-            return payload[1:].encode()
-        try:
-            event_id, index, count, piece = payload[1:].split(":", 3)
-            parts = self._parts.setdefault(event_id, [None] * int(count))
-            parts[int(index)] = piece
-        except (ValueError, IndexError):
-            logger.warning("Ignored a notification that is not an event of this server")
-            return None
-        if any(part is None for part in parts):
-            return None
-        del self._parts[event_id]
-        return "".join(parts).encode()  # type: ignore[arg-type]
