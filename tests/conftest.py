@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from tests.api import Account, Api
+from tests.api import register_and_login as register_and_login  # still imported from here
 from windi_chat.app import create_app
 from windi_chat.config import Settings
 from windi_chat.database import migrate
@@ -34,7 +36,6 @@ from windi_chat.database import migrate
 PG_URL = os.environ.get("WINDI_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/windi_test")
 REQUIRE_PG = os.environ.get("WINDI_TEST_REQUIRE_POSTGRES") == "1"
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
-PASSWORD = "correct horse battery"
 TABLES = ("messages", "chat_members", "chats", "users")
 
 
@@ -138,32 +139,16 @@ def client(database_url: str) -> Iterator[TestClient[Any]]:
         yield test_client
 
 
-@dataclass
-class Account:
-    """A registered user with a real token."""
-
-    id: int
-    name: str
-    email: str
-    token: str
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def register_and_login(http: Any, name: str, email: str | None = None, password: str = PASSWORD) -> Account:
-    """Register through the API and log in; works with TestClient and httpx.Client alike."""
-    email = email or f"{name.lower().replace(' ', '.')}@example.com"
-    response = http.post("/register", json={"name": name, "email": email, "password": password})
-    assert response.status_code == 201, response.text
-    user = response.json()
-    response = http.post("/login", data={"username": email, "password": password})
-    assert response.status_code == 200, response.text
-    token = response.json()["access_token"]
-    return Account(user["id"], name, email, token, {"Authorization": f"Bearer {token}"})
+@pytest.fixture
+def api(client: TestClient[Any]) -> Api:
+    """The REST driver over the in-process app."""
+    return Api(client)
 
 
 @pytest.fixture
-def make_account(client: TestClient[Any]) -> Callable[..., Account]:
-    return lambda name, email=None: register_and_login(client, name, email)
+def make_account(api: Api) -> Callable[..., Account]:
+    """Registers and logs in someone; the address comes from the name unless one is given."""
+    return api.account
 
 
 def free_port() -> int:

@@ -18,27 +18,10 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from tests.conftest import (
-    PASSWORD,
-    Account,
-    fetch,
-    make_settings,
-    register_and_login,
-    run,
-    start_server,
-    stop_server,
-    wait_for,
-)
+from tests.api import PASSWORD, Account, Api
+from tests.conftest import fetch, make_settings, run, start_server, stop_server, wait_for
 from windi_chat.app import create_app
 from windi_chat.models import User
-
-
-def register(http: Any, name: str, email: str, password: str = PASSWORD) -> httpx.Response:
-    return http.post("/register", json={"name": name, "email": email, "password": password})
-
-
-def login(http: Any, email: str, password: str = PASSWORD) -> httpx.Response:
-    return http.post("/login", data={"username": email, "password": password})
 
 
 def stored_password_hash(database_url: str, email: str) -> str:
@@ -71,10 +54,8 @@ def account_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCapture
 # --- Registration ---
 
 
-def test_register_returns_the_account_and_never_the_password(client: TestClient[Any]) -> None:
-    response = register(client, "Ada Lovelace", "ada@example.com")
-    assert response.status_code == 201
-    body = response.json()
+def test_register_returns_the_account_and_never_the_password(api: Api) -> None:
+    body = api.register("Ada Lovelace", "ada@example.com", expect=201)
     assert set(body) == {"id", "name", "email"}
     assert body["name"] == "Ada Lovelace"
     assert body["email"] == "ada@example.com"
@@ -83,36 +64,31 @@ def test_register_returns_the_account_and_never_the_password(client: TestClient[
     assert "password_hash" not in body
 
 
-def test_register_stores_and_returns_the_email_in_lower_case(
-    client: TestClient[Any], database_url: str
-) -> None:
-    response = register(client, "Ada", "Ada@Example.COM")
-    assert response.json()["email"] == "ada@example.com"
+def test_register_stores_and_returns_the_email_in_lower_case(api: Api, database_url: str) -> None:
+    assert api.register("Ada", "Ada@Example.COM")["email"] == "ada@example.com"
     assert count_users(database_url, "ada@example.com") == 1
 
 
-def test_register_with_an_email_taken_in_another_case_is_409(client: TestClient[Any]) -> None:
-    assert register(client, "Ada", "Ada@Example.com").status_code == 201
-    response = register(client, "Other Ada", "ada@example.com")
-    assert response.status_code == 409
-    assert response.json()["detail"]
+def test_register_with_an_email_taken_in_another_case_is_409(api: Api) -> None:
+    api.register("Ada", "Ada@Example.com", expect=201)
+    assert api.register("Other Ada", "ada@example.com", expect=409)["detail"]
 
 
-def test_register_trims_the_name(client: TestClient[Any]) -> None:
-    assert register(client, "  Ada  ", "ada@example.com").json()["name"] == "Ada"
+def test_register_trims_the_name(api: Api) -> None:
+    assert api.register("  Ada  ", "ada@example.com")["name"] == "Ada"
 
 
 @pytest.mark.parametrize("name", ["A", "x" * 100], ids=["1-char", "100-chars"])
-def test_register_accepts_names_of_1_to_100_characters(client: TestClient[Any], name: str) -> None:
-    assert register(client, name, "ada@example.com").status_code == 201
+def test_register_accepts_names_of_1_to_100_characters(api: Api, name: str) -> None:
+    api.register(name, "ada@example.com", expect=201)
 
 
 @pytest.mark.parametrize(
     "password", ["p" * 8, "p" * 128, "пароль-пароль"], ids=["8-chars", "128-chars", "non-ascii"]
 )
-def test_register_accepts_passwords_of_8_to_128_characters(client: TestClient[Any], password: str) -> None:
-    assert register(client, "Ada", "ada@example.com", password).status_code == 201
-    assert login(client, "ada@example.com", password).status_code == 200
+def test_register_accepts_passwords_of_8_to_128_characters(api: Api, password: str) -> None:
+    api.register("Ada", "ada@example.com", password, expect=201)
+    api.login("ada@example.com", password, expect=200)
 
 
 def assert_bad_request(response: httpx.Response) -> None:
@@ -160,8 +136,8 @@ def test_register_rejects_malformed_json_with_a_readable_400(client: TestClient[
     assert_bad_request(response)
 
 
-def test_rejected_registrations_create_no_account(client: TestClient[Any], database_url: str) -> None:
-    register(client, "Ada", "ada@example.com", "p" * 7)
+def test_rejected_registrations_create_no_account(api: Api, database_url: str) -> None:
+    api.register("Ada", "ada@example.com", "p" * 7, expect=400)
     assert count_users(database_url, "ada@example.com") == 0
 
 
@@ -199,7 +175,7 @@ def test_a_registration_racing_an_uncommitted_one_for_the_same_email_is_409(pg_d
         )
         try:
             wait_for(inserted.is_set)
-            request = pool.submit(register, client, "Second", "ada@example.com")
+            request = pool.submit(Api(client).register, "Second", "ada@example.com", expect=None)
             # The request's insert now waits on the holder's uncommitted row (or, if broken, is done).
             wait_for(lambda: request.done() or sessions_waiting_for_a_lock(pg_database_url))
         finally:
@@ -210,13 +186,13 @@ def test_a_registration_racing_an_uncommitted_one_for_the_same_email_is_409(pg_d
     assert count_users(pg_database_url, "ada@example.com") == 1
 
 
-def register_together(http: httpx.Client, email: str, names: list[str]) -> list[int]:
+def register_together(api: Api, email: str, names: list[str]) -> list[int]:
     """Send one registration per name for the same email, released at the same moment."""
     barrier = threading.Barrier(len(names))
 
     def attempt(name: str) -> int:
         barrier.wait(timeout=10)
-        return register(http, name, email).status_code
+        return api.register(name, email, expect=None).status_code
 
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         return sorted(pool.map(attempt, names))
@@ -229,7 +205,7 @@ def test_concurrent_registrations_of_one_email_give_one_201_and_one_409(
     try:
         with server.http() as http:
             outcomes = [
-                register_together(http, f"racer{n}@example.com", ["First", "Second"]) for n in range(5)
+                register_together(Api(http), f"racer{n}@example.com", ["First", "Second"]) for n in range(5)
             ]
     finally:
         stop_server(server)
@@ -240,11 +216,9 @@ def test_concurrent_registrations_of_one_email_give_one_201_and_one_409(
 # --- Login ---
 
 
-def test_login_returns_a_bearer_token_that_identifies_the_user(client: TestClient[Any]) -> None:
-    user_id = register(client, "Ada", "ada@example.com").json()["id"]
-    response = login(client, "ada@example.com")
-    assert response.status_code == 200
-    body = response.json()
+def test_login_returns_a_bearer_token_that_identifies_the_user(client: TestClient[Any], api: Api) -> None:
+    user_id = api.register("Ada", "ada@example.com")["id"]
+    body = api.login("ada@example.com", expect=200)
     assert set(body) == {"access_token", "token_type", "expires_in"}
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == 86_400
@@ -252,115 +226,114 @@ def test_login_returns_a_bearer_token_that_identifies_the_user(client: TestClien
     assert me.json()["id"] == user_id
 
 
-def test_login_ignores_the_case_of_the_email(client: TestClient[Any]) -> None:
-    register(client, "Ada", "ada@example.com")
-    assert login(client, "ADA@Example.Com").status_code == 200
+def test_login_ignores_the_case_of_the_email(api: Api) -> None:
+    api.register("Ada", "ada@example.com")
+    api.login("ADA@Example.Com", expect=200)
 
 
-def test_login_with_a_wrong_password_or_an_unknown_email_gives_the_same_401(client: TestClient[Any]) -> None:
-    register(client, "Ada", "ada@example.com")
-    wrong_password = login(client, "ada@example.com", "not the password")
-    unknown_email = login(client, "nobody@example.com")
-    assert wrong_password.status_code == 401
-    assert unknown_email.status_code == 401
-    assert wrong_password.json() == unknown_email.json()
+def test_login_with_a_wrong_password_or_an_unknown_email_gives_the_same_401(api: Api) -> None:
+    api.register("Ada", "ada@example.com")
+    wrong_password = api.login("ada@example.com", "not the password", expect=401)
+    unknown_email = api.login("nobody@example.com", expect=401)
+    assert wrong_password == unknown_email
 
 
-def test_login_wants_the_oauth2_form_fields(client: TestClient[Any]) -> None:
-    register(client, "Ada", "ada@example.com")
-    assert client.post("/login", data={"username": "ada@example.com"}).status_code == 400
+def test_login_wants_the_oauth2_form_fields(api: Api) -> None:
+    api.register("Ada", "ada@example.com")
+    api.call("POST", "/login", data={"username": "ada@example.com"}, expect=400)
 
 
 def test_login_rehashes_a_password_hashed_with_outdated_parameters(database_url: str) -> None:
     with TestClient(app=create_app(make_settings(database_url, argon2_time_cost=1))) as old_server:
-        register(old_server, "Ada", "ada@example.com")
+        Api(old_server).register("Ada", "ada@example.com")
     old_hash = stored_password_hash(database_url, "ada@example.com")
     assert "t=1," in old_hash
 
     with TestClient(app=create_app(make_settings(database_url, argon2_time_cost=2))) as new_server:
-        assert login(new_server, "ada@example.com").status_code == 200
+        new_api = Api(new_server)
+        new_api.login("ada@example.com", expect=200)
         new_hash = stored_password_hash(database_url, "ada@example.com")
         assert new_hash != old_hash
         assert "t=2," in new_hash
-        assert login(new_server, "ada@example.com").status_code == 200
-        assert login(new_server, "ada@example.com", "not the password").status_code == 401
+        new_api.login("ada@example.com", expect=200)
+        new_api.login("ada@example.com", "not the password", expect=401)
 
 
-def test_login_keeps_a_hash_made_with_current_parameters(client: TestClient[Any], database_url: str) -> None:
-    register(client, "Ada", "ada@example.com")
+def test_login_keeps_a_hash_made_with_current_parameters(api: Api, database_url: str) -> None:
+    api.register("Ada", "ada@example.com")
     before = stored_password_hash(database_url, "ada@example.com")
-    login(client, "ada@example.com")
+    api.login("ada@example.com")
     assert stored_password_hash(database_url, "ada@example.com") == before
 
 
 def test_a_failed_login_does_not_rehash(database_url: str) -> None:
     with TestClient(app=create_app(make_settings(database_url, argon2_time_cost=1))) as old_server:
-        register(old_server, "Ada", "ada@example.com")
+        Api(old_server).register("Ada", "ada@example.com")
     old_hash = stored_password_hash(database_url, "ada@example.com")
     with TestClient(app=create_app(make_settings(database_url, argon2_time_cost=2))) as new_server:
-        assert login(new_server, "ada@example.com", "not the password").status_code == 401
+        Api(new_server).login("ada@example.com", "not the password", expect=401)
     assert stored_password_hash(database_url, "ada@example.com") == old_hash
 
 
 # --- The caller and finding people ---
 
 
-def test_users_me_returns_the_caller(client: TestClient[Any], make_account: Any) -> None:
+def test_users_me_returns_the_caller(api: Api, make_account: Any) -> None:
     ada: Account = make_account("Ada Lovelace", "ada@example.com")
     make_account("Alan Turing")
-    response = client.get("/users/me", headers=ada.headers)
-    assert response.status_code == 200
-    assert response.json() == {"id": ada.id, "name": "Ada Lovelace", "email": "ada@example.com"}
+    assert api.call("GET", "/users/me", ada, expect=200) == {
+        "id": ada.id,
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+    }
 
 
-def search(client: TestClient[Any], caller: Account, **params: Any) -> list[str]:
-    response = client.get("/users", params=params, headers=caller.headers)
-    assert response.status_code == 200, response.text
-    return [user["name"] for user in response.json()]
+def search(api: Api, caller: Account, **params: Any) -> list[str]:
+    """The names ``GET /users`` finds for ``caller``."""
+    return [user["name"] for user in api.call("GET", "/users", caller, params=params, expect=200)]
 
 
-def test_search_finds_people_by_name_prefix_ignoring_case(client: TestClient[Any], make_account: Any) -> None:
+def test_search_finds_people_by_name_prefix_ignoring_case(api: Api, make_account: Any) -> None:
     me = make_account("Me", "me@example.com")
-    register(client, "Adam Smith", "smith@example.com")
-    register(client, "Bob", "bob@example.com")
-    assert search(client, me, search="aDA") == ["Adam Smith"]
+    api.register("Adam Smith", "smith@example.com")
+    api.register("Bob", "bob@example.com")
+    assert search(api, me, search="aDA") == ["Adam Smith"]
 
 
-def test_search_finds_people_by_email_prefix_ignoring_case(
-    client: TestClient[Any], make_account: Any
-) -> None:
+def test_search_finds_people_by_email_prefix_ignoring_case(api: Api, make_account: Any) -> None:
     me = make_account("Me", "me@example.com")
-    register(client, "Grace Hopper", "admiral@navy.example")
-    register(client, "Bob", "bob@example.com")
-    assert search(client, me, search="ADMIRAL@N") == ["Grace Hopper"]
+    api.register("Grace Hopper", "admiral@navy.example")
+    api.register("Bob", "bob@example.com")
+    assert search(api, me, search="ADMIRAL@N") == ["Grace Hopper"]
 
 
-def test_search_matches_the_start_not_the_middle(client: TestClient[Any], make_account: Any) -> None:
+def test_search_matches_the_start_not_the_middle(api: Api, make_account: Any) -> None:
     me = make_account("Me", "me@example.com")
-    register(client, "Adam Smith", "adam@example.com")
-    assert search(client, me, search="smith") == []
-    assert search(client, me, search="example") == []
+    api.register("Adam Smith", "adam@example.com")
+    assert search(api, me, search="smith") == []
+    assert search(api, me, search="example") == []
 
 
-def test_search_returns_id_name_and_email_only(client: TestClient[Any], make_account: Any) -> None:
+def test_search_returns_id_name_and_email_only(api: Api, make_account: Any) -> None:
     me = make_account("Me", "me@example.com")
-    adam_id = register(client, "Adam", "adam@example.com").json()["id"]
-    response = client.get("/users", params={"search": "adam"}, headers=me.headers)
-    assert response.json() == [{"id": adam_id, "name": "Adam", "email": "adam@example.com"}]
+    adam_id = api.register("Adam", "adam@example.com")["id"]
+    assert api.call("GET", "/users", me, params={"search": "adam"}, expect=200) == [
+        {"id": adam_id, "name": "Adam", "email": "adam@example.com"}
+    ]
 
 
-def test_search_leaves_out_the_caller(client: TestClient[Any], make_account: Any) -> None:
+def test_search_leaves_out_the_caller(api: Api, make_account: Any) -> None:
     ada = make_account("Ada", "ada@example.com")
-    register(client, "Adam", "adam@example.com")
-    assert search(client, ada, search="ada") == ["Adam"]
+    api.register("Adam", "adam@example.com")
+    assert search(api, ada, search="ada") == ["Adam"]
 
 
-def test_search_respects_the_limit(client: TestClient[Any], make_account: Any) -> None:
+def test_search_respects_the_limit(api: Api, make_account: Any) -> None:
     me = make_account("Me", "me@example.com")
     for name in ("Anna", "Anne", "Annika"):
-        register(client, name, f"{name.lower()}@example.com")
-    assert len(search(client, me, search="ann")) == 3
-    assert len(search(client, me, search="ann", limit=2)) == 2
+        api.register(name, f"{name.lower()}@example.com")
+    assert len(search(api, me, search="ann")) == 3
+    assert len(search(api, me, search="ann", limit=2)) == 2
 
 
 @pytest.mark.parametrize(
@@ -381,64 +354,65 @@ def test_search_rejects_bad_parameters_with_400(
     assert_bad_request(client.get("/users", params=params, headers=me.headers))
 
 
-def test_search_accepts_limits_1_and_50(client: TestClient[Any], make_account: Any) -> None:
+def test_search_accepts_limits_1_and_50(api: Api, make_account: Any) -> None:
     me = make_account("Me", "me@example.com")
-    register(client, "Anna", "anna@example.com")
-    assert search(client, me, search="anna", limit=1) == ["Anna"]
-    assert search(client, me, search="anna", limit=50) == ["Anna"]
+    api.register("Anna", "anna@example.com")
+    assert search(api, me, search="anna", limit=1) == ["Anna"]
+    assert search(api, me, search="anna", limit=50) == ["Anna"]
 
 
-def test_percent_in_a_search_is_literal(client: TestClient[Any], make_account: Any) -> None:
+def test_percent_in_a_search_is_literal(api: Api, make_account: Any) -> None:
     me = make_account("Me", "me@example.com")
-    register(client, "100% Real", "real@example.com")
-    register(client, "1000 Monkeys", "monkeys@example.com")
-    assert search(client, me, search="100%") == ["100% Real"]
-    assert search(client, me, search="%") == []
+    api.register("100% Real", "real@example.com")
+    api.register("1000 Monkeys", "monkeys@example.com")
+    assert search(api, me, search="100%") == ["100% Real"]
+    assert search(api, me, search="%") == []
 
 
-def test_underscore_in_a_search_is_literal(client: TestClient[Any], make_account: Any) -> None:
+def test_underscore_in_a_search_is_literal(api: Api, make_account: Any) -> None:
     me = make_account("Me", "me@example.com")
-    register(client, "A_B", "ab@example.com")
-    register(client, "AxB", "axb@example.com")
-    assert search(client, me, search="a_") == ["A_B"]
-    assert search(client, me, search="_") == []
+    api.register("A_B", "ab@example.com")
+    api.register("AxB", "axb@example.com")
+    assert search(api, me, search="a_") == ["A_B"]
+    assert search(api, me, search="_") == []
 
 
 # --- Rate limit on register and login ---
 
 
 @pytest.fixture
-def limited_client(database_url: str) -> Iterator[TestClient[Any]]:
+def limited_api(database_url: str) -> Iterator[Api]:
+    """The driver over an app that allows three register or login calls a minute."""
     with TestClient(app=create_app(make_settings(database_url, auth_rate_limit=3))) as test_client:
-        yield test_client
+        yield Api(test_client)
 
 
-def test_the_fourth_login_within_a_minute_is_429_with_retry_after(limited_client: TestClient[Any]) -> None:
-    statuses = [login(limited_client, "ada@example.com").status_code for _ in range(3)]
+def test_the_fourth_login_within_a_minute_is_429_with_retry_after(limited_api: Api) -> None:
+    statuses = [limited_api.login("ada@example.com", expect=None).status_code for _ in range(3)]
     assert statuses == [401, 401, 401]
-    response = login(limited_client, "ada@example.com")
+    response = limited_api.login("ada@example.com", expect=None)
     assert response.status_code == 429
     assert int(response.headers["Retry-After"]) >= 1
 
 
-def test_the_fourth_registration_within_a_minute_is_429(limited_client: TestClient[Any]) -> None:
-    statuses = [register(limited_client, "Ada", f"ada{n}@example.com").status_code for n in range(4)]
+def test_the_fourth_registration_within_a_minute_is_429(limited_api: Api) -> None:
+    statuses = [limited_api.register("Ada", f"ada{n}@example.com", expect=None).status_code for n in range(4)]
     assert statuses == [201, 201, 201, 429]
-    assert "Retry-After" in register(limited_client, "Ada", "ada9@example.com").headers
+    assert "Retry-After" in limited_api.register("Ada", "ada9@example.com", expect=None).headers
 
 
-def test_the_auth_rate_limit_leaves_other_endpoints_alone(limited_client: TestClient[Any]) -> None:
-    ada = register_and_login(limited_client, "Ada")
-    login(limited_client, ada.email, "not the password")
-    assert login(limited_client, ada.email).status_code == 429
+def test_the_auth_rate_limit_leaves_other_endpoints_alone(limited_api: Api) -> None:
+    ada = limited_api.account("Ada")
+    limited_api.login(ada.email, "not the password", expect=401)
+    limited_api.login(ada.email, expect=429)
     for _ in range(5):
-        assert limited_client.get("/health").status_code == 200
-        assert limited_client.get("/users/me", headers=ada.headers).status_code == 200
-        assert limited_client.get("/users", params={"search": "x"}, headers=ada.headers).status_code == 200
+        limited_api.call("GET", "/health", expect=200)
+        limited_api.call("GET", "/users/me", ada, expect=200)
+        limited_api.call("GET", "/users", ada, params={"search": "x"}, expect=200)
 
 
-def test_no_rate_limit_when_it_is_zero(client: TestClient[Any]) -> None:
-    statuses = {login(client, "ada@example.com").status_code for _ in range(10)}
+def test_no_rate_limit_when_it_is_zero(api: Api) -> None:
+    statuses = {api.login("ada@example.com", expect=None).status_code for _ in range(10)}
     assert statuses == {401}
 
 
@@ -446,22 +420,22 @@ def test_no_rate_limit_when_it_is_zero(client: TestClient[Any]) -> None:
 
 
 def test_registration_is_logged_with_the_user_id_and_not_the_password(
-    client: TestClient[Any], caplog: pytest.LogCaptureFixture
+    api: Api, caplog: pytest.LogCaptureFixture
 ) -> None:
     with account_logs(caplog) as logs:
-        user_id = register(client, "Ada", "ada@example.com").json()["id"]
+        user_id = api.register("Ada", "ada@example.com")["id"]
     assert f"User registered: user_id={user_id}" in logs.messages
     assert PASSWORD not in logs.text
 
 
 def test_login_success_and_failure_are_logged_with_the_user_id_and_no_secret(
-    client: TestClient[Any], caplog: pytest.LogCaptureFixture
+    api: Api, caplog: pytest.LogCaptureFixture
 ) -> None:
     with account_logs(caplog) as logs:
-        user_id = register(client, "Ada", "ada@example.com").json()["id"]
-        token = login(client, "ada@example.com").json()["access_token"]
-        login(client, "ada@example.com", "a wrong password")
-        login(client, "nobody@example.com")
+        user_id = api.register("Ada", "ada@example.com")["id"]
+        token = api.login("ada@example.com")["access_token"]
+        api.login("ada@example.com", "a wrong password", expect=401)
+        api.login("nobody@example.com", expect=401)
     assert f"Login succeeded: user_id={user_id}" in logs.messages
     assert f"Login failed: user_id={user_id}" in logs.messages
     assert "Login failed: unknown email" in logs.messages
@@ -471,8 +445,8 @@ def test_login_success_and_failure_are_logged_with_the_user_id_and_no_secret(
 
 def test_a_rehash_is_logged_with_the_user_id(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
     with TestClient(app=create_app(make_settings(database_url, argon2_time_cost=1))) as old_server:
-        user_id = register(old_server, "Ada", "ada@example.com").json()["id"]
+        user_id = Api(old_server).register("Ada", "ada@example.com")["id"]
     new_app = create_app(make_settings(database_url, argon2_time_cost=2))
     with TestClient(app=new_app) as new_server, account_logs(caplog) as logs:
-        login(new_server, "ada@example.com")
+        Api(new_server).login("ada@example.com")
     assert f"Password hash upgraded: user_id={user_id}" in logs.messages

@@ -9,31 +9,8 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import event
 
-from tests.conftest import Account, app_engine, fetch, insert_messages
-
-
-def private(client: TestClient[Any], caller: Account, other: Account) -> Any:
-    return client.post("/chats", json={"type": "private", "user_id": other.id}, headers=caller.headers)
-
-
-def group(
-    client: TestClient[Any], owner: Account, members: list[Account], name: str = "Team"
-) -> dict[str, Any]:
-    response = client.post(
-        "/chats",
-        json={"type": "group", "name": name, "member_ids": [m.id for m in members]},
-        headers=owner.headers,
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def add(client: TestClient[Any], caller: Account, chat_id: int, user_id: int) -> Any:
-    return client.post(f"/groups/{chat_id}/add_user/{user_id}", headers=caller.headers)
-
-
-def remove(client: TestClient[Any], caller: Account, chat_id: int, user_id: int) -> Any:
-    return client.post(f"/groups/{chat_id}/remove_user/{user_id}", headers=caller.headers)
+from tests.api import Api
+from tests.conftest import app_engine, fetch, insert_messages
 
 
 def roles(chat: dict[str, Any]) -> dict[int, str]:
@@ -43,11 +20,9 @@ def roles(chat: dict[str, Any]) -> dict[int, str]:
 # Private chats ------------------------------------------------------------------------------------
 
 
-def test_private_chat_is_created_with_both_members(client: TestClient[Any], make_account: Any) -> None:
+def test_private_chat_is_created_with_both_members(api: Api, make_account: Any) -> None:
     ada, bob = make_account("Ada"), make_account("Bob")
-    response = private(client, ada, bob)
-    assert response.status_code == 201
-    chat = response.json()
+    chat = api.private_chat(ada, bob, expect=201)
     assert chat["type"] == "private"
     assert chat["name"] == "Bob"  # the other person's name
     assert sorted(m["user_id"] for m in chat["members"]) == sorted([ada.id, bob.id])
@@ -67,36 +42,33 @@ def test_private_chat_is_created_with_both_members(client: TestClient[Any], make
     assert set(chat["members"][0]) == {"user_id", "name", "role", "joined_at"}
 
 
-def test_existing_private_chat_is_returned_whoever_asks(client: TestClient[Any], make_account: Any) -> None:
+def test_existing_private_chat_is_returned_whoever_asks(api: Api, make_account: Any) -> None:
     ada, bob = make_account("Ada"), make_account("Bob")
-    first = private(client, ada, bob).json()
-    again = private(client, ada, bob)
-    reverse = private(client, bob, ada)
-    assert again.status_code == 200
-    assert reverse.status_code == 200
-    assert again.json()["id"] == reverse.json()["id"] == first["id"]
-    assert reverse.json()["name"] == "Ada"
+    first = api.private_chat(ada, bob)
+    again = api.private_chat(ada, bob, expect=200)
+    reverse = api.private_chat(bob, ada, expect=200)
+    assert again["id"] == reverse["id"] == first["id"]
+    assert reverse["name"] == "Ada"
 
 
-def test_private_chat_with_yourself_is_refused(client: TestClient[Any], make_account: Any) -> None:
+def test_private_chat_with_yourself_is_refused(api: Api, make_account: Any) -> None:
     ada = make_account("Ada")
-    assert private(client, ada, ada).status_code == 400
+    api.private_chat(ada, ada, expect=400)
 
 
-def test_private_chat_with_unknown_user_is_not_found(client: TestClient[Any], make_account: Any) -> None:
+def test_private_chat_with_unknown_user_is_not_found(api: Api, make_account: Any) -> None:
     ada = make_account("Ada")
-    response = client.post("/chats", json={"type": "private", "user_id": 999_999}, headers=ada.headers)
-    assert response.status_code == 404
+    api.private_chat(ada, 999_999, expect=404)
 
 
 def test_concurrent_private_chat_creation_makes_one_chat(
-    client: TestClient[Any], make_account: Any, database_url: str
+    api: Api, make_account: Any, database_url: str
 ) -> None:
     people = [make_account(f"Person {i}") for i in range(6)]
     pairs = [(a, b) for a in people for b in people if a.id != b.id]  # both directions of every pair
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        responses = list(pool.map(lambda pair: private(client, *pair), pairs * 2))
+        responses = list(pool.map(lambda pair: api.private_chat(*pair, expect=None), pairs * 2))
 
     assert all(r.status_code in (200, 201) for r in responses), [
         r.text for r in responses if r.status_code >= 300
@@ -113,82 +85,65 @@ def test_concurrent_private_chat_creation_makes_one_chat(
 # Groups -------------------------------------------------------------------------------------------
 
 
-def test_group_creator_becomes_owner_and_duplicates_count_once(
-    client: TestClient[Any], make_account: Any
-) -> None:
+def test_group_creator_becomes_owner_and_duplicates_count_once(api: Api, make_account: Any) -> None:
     ada, bob, cy = make_account("Ada"), make_account("Bob"), make_account("Cy")
-    response = client.post(
-        "/chats",
-        json={"type": "group", "name": "  Team  ", "member_ids": [bob.id, cy.id, bob.id, ada.id]},
-        headers=ada.headers,
-    )
-    assert response.status_code == 201
-    chat = response.json()
+    chat = api.group(ada, "  Team  ", [bob, cy, bob, ada], expect=201)
     assert chat["type"] == "group"
     assert chat["name"] == "Team"
     assert chat["creator_id"] == ada.id
     assert roles(chat) == {ada.id: "owner", bob.id: "member", cy.id: "member"}
 
 
-def test_group_with_unknown_member_is_not_found(client: TestClient[Any], make_account: Any) -> None:
+def test_group_with_unknown_member_is_not_found(api: Api, make_account: Any) -> None:
     ada = make_account("Ada")
-    response = client.post(
-        "/chats", json={"type": "group", "name": "Team", "member_ids": [424_242]}, headers=ada.headers
-    )
-    assert response.status_code == 404
-    assert client.get("/chats", headers=ada.headers).json() == []
+    api.group(ada, "Team", [424_242], expect=404)
+    assert api.chats(ada) == []
 
 
 @pytest.mark.parametrize("name", ["", "   ", "x" * 101])
-def test_group_name_must_be_1_to_100_characters(
-    client: TestClient[Any], make_account: Any, name: str
-) -> None:
+def test_group_name_must_be_1_to_100_characters(api: Api, make_account: Any, name: str) -> None:
     ada = make_account("Ada")
-    response = client.post("/chats", json={"type": "group", "name": name}, headers=ada.headers)
-    assert response.status_code == 400
+    api.call("POST", "/chats", ada, json={"type": "group", "name": name}, expect=400)
 
 
 @pytest.mark.parametrize(
     "body",
     [{"type": "channel"}, {"type": "private"}, {"type": "private", "user_id": "x"}, {"user_id": 1}, []],
 )
-def test_malformed_chat_requests_are_refused(client: TestClient[Any], make_account: Any, body: Any) -> None:
+def test_malformed_chat_requests_are_refused(api: Api, make_account: Any, body: Any) -> None:
     ada = make_account("Ada")
-    assert client.post("/chats", json=body, headers=ada.headers).status_code == 400
+    api.call("POST", "/chats", ada, json=body, expect=400)
 
 
-def test_group_of_one_is_allowed(client: TestClient[Any], make_account: Any) -> None:
+def test_group_of_one_is_allowed(api: Api, make_account: Any) -> None:
     ada = make_account("Ada")
-    chat = group(client, ada, [], name="Notes")
+    chat = api.group(ada, "Notes")
     assert roles(chat) == {ada.id: "owner"}
 
 
 # Reading chats ------------------------------------------------------------------------------------
 
 
-def test_chat_of_others_and_missing_chat_give_the_same_404(
-    client: TestClient[Any], make_account: Any
-) -> None:
+def test_chat_of_others_and_missing_chat_give_the_same_404(api: Api, make_account: Any) -> None:
     ada, bob, eve = make_account("Ada"), make_account("Bob"), make_account("Eve")
-    chat = private(client, ada, bob).json()
-    assert client.get(f"/chats/{chat['id']}", headers=ada.headers).status_code == 200
-    foreign = client.get(f"/chats/{chat['id']}", headers=eve.headers)
-    missing = client.get("/chats/987654", headers=eve.headers)
-    assert foreign.status_code == missing.status_code == 404
-    assert foreign.json() == missing.json()
+    chat = api.private_chat(ada, bob)
+    api.chat(ada, chat["id"], expect=200)
+    foreign = api.chat(eve, chat["id"], expect=404)
+    missing = api.chat(eve, 987654, expect=404)
+    assert foreign == missing
 
 
 def test_inbox_lists_most_recent_activity_first_with_unread_counts(
-    client: TestClient[Any], make_account: Any, database_url: str
+    api: Api, make_account: Any, database_url: str
 ) -> None:
     ada, bob, cy = make_account("Ada"), make_account("Bob"), make_account("Cy")
-    with_bob = private(client, ada, bob).json()
-    with_cy = private(client, ada, cy).json()
-    team = group(client, ada, [bob, cy])
+    with_bob = api.private_chat(ada, bob)
+    with_cy = api.private_chat(ada, cy)
+    team = api.group(ada, "Team", [bob, cy])
     insert_messages(database_url, with_bob["id"], bob.id, ["hi", "are you there?"])
     insert_messages(database_url, team["id"], cy.id, ["standup?"])
 
-    inbox = client.get("/chats", headers=ada.headers).json()
+    inbox = api.chats(ada)
     assert [c["id"] for c in inbox] == [team["id"], with_bob["id"], with_cy["id"]]
     by_id = {c["id"]: c for c in inbox}
     assert by_id[with_bob["id"]]["unread_count"] == 2
@@ -202,15 +157,15 @@ def test_inbox_lists_most_recent_activity_first_with_unread_counts(
     assert by_id[with_cy["id"]]["last_message"] is None
 
     insert_messages(database_url, with_cy["id"], cy.id, ["new"])
-    assert client.get("/chats", headers=ada.headers).json()[0]["id"] == with_cy["id"]
+    assert api.chats(ada)[0]["id"] == with_cy["id"]
     # Bob's inbox is his own view: his unread count in the group, not Ada's.
-    bob_inbox = {c["id"]: c for c in client.get("/chats", headers=bob.headers).json()}
+    bob_inbox = {c["id"]: c for c in api.chats(bob)}
     assert set(bob_inbox) == {with_bob["id"], team["id"]}
     assert bob_inbox[team["id"]]["unread_count"] == 1
 
 
 def test_inbox_needs_the_same_queries_for_one_chat_or_many(
-    client: TestClient[Any], make_account: Any
+    client: TestClient[Any], api: Api, make_account: Any
 ) -> None:
     ada = make_account("Ada")
     others = [make_account(f"Friend {i}") for i in range(8)]
@@ -220,16 +175,16 @@ def test_inbox_needs_the_same_queries_for_one_chat_or_many(
     def count(*args: Any) -> None:
         statements.append(args[2])
 
-    private(client, ada, others[0])
+    api.private_chat(ada, others[0])
     event.listen(engine, "before_cursor_execute", count)
     try:
-        client.get("/chats", headers=ada.headers)
+        api.chats(ada)
         one_chat = len(statements)
         for other in others[1:]:
-            private(client, ada, other)
-        group(client, ada, others)
+            api.private_chat(ada, other)
+        api.group(ada, "Team", others)
         statements.clear()
-        inbox = client.get("/chats", headers=ada.headers).json()
+        inbox = api.chats(ada)
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert len(inbox) == 9
@@ -241,113 +196,104 @@ def test_inbox_needs_the_same_queries_for_one_chat_or_many(
 
 
 def test_owner_adds_a_member_who_starts_with_nothing_unread(
-    client: TestClient[Any], make_account: Any, database_url: str
+    api: Api, make_account: Any, database_url: str
 ) -> None:
     ada, bob, cy = make_account("Ada"), make_account("Bob"), make_account("Cy")
-    team = group(client, ada, [bob])
+    team = api.group(ada, "Team", [bob])
     insert_messages(database_url, team["id"], bob.id, ["one", "two", "three"])
 
-    response = add(client, ada, team["id"], cy.id)
-    assert response.status_code == 200
-    assert roles(response.json()) == {ada.id: "owner", bob.id: "member", cy.id: "member"}
-    seen_by_cy = client.get(f"/chats/{team['id']}", headers=cy.headers).json()
+    chat = api.add_member(ada, team["id"], cy, expect=200)
+    assert roles(chat) == {ada.id: "owner", bob.id: "member", cy.id: "member"}
+    seen_by_cy = api.chat(cy, team["id"])
     assert seen_by_cy["unread_count"] == 0
     assert seen_by_cy["last_message"]["text"] == "three"  # the whole history is visible
     assert fetch(database_url, "SELECT read_seq FROM chat_members WHERE user_id = :u", u=cy.id)[0][0] == 3
 
 
-def test_adding_someone_already_in_is_a_conflict(client: TestClient[Any], make_account: Any) -> None:
+def test_adding_someone_already_in_is_a_conflict(api: Api, make_account: Any) -> None:
     ada, bob = make_account("Ada"), make_account("Bob")
-    team = group(client, ada, [bob])
-    assert add(client, ada, team["id"], bob.id).status_code == 409
-    assert add(client, ada, team["id"], ada.id).status_code == 409
+    team = api.group(ada, "Team", [bob])
+    api.add_member(ada, team["id"], bob, expect=409)
+    api.add_member(ada, team["id"], ada, expect=409)
 
 
-def test_adding_unknown_user_is_not_found(client: TestClient[Any], make_account: Any) -> None:
+def test_adding_unknown_user_is_not_found(api: Api, make_account: Any) -> None:
     ada = make_account("Ada")
-    team = group(client, ada, [])
-    assert add(client, ada, team["id"], 555_555).status_code == 404
+    team = api.group(ada, "Team")
+    api.add_member(ada, team["id"], 555_555, expect=404)
 
 
-def test_member_who_is_not_owner_cannot_manage_others(client: TestClient[Any], make_account: Any) -> None:
+def test_member_who_is_not_owner_cannot_manage_others(api: Api, make_account: Any) -> None:
     ada, bob, cy, dan = make_account("Ada"), make_account("Bob"), make_account("Cy"), make_account("Dan")
-    team = group(client, ada, [bob, cy])
-    assert add(client, bob, team["id"], dan.id).status_code == 403
-    assert remove(client, bob, team["id"], cy.id).status_code == 403
-    assert remove(client, bob, team["id"], ada.id).status_code == 403
-    assert len(client.get(f"/chats/{team['id']}", headers=ada.headers).json()["members"]) == 3
+    team = api.group(ada, "Team", [bob, cy])
+    api.add_member(bob, team["id"], dan, expect=403)
+    api.remove_member(bob, team["id"], cy, expect=403)
+    api.remove_member(bob, team["id"], ada, expect=403)
+    assert len(api.chat(ada, team["id"])["members"]) == 3
 
 
-def test_outsider_and_private_chats_get_404_on_group_endpoints(
-    client: TestClient[Any], make_account: Any
-) -> None:
+def test_outsider_and_private_chats_get_404_on_group_endpoints(api: Api, make_account: Any) -> None:
     ada, bob, eve = make_account("Ada"), make_account("Bob"), make_account("Eve")
-    team = group(client, ada, [bob])
-    direct = private(client, ada, bob).json()
-    assert add(client, eve, team["id"], eve.id).status_code == 404
-    assert remove(client, eve, team["id"], bob.id).status_code == 404
-    assert add(client, ada, direct["id"], eve.id).status_code == 404
-    assert remove(client, ada, direct["id"], bob.id).status_code == 404
-    assert add(client, ada, 999_999, eve.id).status_code == 404
+    team = api.group(ada, "Team", [bob])
+    direct = api.private_chat(ada, bob)
+    api.add_member(eve, team["id"], eve, expect=404)
+    api.remove_member(eve, team["id"], bob, expect=404)
+    api.add_member(ada, direct["id"], eve, expect=404)
+    api.remove_member(ada, direct["id"], bob, expect=404)
+    api.add_member(ada, 999_999, eve, expect=404)
 
 
-def test_owner_removes_a_member(client: TestClient[Any], make_account: Any) -> None:
+def test_owner_removes_a_member(api: Api, make_account: Any) -> None:
     ada, bob, cy = make_account("Ada"), make_account("Bob"), make_account("Cy")
-    team = group(client, ada, [bob, cy])
-    response = remove(client, ada, team["id"], bob.id)
-    assert response.status_code == 200
-    assert roles(response.json()) == {ada.id: "owner", cy.id: "member"}
-    assert client.get(f"/chats/{team['id']}", headers=bob.headers).status_code == 404
+    team = api.group(ada, "Team", [bob, cy])
+    chat = api.remove_member(ada, team["id"], bob, expect=200)
+    assert roles(chat) == {ada.id: "owner", cy.id: "member"}
+    api.chat(bob, team["id"], expect=404)
 
 
-def test_removing_someone_not_in_the_group_is_a_conflict(client: TestClient[Any], make_account: Any) -> None:
+def test_removing_someone_not_in_the_group_is_a_conflict(api: Api, make_account: Any) -> None:
     ada, bob, cy = make_account("Ada"), make_account("Bob"), make_account("Cy")
-    team = group(client, ada, [bob])
-    assert remove(client, ada, team["id"], cy.id).status_code == 409
+    team = api.group(ada, "Team", [bob])
+    api.remove_member(ada, team["id"], cy, expect=409)
 
 
-def test_member_can_leave(client: TestClient[Any], make_account: Any) -> None:
+def test_member_can_leave(api: Api, make_account: Any) -> None:
     ada, bob = make_account("Ada"), make_account("Bob")
-    team = group(client, ada, [bob])
-    response = remove(client, bob, team["id"], bob.id)
-    assert response.status_code == 200
-    assert roles(response.json()) == {ada.id: "owner"}
-    assert [c["id"] for c in client.get("/chats", headers=bob.headers).json()] == []
+    team = api.group(ada, "Team", [bob])
+    chat = api.remove_member(bob, team["id"], bob, expect=200)
+    assert roles(chat) == {ada.id: "owner"}
+    assert [c["id"] for c in api.chats(bob)] == []
 
 
-def test_owner_leaving_hands_the_group_to_the_longest_standing_member(
-    client: TestClient[Any], make_account: Any
-) -> None:
+def test_owner_leaving_hands_the_group_to_the_longest_standing_member(api: Api, make_account: Any) -> None:
     ada, bob, cy, dan = make_account("Ada"), make_account("Bob"), make_account("Cy"), make_account("Dan")
-    team = group(client, ada, [bob])
-    add(client, ada, team["id"], cy.id)
-    add(client, ada, team["id"], dan.id)
+    team = api.group(ada, "Team", [bob])
+    api.add_member(ada, team["id"], cy)
+    api.add_member(ada, team["id"], dan)
 
-    response = remove(client, ada, team["id"], ada.id)
-    assert response.status_code == 200
-    assert roles(response.json()) == {bob.id: "owner", cy.id: "member", dan.id: "member"}
-    assert add(client, bob, team["id"], ada.id).status_code == 200
-    assert remove(client, cy, team["id"], dan.id).status_code == 403
+    chat = api.remove_member(ada, team["id"], ada, expect=200)
+    assert roles(chat) == {bob.id: "owner", cy.id: "member", dan.id: "member"}
+    api.add_member(bob, team["id"], ada, expect=200)
+    api.remove_member(cy, team["id"], dan, expect=403)
 
 
 def test_last_member_leaving_keeps_the_empty_group_and_its_history(
-    client: TestClient[Any], make_account: Any, database_url: str
+    api: Api, make_account: Any, database_url: str
 ) -> None:
     ada, bob = make_account("Ada"), make_account("Bob")
-    team = group(client, ada, [bob])
+    team = api.group(ada, "Team", [bob])
     insert_messages(database_url, team["id"], bob.id, ["first", "second"])
-    assert remove(client, bob, team["id"], bob.id).status_code == 200
-    response = remove(client, ada, team["id"], ada.id)
-    assert response.status_code == 200
-    assert response.json()["members"] == []
+    api.remove_member(bob, team["id"], bob, expect=200)
+    chat = api.remove_member(ada, team["id"], ada, expect=200)
+    assert chat["members"] == []
     assert fetch(database_url, "SELECT count(*) FROM chats WHERE id = :c", c=team["id"])[0][0] == 1
     assert fetch(database_url, "SELECT count(*) FROM messages WHERE chat_id = :c", c=team["id"])[0][0] == 2
 
 
-def test_chat_endpoints_need_a_token(client: TestClient[Any]) -> None:
-    assert client.get("/chats").status_code == 401
-    assert client.post("/chats", json={"type": "group", "name": "x"}).status_code == 401
-    assert client.post("/groups/1/add_user/2").status_code == 401
+def test_chat_endpoints_need_a_token(api: Api) -> None:
+    api.call("GET", "/chats", expect=401)
+    api.call("POST", "/chats", json={"type": "group", "name": "x"}, expect=401)
+    api.call("POST", "/groups/1/add_user/2", expect=401)
 
 
 def test_chat_endpoints_are_documented_with_their_error_codes(client: TestClient[Any]) -> None:

@@ -19,29 +19,17 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.conftest import (
-    TEST_SECRET,
-    fetch,
-    free_port,
-    register_and_login,
-    start_server,
-    stop_server,
-    wait_for,
-)
+from tests.api import Account, Api
+from tests.conftest import TEST_SECRET, LiveServer, fetch, free_port, start_server, stop_server, wait_for
 
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
 
 
-def open_private_chat(http: httpx.Client) -> tuple[Any, Any, int]:
-    ada, bob = register_and_login(http, "Ada"), register_and_login(http, "Bob")
-    chat = http.post("/chats", json={"type": "private", "user_id": bob.id}, headers=ada.headers).json()
-    return ada, bob, chat["id"]
-
-
 @contextmanager
-def connect_chat(server: Any, http: httpx.Client) -> Iterator[tuple[Any, Any, int]]:
+def connect_chat(server: LiveServer, api: Api) -> Iterator[tuple[Any, Account, int]]:
     """Register two people, open their private chat and connect the first one's socket."""
-    ada, _bob, chat_id = open_private_chat(http)
+    ada, bob = api.account("Ada"), api.account("Bob")
+    chat_id = api.private_chat(ada, bob)["id"]
     with connect(f"{server.ws_url}/ws/{chat_id}?token={ada.token}", open_timeout=10) as socket:
         yield socket, ada, chat_id
 
@@ -56,7 +44,9 @@ def test_sigterm_closes_sockets_with_1001_and_keeps_acknowledged_messages(
     server = start_server(pg_database_url, tmp_path / "server.log", {"WINDI_ENV": "production"})
     try:
         with server.http() as http:
-            ada, _bob, chat_id = open_private_chat(http)
+            api = Api(http)
+            ada, bob = api.account("Ada"), api.account("Bob")
+            chat_id = api.private_chat(ada, bob)["id"]
         with connect(f"{server.ws_url}/ws/{chat_id}?token={ada.token}", open_timeout=10) as socket:
             socket.send(json.dumps({"type": "send", "client_id": "before-stop", "text": "kept"}))
             frames = [receive_json(socket), receive_json(socket)]
@@ -194,13 +184,13 @@ def test_database_outage_gives_503_and_unavailable_then_recovers(
     own_postgres.start()
     server = start_server(own_postgres.url, tmp_path / "server.log")
     try:
-        with server.http() as http, connect_chat(server, http) as (socket, ada, chat_id):
+        with server.http() as http, connect_chat(server, api := Api(http)) as (socket, ada, chat_id):
             own_postgres.stop()
             assert http.get("/health").status_code == 503
             response = http.get("/users/me", headers=ada.headers)
             assert response.status_code == 503
             assert "unavailable" in response.json()["detail"]
-            assert http.get(f"/history/{chat_id}", headers=ada.headers).status_code == 503
+            api.history(ada, chat_id, expect=503)
 
             socket.send(json.dumps({"type": "send", "client_id": "during-outage", "text": "hello?"}))
             error = receive_json(socket)
@@ -217,7 +207,7 @@ def test_database_outage_gives_503_and_unavailable_then_recovers(
             socket.send(json.dumps({"type": "send", "client_id": "during-outage", "text": "hello?"}))
             frames = [receive_json(socket), receive_json(socket)]
             assert {f["type"] for f in frames} == {"ack", "message"}
-            assert http.get(f"/history/{chat_id}", headers=ada.headers).json()[0]["text"] == "hello?"
+            assert api.history(ada, chat_id)[0]["text"] == "hello?"
     finally:
         stop_server(server)
     assert "Traceback" not in server.log()

@@ -9,7 +9,6 @@ it), B publishes a sentinel; a shared backend hands B's subscription the two in 
 
 from __future__ import annotations
 
-import itertools
 import json
 import shutil
 import subprocess
@@ -19,23 +18,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import (
-    REQUIRE_PG,
-    Account,
-    LiveServer,
-    fetch,
-    free_port,
-    register_and_login,
-    start_server,
-    stop_server,
-    wait_for,
-)
+from tests.api import Account, Api
+from tests.conftest import REQUIRE_PG, LiveServer, fetch, free_port, start_server, stop_server, wait_for
 from tests.wsclient import (
     Frame,
     is_message,
@@ -49,7 +38,6 @@ from tests.wsclient import (
 
 CLOSE_FORBIDDEN = 4403
 CLOSE_SERVICE_RESTART = 1012
-_unique = itertools.count(1)
 
 
 # Services -----------------------------------------------------------------------------------------
@@ -112,10 +100,11 @@ class Cluster:
     redis: RedisServer | None = None
     _clients: list[httpx.Client] = field(default_factory=list)
 
-    def http(self, server: LiveServer) -> httpx.Client:
+    def api(self, server: LiveServer) -> Api:
+        """The REST driver on one process; its client is closed with the cluster."""
         client = server.http()
         self._clients.append(client)
-        return client
+        return Api(client)
 
     def close(self) -> None:
         for client in self._clients:
@@ -148,29 +137,6 @@ def cluster(request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path) -
 # Helpers ------------------------------------------------------------------------------------------
 
 
-def people(http: httpx.Client, *names: str) -> list[Account]:
-    return [register_and_login(http, name, f"{name.lower()}-{next(_unique)}@example.com") for name in names]
-
-
-def new_chat(http: httpx.Client, owner: Account, others: list[Account]) -> int:
-    body: dict[str, Any] = (
-        {"type": "private", "user_id": others[0].id}
-        if len(others) == 1
-        else {"type": "group", "name": "Team", "member_ids": [o.id for o in others]}
-    )
-    response = http.post("/chats", json=body, headers=owner.headers)
-    assert response.status_code == 201, response.text
-    return int(response.json()["id"])
-
-
-def post_message(http: httpx.Client, sender: Account, chat_id: int, client_id: str, text: str = "hi") -> Any:
-    response = http.post(
-        f"/chats/{chat_id}/messages", json={"text": text, "client_id": client_id}, headers=sender.headers
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
 def client_ids(frames: list[Frame]) -> list[str]:
     return [f["message"]["client_id"] for f in frames if f["type"] == "message"]
 
@@ -185,16 +151,16 @@ def test_a_message_sent_on_one_process_reaches_sockets_on_the_other_unless_deliv
     redis = request.getfixturevalue("redis_server") if backend == "redis" else None
     cluster = _start_cluster(backend, postgres_url, tmp_path, redis)
     try:
-        http_a, http_b = cluster.http(cluster.a), cluster.http(cluster.b)
-        ada, bob = people(http_a, "Ada", "Bob")
-        chat_id = new_chat(http_a, ada, [bob])
+        api_a, api_b = cluster.api(cluster.a), cluster.api(cluster.b)
+        ada, bob = api_a.people("Ada", "Bob")
+        chat_id = api_a.private_chat(ada, bob)["id"]
         with (
             open_socket(cluster.a.ws_url, chat_id, ada.token) as on_a,
             open_socket(cluster.b.ws_url, chat_id, bob.token) as on_b,
         ):
-            post_message(http_a, ada, chat_id, "from-a")
+            api_a.send(ada, chat_id, "hi", "from-a")
             receive_until(on_a, is_message(client_id="from-a"))  # A has published it
-            post_message(http_b, bob, chat_id, "sentinel-from-b")
+            api_b.send(bob, chat_id, "hi", "sentinel-from-b")
             frames = receive_until(on_b, is_message(client_id="sentinel-from-b"))
         assert ("from-a" in client_ids(frames)) is (backend != "memory")
     finally:
@@ -202,9 +168,9 @@ def test_a_message_sent_on_one_process_reaches_sockets_on_the_other_unless_deliv
 
 
 def test_members_on_two_processes_exchange_messages_reads_and_typing(cluster: Cluster) -> None:
-    http_a = cluster.http(cluster.a)
-    ada, bob = people(http_a, "Ada", "Bob")
-    chat_id = new_chat(http_a, ada, [bob])
+    api_a = cluster.api(cluster.a)
+    ada, bob = api_a.people("Ada", "Bob")
+    chat_id = api_a.private_chat(ada, bob)["id"]
     with (
         open_socket(cluster.a.ws_url, chat_id, ada.token) as ada_a,
         open_socket(cluster.b.ws_url, chat_id, bob.token) as bob_b,
@@ -230,23 +196,22 @@ def test_members_on_two_processes_exchange_messages_reads_and_typing(cluster: Cl
 
 
 def test_a_large_message_crosses_processes_whole(cluster: Cluster) -> None:
-    http_a = cluster.http(cluster.a)
-    ada, bob = people(http_a, "Ada", "Bob")
-    chat_id = new_chat(http_a, ada, [bob])
+    api_a = cluster.api(cluster.a)
+    ada, bob = api_a.people("Ada", "Bob")
+    chat_id = api_a.private_chat(ada, bob)["id"]
     text = "\N{GRINNING FACE}" * 4096  # a 16 kB frame: over PostgreSQL's 8000-byte NOTIFY limit
     with open_socket(cluster.b.ws_url, chat_id, bob.token) as bob_b:
-        post_message(http_a, ada, chat_id, "big", text)
+        api_a.send(ada, chat_id, text, "big")
         frame = receive_until(bob_b, is_message(client_id="big"))[-1]
     assert frame["message"]["text"] == text
 
 
 def test_removal_on_one_process_closes_the_members_socket_on_the_other(cluster: Cluster) -> None:
-    http_a = cluster.http(cluster.a)
-    owner, member, other = people(http_a, "Owner", "Member", "Other")
-    chat_id = new_chat(http_a, owner, [member, other])
+    api_a = cluster.api(cluster.a)
+    owner, member, other = api_a.people("Owner", "Member", "Other")
+    chat_id = api_a.group(owner, "Team", [member, other])["id"]
     with open_socket(cluster.b.ws_url, chat_id, member.token) as member_b:
-        response = http_a.post(f"/groups/{chat_id}/remove_user/{member.id}", headers=owner.headers)
-        assert response.status_code == 200, response.text
+        api_a.remove_member(owner, chat_id, member, expect=200)
         frames, code = receive_until_closed(member_b)
     assert code == CLOSE_FORBIDDEN
     assert [f["type"] for f in frames] == ["member_removed"]
@@ -255,9 +220,9 @@ def test_removal_on_one_process_closes_the_members_socket_on_the_other(cluster: 
 def test_concurrent_sends_on_both_processes_are_gap_free_and_reach_every_socket_once(
     cluster: Cluster,
 ) -> None:
-    http_a = cluster.http(cluster.a)
-    ada, bob = people(http_a, "Ada", "Bob")
-    chat_id = new_chat(http_a, ada, [bob])
+    api_a = cluster.api(cluster.a)
+    ada, bob = api_a.people("Ada", "Bob")
+    chat_id = api_a.private_chat(ada, bob)["id"]
     per_sender = 25
 
     def send_all(server: LiveServer, sender: Account, prefix: str) -> None:
@@ -295,10 +260,10 @@ def test_login_rate_limit_holds_across_processes_on_redis(
 ) -> None:
     cluster = _start_cluster("redis", postgres_url, tmp_path, redis_server, WINDI_AUTH_RATE_LIMIT="4")
     try:
-        http_a, http_b = cluster.http(cluster.a), cluster.http(cluster.b)
+        api_a, api_b = cluster.api(cluster.a), cluster.api(cluster.b)
         statuses = [
-            http.post("/login", data={"username": "nobody@example.com", "password": "wrong"}).status_code
-            for http in (http_a, http_b, http_a, http_b, http_a, http_b)
+            api.login("nobody@example.com", "wrong", expect=None).status_code
+            for api in (api_a, api_b, api_a, api_b, api_a, api_b)
         ]
     finally:
         cluster.close()
@@ -368,21 +333,21 @@ def _interrupt(cluster: Cluster) -> Callable[[], None]:
 
 
 def test_clients_recover_every_message_once_when_the_backend_drops_out(cluster: Cluster) -> None:
-    http_a = cluster.http(cluster.a)
-    ada, bob = people(http_a, "Ada", "Bob")
-    chat_id = new_chat(http_a, ada, [bob])
+    api_a = cluster.api(cluster.a)
+    ada, bob = api_a.people("Ada", "Bob")
+    chat_id = api_a.private_chat(ada, bob)["id"]
     total = 60
     follower = FollowingClient(cluster.b, chat_id, bob.token, total)
     reader = threading.Thread(target=follower.run)
 
-    post_message(http_a, ada, chat_id, "m-0")
+    api_a.send(ada, chat_id, "hi", "m-0")
     reader.start()
     wait_for(lambda: follower.received, timeout=20)
     for index in range(1, 20):
-        post_message(http_a, ada, chat_id, f"m-{index}")
+        api_a.send(ada, chat_id, "hi", f"m-{index}")
     _interrupt(cluster)()
     for index in range(20, total):
-        post_message(http_a, ada, chat_id, f"m-{index}")
+        api_a.send(ada, chat_id, "hi", f"m-{index}")
     reader.join(timeout=120)
 
     assert follower.error is None, follower.error

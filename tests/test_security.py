@@ -19,7 +19,8 @@ from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
 from websockets.sync.client import connect
 
-from tests.conftest import TEST_SECRET, Account, LiveServer, register_and_login, run, wait_for
+from tests.api import Account, Api
+from tests.conftest import TEST_SECRET, LiveServer, run, wait_for
 from windi_chat.logs import RedactSecrets
 from windi_chat.security import PasswordHasher, TokenCodec
 
@@ -212,8 +213,8 @@ def test_health_and_docs_need_no_token(client: TestClient[Any], path: str) -> No
     assert client.get(path).status_code == 200
 
 
-def test_register_and_login_need_no_token(client: TestClient[Any]) -> None:
-    account = register_and_login(client, "Ada")
+def test_register_and_login_need_no_token(api: Api) -> None:
+    account = api.account("Ada")
     assert account.token
 
 
@@ -303,7 +304,7 @@ def test_redaction_masks_a_token_in_stack_info() -> None:
 
 def test_the_server_log_never_contains_a_token(live_server: LiveServer) -> None:
     with live_server.http() as http:
-        account = register_and_login(http, "Ada")
+        account = Api(http).account("Ada")
         http.get("/users/me", params={"token": account.token})
         http.get("/users/me", headers={"Authorization": f"Bearer {account.token}"})
     with (

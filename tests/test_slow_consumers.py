@@ -7,7 +7,6 @@ through the socket's backlog, the client gets 1013 and then catches up with ``af
 
 from __future__ import annotations
 
-import itertools
 import socket as stdlib_socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,8 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import Account, LiveServer, register_and_login, start_server, stop_server, wait_for
+from tests.api import Account, Api
+from tests.conftest import LiveServer, start_server, stop_server, wait_for
 from tests.wsclient import (
     CLOSED_WITHOUT_CODE,
     Frame,
@@ -32,7 +32,6 @@ from tests.wsclient import (
 CLOSE_TRY_AGAIN = 1013
 BIG_TEXT = "\N{GRINNING FACE}" * 4096  # 16 kB of UTF-8 per frame (these sockets are not compressed)
 MESSAGES = 330
-_unique = itertools.count(1)
 
 
 def paused_socket(server: LiveServer, chat_id: int, token: str) -> ClientConnection:
@@ -62,14 +61,11 @@ def slow_server(postgres_url: str, tmp_path: Path, request: pytest.FixtureReques
 
 
 def _pair(server: LiveServer) -> tuple[Account, Account, int]:
+    """Ada and Bob, new to the shared database, and their private chat."""
     with server.http() as http:
-        ada, bob = (
-            register_and_login(http, name, f"{name.lower()}-slow-{next(_unique)}@example.com")
-            for name in ("Ada", "Bob")
-        )
-        response = http.post("/chats", json={"type": "private", "user_id": bob.id}, headers=ada.headers)
-        assert response.status_code in (200, 201), response.text
-    return ada, bob, response.json()["id"]
+        api = Api(http)
+        ada, bob = api.people("Ada", "Bob")
+        return ada, bob, api.private_chat(ada, bob, expect=(200, 201))["id"]
 
 
 def _send_many(server: LiveServer, sender: Account, chat_id: int) -> None:

@@ -18,10 +18,12 @@ __all__ = (
     "is_ack",
     "is_message",
     "is_type",
+    "messages_in",
     "open_socket",
     "receive_count",
     "receive_until",
     "receive_until_closed",
+    "send_and_confirm",
     "send_frame",
 )
 
@@ -127,3 +129,18 @@ def receive_until_closed(socket: ClientConnection, timeout: float = TIMEOUT) -> 
         except ConnectionClosed as exc:
             return received, exc.rcvd.code if exc.rcvd else CLOSED_WITHOUT_CODE
         received.append(json.loads(raw))
+
+
+def send_and_confirm(socket: ClientConnection, client_id: str, text: str = "hi") -> Frame:
+    """Send a message and wait for both its ack and its own message frame (in either order)."""
+    send_frame(socket, type="send", client_id=client_id, text=text)
+    frames = receive_count(socket, lambda f: is_ack(client_id)(f) or is_message(client_id=client_id)(f), 2)
+    ack = next(f for f in frames if is_ack(client_id)(f))
+    echo = next(f for f in frames if is_message(client_id=client_id)(f))
+    assert ack["message"] == echo["message"]
+    return dict(ack["message"])
+
+
+def messages_in(frames: list[Frame]) -> list[Frame]:
+    """The messages carried by the message frames among ``frames``, in order."""
+    return [f["message"] for f in frames if f["type"] == "message"]

@@ -1,0 +1,149 @@
+"""A thin driver over the chat's HTTP API, so tests read as the contract rather than as requests.
+
+It wraps any ``httpx.Client``: Litestar's ``TestClient`` (which is one) for in-process tests, or a
+plain client against a live server. Every call asserts the status the API promises for it and returns
+the decoded body. A test that checks an error passes that status (``expect=404``); one that looks at
+the response itself passes ``expect=None`` and gets the ``httpx.Response`` back unchecked.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+__all__ = ("PASSWORD", "Account", "Api", "Expect", "Person", "register_and_login")
+
+PASSWORD = "correct horse battery"
+
+# A status, any of several (for races where either outcome is right), or None for the raw response.
+Expect = int | tuple[int, ...] | None
+
+# Addresses and client ids unique within the test run: servers and databases outlive single tests.
+_unique = itertools.count(1)
+
+
+@dataclass
+class Account:
+    """A registered user with a real token."""
+
+    id: int
+    name: str
+    email: str
+    token: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# Someone to name in a request: an account, or a bare user id (one that may not exist).
+Person = Account | int
+
+
+def _user_id(person: Person) -> int:
+    return person if isinstance(person, int) else person.id
+
+
+def _default_email(name: str) -> str:
+    """The address an account gets when the test does not care: derived from the name."""
+    return f"{name.lower().replace(' ', '.')}@example.com"
+
+
+class Api:
+    """The REST calls of the chat, each checked against the status it should answer with."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        self.http = http
+
+    def call(
+        self, method: str, path: str, account: Account | None = None, *, expect: Expect, **options: Any
+    ) -> Any:
+        """One request as ``account`` (anonymous when None): the body, or the response when not checked."""
+        headers = account.headers if account is not None else None
+        response = self.http.request(method, path, headers=headers, **options)
+        if expect is None:
+            return response
+        allowed = (expect,) if isinstance(expect, int) else expect
+        assert response.status_code in allowed, (
+            f"{method} {path}: expected {expect}, got {response.status_code}: {response.text}"
+        )
+        return response.json()
+
+    # Accounts -------------------------------------------------------------------------------------
+
+    def register(
+        self, name: str, email: str | None = None, password: str = PASSWORD, *, expect: Expect = 201
+    ) -> Any:
+        body = {"name": name, "email": email or _default_email(name), "password": password}
+        return self.call("POST", "/register", json=body, expect=expect)
+
+    def login(self, email: str, password: str = PASSWORD, *, expect: Expect = 200) -> Any:
+        """The OAuth2 password form, as Swagger UI and other OAuth2 clients send it."""
+        return self.call("POST", "/login", data={"username": email, "password": password}, expect=expect)
+
+    def account(self, name: str, email: str | None = None, password: str = PASSWORD) -> Account:
+        """Register and log in: a person with a real token."""
+        email = email or _default_email(name)
+        user = self.register(name, email, password)
+        token = self.login(email, password)["access_token"]
+        return Account(user["id"], name, email, token, {"Authorization": f"Bearer {token}"})
+
+    def people(self, *names: str) -> list[Account]:
+        """Accounts with addresses no other test uses, for servers and databases shared between tests."""
+        return [self.account(name, f"{name.lower()}-{next(_unique)}@example.com") for name in names]
+
+    # Chats ----------------------------------------------------------------------------------------
+
+    def private_chat(self, caller: Account, other: Person, *, expect: Expect = 201) -> Any:
+        """The chat of two people: 201 when it is new, 200 when it existed."""
+        body = {"type": "private", "user_id": _user_id(other)}
+        return self.call("POST", "/chats", caller, json=body, expect=expect)
+
+    def group(
+        self, owner: Account, name: str, members: Sequence[Person] = (), *, expect: Expect = 201
+    ) -> Any:
+        body = {"type": "group", "name": name, "member_ids": [_user_id(m) for m in members]}
+        return self.call("POST", "/chats", owner, json=body, expect=expect)
+
+    def add_member(self, caller: Account, chat_id: int, user: Person, *, expect: Expect = 200) -> Any:
+        return self.call("POST", f"/groups/{chat_id}/add_user/{_user_id(user)}", caller, expect=expect)
+
+    def remove_member(self, caller: Account, chat_id: int, user: Person, *, expect: Expect = 200) -> Any:
+        return self.call("POST", f"/groups/{chat_id}/remove_user/{_user_id(user)}", caller, expect=expect)
+
+    def chat(self, account: Account, chat_id: int, *, expect: Expect = 200) -> Any:
+        return self.call("GET", f"/chats/{chat_id}", account, expect=expect)
+
+    def chats(self, account: Account, *, expect: Expect = 200) -> Any:
+        """The inbox: the caller's chats, most recent activity first."""
+        return self.call("GET", "/chats", account, expect=expect)
+
+    # Messages -------------------------------------------------------------------------------------
+
+    def send(
+        self,
+        account: Account,
+        chat_id: int,
+        text: str,
+        client_id: str | None = None,
+        *,
+        expect: Expect = 201,
+    ) -> Any:
+        """Send over REST: 201 for a new message, 200 for a repeated ``client_id`` (made up when None)."""
+        body = {"text": text, "client_id": client_id or f"api-{next(_unique)}"}
+        return self.call("POST", f"/chats/{chat_id}/messages", account, json=body, expect=expect)
+
+    def read(self, account: Account, chat_id: int, seq: int, *, expect: Expect = 200) -> Any:
+        """Move the caller's read marker; the answer has it and the chat's ``all_read_seq``."""
+        return self.call("POST", f"/chats/{chat_id}/read", account, json={"seq": seq}, expect=expect)
+
+    def history(self, account: Account, chat_id: int, *, expect: Expect = 200, **params: Any) -> Any:
+        return self.call("GET", f"/history/{chat_id}", account, params=params, expect=expect)
+
+
+def register_and_login(
+    http: httpx.Client, name: str, email: str | None = None, password: str = PASSWORD
+) -> Account:
+    """Register through the API and log in; works with TestClient and httpx.Client alike."""
+    return Api(http).account(name, email, password)
