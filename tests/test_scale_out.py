@@ -325,7 +325,7 @@ def _interrupt(cluster: Cluster) -> Callable[[], None]:
         rows = fetch(
             cluster.database_url,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'windi-chat-listen'",
+            "WHERE datname = current_database() AND application_name = 'windi-chat-listen'",
         )
         assert len(rows) == 2  # one per process
 
