@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import httpx
@@ -68,10 +69,10 @@ class Api:
     async def close(self) -> None:
         await self.client.aclose()
 
-    async def _call(self, method: str, path: str, token: str = "", **kwargs: object) -> httpx.Response:
+    async def _call(self, method: str, path: str, token: str = "", **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with self._gate:
-            response = await self.client.request(method, path, headers=headers, **kwargs)  # type: ignore[arg-type]
+            response = await self.client.request(method, path, headers=headers, **kwargs)
         if response.status_code >= 300:
             msg = f"{method} {path} answered {response.status_code}: {response.text[:300]}"
             raise RuntimeError(msg)

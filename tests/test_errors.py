@@ -18,7 +18,7 @@ from windi_chat.errors import (
     UnavailableError,
 )
 from windi_chat.http_errors import error_responses, exception_handlers
-from windi_chat.realtime import FRAME_ERROR_CODES
+from windi_chat.protocol import FRAME_ERROR_CODES
 
 KINDS = (InvalidError, NotAllowedError, NotFoundError, ConflictError, UnavailableError)
 ALL_ERRORS = [getattr(errors, name) for name in errors.__all__ if getattr(errors, name) is not DomainError]

@@ -6,6 +6,7 @@ import logging
 from typing import Annotated, Any
 
 from advanced_alchemy.exceptions import IntegrityError
+from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar import Controller, Request, get, post
@@ -14,7 +15,7 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
 from litestar.params import JSONBody, QueryParameter, URLEncodedBody
 from litestar.status_codes import HTTP_200_OK
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_
 
 from windi_chat.errors import EmailTakenError, UserNotFoundError
 from windi_chat.http_errors import error_responses
@@ -69,19 +70,18 @@ class UserService(SQLAlchemyAsyncRepositoryService[User]):
     async def search(self, prefix: str, limit: int, exclude_id: int) -> list[User]:
         """People whose name or email starts with ``prefix``, case-insensitively."""
         needle = prefix.strip().lower()
-        statement = (
-            select(User)
-            .where(
+        return list(
+            await self.get_many(
                 User.id != exclude_id,
                 or_(
                     func.lower(User.name).startswith(needle, autoescape=True),
                     User.email.startswith(needle, autoescape=True),
                 ),
+                OrderBy("name"),
+                OrderBy("id"),
+                LimitOffset(limit=limit, offset=0),
             )
-            .order_by(User.name, User.id)
-            .limit(limit)
         )
-        return list(await self.get_many(statement=statement))
 
 
 def to_user_out(user: User) -> UserOut:

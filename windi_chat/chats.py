@@ -195,8 +195,8 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
             raise NotAMemberError(f"User {user_id} is not a member of this group")
         new_owner_id = None
         if target.role == MemberRole.OWNER:
-            successor = await self.members.get_one_or_none(
-                statement=select(ChatMember)
+            successor = await self.session.scalar(
+                select(ChatMember)
                 .where(ChatMember.chat_id == group_id, ChatMember.user_id != user_id)
                 .order_by(ChatMember.joined_at, ChatMember.user_id)
                 .limit(1)
@@ -226,10 +226,10 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
             select(Message).where(Message.chat_id == chat_id, Message.seq == chat.last_seq)
         )
         rows = await self.session.execute(_members_with_names().where(ChatMember.chat_id == chat_id))
-        return _chat_out(chat, caller_id, chat.last_seq, last, [(m, n) for m, n in rows])
+        return _chat_out(chat, caller_id, chat.last_seq, last, [(member, name) for member, name in rows])
 
 
-def _members_with_names() -> Select[tuple[ChatMember, str]]:
+def _members_with_names() -> Select[ChatMember, str]:
     """Members with their names, in the order a chat lists them: by chat, then who joined first."""
     return (
         select(ChatMember, User.name)

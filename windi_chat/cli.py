@@ -13,6 +13,7 @@ import sys
 import click
 import uvicorn
 from litestar.cli.main import litestar_group
+from rich_click import RichCommand  # Litestar's command class (rich-click is one of its dependencies)
 
 from windi_chat.config import ConfigurationError, Settings
 from windi_chat.logs import logging_dict
@@ -23,7 +24,7 @@ __all__ = ("main",)
 APP_FACTORY = "windi_chat.app:create_app"
 
 
-@click.command("run")
+@click.command("run", cls=RichCommand)
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="WINDI_HOST", help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=int, envvar="WINDI_PORT", help="Port to bind.")
 @click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
@@ -68,7 +69,7 @@ def run_command(
     )
 
 
-@click.command("migrate")
+@click.command("migrate", cls=RichCommand)
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
 def migrate_command(revision: str) -> None:
     """Bring the database schema up to date."""
@@ -87,7 +88,7 @@ def migrate_command(revision: str) -> None:
     click.echo(f"Database schema is at {revision}.")
 
 
-@click.command("demo")
+@click.command("demo", cls=RichCommand)
 def demo_command() -> None:
     """Fill the database with demo people, chats and messages (running it again adds nothing)."""
     from windi_chat.demo import create_demo_data

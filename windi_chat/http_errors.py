@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import sys
 from collections import defaultdict
-from logging import Logger
 from typing import Any
 
 import msgspec
@@ -17,7 +16,8 @@ from advanced_alchemy.exceptions import RepositoryError
 from litestar import Request, Response
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example
-from litestar.types import Scope
+from litestar.types import ExceptionHandlersMap, Scope
+from litestar.types.protocols import Logger
 from sqlalchemy.exc import SQLAlchemyError
 
 from windi_chat.database import is_unavailable
@@ -73,7 +73,7 @@ def database_error(_request: Request[Any, Any, Any], exc: Exception) -> Response
     return Response(ErrorOut(status_code=500, detail="Internal server error"), status_code=500)
 
 
-exception_handlers: dict[type[Exception], Any] = {
+exception_handlers: ExceptionHandlersMap = {
     DomainError: domain_error,
     RepositoryError: database_error,
     SQLAlchemyError: database_error,

@@ -30,7 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from windi_chat.models import Chat, ChatMember, Message
+from windi_chat.models import metadata
 
 __all__ = (
     "SEND_POSTGRES",
@@ -48,7 +48,7 @@ __all__ = (
 
 # Plain Core on the tables, not the ORM entities: a statement that names an entity is executed through
 # the ORM's machinery, which costs a send more CPU than the database round trip itself.
-_chats, _members, _messages = Chat.__table__, ChatMember.__table__, Message.__table__
+_chats, _members, _messages = (metadata.tables[name] for name in ("chats", "chat_members", "messages"))
 # Parameters shared by the statements below. None is named like a column: SQLAlchemy would take such
 # a parameter of an UPDATE or INSERT as a value to write.
 _chat = bindparam("chat", type_=BigInteger)

@@ -11,10 +11,9 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
-import msgspec
 from litestar import WebSocket, websocket
 from litestar.channels.subscriber import Subscriber
 from litestar.di import NamedDependency
@@ -26,15 +25,12 @@ from windi_chat.config import Settings
 from windi_chat.database import unit_of_work
 from windi_chat.errors import (
     ChatNotFoundError,
-    ConflictError,
     DomainError,
-    InvalidError,
-    NotAllowedError,
-    NotFoundError,
     UnavailableError,
 )
 from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, split_event
 from windi_chat.messaging import can_read, mark_read, messages_after, send_message
+from windi_chat.protocol import close_code, decode_client_frame, encode, error_frame
 from windi_chat.schemas import (
     MAX_FRAME_BYTES,
     AckFrame,
@@ -63,38 +59,10 @@ __all__ = ("ChatConnection", "chat_socket")
 logger = logging.getLogger("windi_chat.realtime")
 
 CATCH_UP_LIMIT = 1000
-T = TypeVar("T")
-
-_decode_frame = msgspec.json.Decoder(ClientFrame).decode
-_encoder = msgspec.json.Encoder()
-
-# How an action's error answers a client frame: an error frame with this code, found by the error's
-# kind. Losing access to the chat is the exception: it closes the socket, as the handshake would.
-FRAME_ERROR_CODES: dict[type[DomainError], str] = {
-    InvalidError: "invalid_frame",
-    NotFoundError: "not_found",
-    NotAllowedError: "forbidden",
-    ConflictError: "conflict",
-    UnavailableError: "unavailable",
-}
-# How an error ends a socket that has no frame to answer (the handshake, catch-up).
-CLOSE_CODES: dict[type[DomainError], int] = {
-    ChatNotFoundError: CLOSE_FORBIDDEN,
-    UnavailableError: CLOSE_TRY_AGAIN,
-}
-
-
-def _answer_to(error: DomainError, answers: dict[type[DomainError], T], default: T) -> T:
-    """The answer for the error's own class or its nearest kind."""
-    return next((answers[kind] for kind in type(error).__mro__ if kind in answers), default)
-
-
-def _encode(frame: msgspec.Struct) -> str:
-    return _encoder.encode(frame).decode()
 
 
 def _token_of(socket: WebSocket[Any, Any, Any]) -> str | None:
-    token = socket.query_params.get("token")
+    token: str | None = socket.query_params.get("token")
     if token:
         return token
     scheme, _, credentials = socket.headers.get("authorization", "").partition(" ")
@@ -138,7 +106,7 @@ async def chat_socket(
             if not await can_read(session, chat_id, user_id):
                 raise ChatNotFoundError
     except DomainError as error:
-        await _refuse(socket, _answer_to(error, CLOSE_CODES, CLOSE_TRY_AGAIN), error.detail)
+        await _refuse(socket, close_code(error), error.detail)
         return
     subscriber = await registry.subscribe(chat_id)
     if subscriber is None:
@@ -213,7 +181,7 @@ class ChatConnection:
         try:
             # One send at a time: some WebSocket implementations break on concurrent drains.
             async with self._send_lock:
-                await self.socket.send({"type": "websocket.send", "text": frame})
+                await self.socket.send({"type": "websocket.send", "text": frame, "bytes": None})
         except (OSError, WebSocketDisconnect, RuntimeError):
             # The client went away, or the server already closed the connection (a keepalive ping
             # timed out): there is nobody left to tell.
@@ -224,7 +192,7 @@ class ChatConnection:
             self._sending_since = None
 
     async def _send_error(self, code: str, detail: str, client_id: str | None = None) -> None:
-        await self._send(_encode(ErrorFrame(code=code, detail=detail, client_id=client_id)))
+        await self._send(encode(ErrorFrame(code=code, detail=detail, client_id=client_id)))
 
     async def shutdown(self, code: int, reason: str) -> None:
         async with self._handling:
@@ -269,14 +237,14 @@ class ChatConnection:
             async with unit_of_work(self._sessions) as session:
                 backlog, last_seq = await messages_after(session, self.chat_id, after_seq, CATCH_UP_LIMIT + 1)
         except DomainError as error:
-            await self.close(_answer_to(error, CLOSE_CODES, CLOSE_TRY_AGAIN), error.detail)
+            await self.close(close_code(error), error.detail)
             return None
         if len(backlog) > CATCH_UP_LIMIT or after_seq > last_seq:
             # Too much to replay, or the client knows of seqs this chat never had: it pages /history.
-            await self._send(_encode(ResyncFrame(after_seq=after_seq, last_seq=last_seq)))
+            await self._send(encode(ResyncFrame(after_seq=after_seq, last_seq=last_seq)))
             return last_seq
         for message in backlog:
-            await self._send(_encode(MessageFrame(message=message)))
+            await self._send(encode(MessageFrame(message=message)))
         return backlog[-1].seq if backlog else after_seq
 
     # Reading client frames -------------------------------------------------------------------------
@@ -286,9 +254,8 @@ class ChatConnection:
             event = await self.socket.receive()
             if event["type"] == "websocket.disconnect":
                 return
-            raw: str | bytes | None = event.get("text")
-            if raw is None:
-                raw = event.get("bytes") or b""
+            text, data = event.get("text"), event.get("bytes")
+            raw = text if isinstance(text, str) else data if isinstance(data, bytes) else b""
             if len(raw) > MAX_FRAME_BYTES or (isinstance(raw, str) and len(raw.encode()) > MAX_FRAME_BYTES):
                 await self.close(CLOSE_TOO_BIG, f"frames are limited to {MAX_FRAME_BYTES} bytes")
                 return
@@ -302,38 +269,24 @@ class ChatConnection:
                 await self._handle(raw)
 
     async def _handle(self, raw: str | bytes) -> None:
-        try:
-            frame = _decode_frame(raw)
-        except msgspec.ValidationError as exc:
-            value = msgspec.json.decode(raw)
-            kind = value.get("type") if isinstance(value, dict) else None
-            client_id = value.get("client_id") if isinstance(value, dict) else None
-            client_id = client_id if isinstance(client_id, str) else None
-            if not isinstance(value, dict) or kind is None:
-                await self._send_error("invalid_frame", "A frame is a JSON object with a type")
-            elif kind not in ("send", "read", "typing"):
-                await self._send_error("unknown_type", f"Unknown frame type: {kind!r}", client_id)
-            else:
-                await self._send_error("invalid_frame", str(exc), client_id)
+        frame = decode_client_frame(raw)
+        if isinstance(frame, ErrorFrame):
+            await self._send(encode(frame))
             return
-        except msgspec.DecodeError:
-            await self._send_error("invalid_json", "Frames must be JSON objects")
-            return
-        client_id = frame.client_id if isinstance(frame, SendFrame) else None
         try:
             await self._act(frame)
-        except ChatNotFoundError as error:
-            await self.close(CLOSE_FORBIDDEN, error.detail)
         except DomainError as error:
+            if isinstance(error, ChatNotFoundError):
+                await self.close(close_code(error), error.detail)
+                return
             if isinstance(error, UnavailableError):
                 logger.warning(
                     "Unavailable for socket %s: %s", self.socket_id, type(error.__cause__).__name__
                 )
-            code = _answer_to(error, FRAME_ERROR_CODES, "invalid_frame")
-            await self._send_error(code, error.detail, client_id)
+            await self._send(encode(error_frame(error, _client_id(frame))))
         except Exception:
             logger.exception("Frame failed on socket %s", self.socket_id)
-            await self._send_error("internal", "The frame could not be handled", client_id)
+            await self._send_error("internal", "The frame could not be handled", _client_id(frame))
 
     async def _act(self, frame: ClientFrame) -> None:
         """Carry out one client frame through the actions, as REST would."""
@@ -342,9 +295,13 @@ class ChatConnection:
                 sent = await send_message(
                     session, self._events, self.chat_id, self.user_id, frame.client_id, frame.text
                 )
-            await self._send(_encode(AckFrame(client_id=frame.client_id, message=sent.message)))
+            await self._send(encode(AckFrame(client_id=frame.client_id, message=sent.message)))
         elif isinstance(frame, ReadFrame):
             async with unit_of_work(self._sessions) as session:
                 await mark_read(session, self._events, self.chat_id, self.user_id, frame.seq)
         else:
             self._events.typing(self.chat_id, self.user_id, self.socket_id)
+
+
+def _client_id(frame: ClientFrame) -> str | None:
+    return frame.client_id if isinstance(frame, SendFrame) else None

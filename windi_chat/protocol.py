@@ -1,0 +1,86 @@
+"""The chat socket's wire rules: reading a client frame, and the answer each error gets.
+
+Kept apart from the socket's loops so that every way a frame or an action can fail is answered from
+one table, the same for each new frame type.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar, get_args
+
+import msgspec
+
+from windi_chat.errors import (
+    ChatNotFoundError,
+    ConflictError,
+    DomainError,
+    InvalidError,
+    NotAllowedError,
+    NotFoundError,
+    UnavailableError,
+)
+from windi_chat.schemas import ClientFrame, ErrorFrame
+from windi_chat.sockets import CLOSE_FORBIDDEN, CLOSE_TRY_AGAIN
+
+__all__ = ("CLOSE_CODES", "FRAME_ERROR_CODES", "close_code", "decode_client_frame", "encode", "error_frame")
+
+T = TypeVar("T")
+
+# How an action's error answers a client frame: an error frame with this code, found by the error's
+# kind. Losing access to the chat is the exception: it closes the socket (``close_code``).
+FRAME_ERROR_CODES: dict[type[DomainError], str] = {
+    InvalidError: "invalid_frame",
+    NotFoundError: "not_found",
+    NotAllowedError: "forbidden",
+    ConflictError: "conflict",
+    UnavailableError: "unavailable",
+}
+# How an error ends a socket: on the handshake, in catch-up, or when a frame finds the chat gone.
+CLOSE_CODES: dict[type[DomainError], int] = {
+    ChatNotFoundError: CLOSE_FORBIDDEN,
+    UnavailableError: CLOSE_TRY_AGAIN,
+}
+
+# A tuple, not a set: a client's "type" may be any JSON value, lists included, and those cannot be hashed.
+FRAME_TYPES = tuple(str(kind.__struct_config__.tag) for kind in get_args(ClientFrame))
+
+_decode = msgspec.json.Decoder(ClientFrame).decode
+_encoder = msgspec.json.Encoder()
+
+
+def encode(frame: msgspec.Struct) -> str:
+    return _encoder.encode(frame).decode()
+
+
+def _answer(error: DomainError, answers: dict[type[DomainError], T], default: T) -> T:
+    """The answer for the error's own class or its nearest kind."""
+    return next((answers[kind] for kind in type(error).__mro__ if kind in answers), default)
+
+
+def close_code(error: DomainError) -> int:
+    return _answer(error, CLOSE_CODES, CLOSE_TRY_AGAIN)
+
+
+def error_frame(error: DomainError, client_id: str | None = None) -> ErrorFrame:
+    return ErrorFrame(
+        code=_answer(error, FRAME_ERROR_CODES, "invalid_frame"), detail=error.detail, client_id=client_id
+    )
+
+
+def decode_client_frame(raw: str | bytes) -> ClientFrame | ErrorFrame:
+    """The frame, or the error frame that tells the client what is wrong with it."""
+    try:
+        return _decode(raw)
+    except msgspec.ValidationError as exc:  # valid JSON that is not a frame
+        problem = str(exc)
+    except msgspec.DecodeError:
+        return ErrorFrame(code="invalid_json", detail="Frames must be JSON objects")
+    value = msgspec.json.decode(raw)
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind is None:
+        return ErrorFrame(code="invalid_frame", detail="A frame is a JSON object with a type")
+    client_id = value.get("client_id")
+    client_id = client_id if isinstance(client_id, str) else None
+    if kind not in FRAME_TYPES:
+        return ErrorFrame(code="unknown_type", detail=f"Unknown frame type: {kind!r}", client_id=client_id)
+    return ErrorFrame(code="invalid_frame", detail=problem, client_id=client_id)
