@@ -44,9 +44,12 @@ STATUS_OF_KIND: dict[type[DomainError], int] = {
 }
 
 
-class ErrorOut(msgspec.Struct):
+class ErrorOut(msgspec.Struct, omit_defaults=True):
+    """Litestar's error body; ``extra`` carries the field errors of a request that failed validation."""
+
     status_code: int
     detail: str
+    extra: dict[str, Any] | list[Any] | None = None
 
 
 def status_of(error: type[DomainError]) -> int:
