@@ -1,8 +1,8 @@
 """CPU per send in-process, without sockets: where the database part of a message's cost goes.
 
-``python -m bench.send_cpu [N]`` times ``send_message`` sequentially against a fresh bench database, then
-the same send statement through a SQLAlchemy Core connection and through bare asyncpg, so the layers'
-costs can be told apart on this machine.
+``python -m bench.send_cpu [N]`` stores N messages against a fresh bench database in batches of 1, 8, 64
+and 256, through the action (``send_messages``: a session, the lock and batch statements, the commit)
+and through the same two statements on bare asyncpg, so the layers' costs can be told apart.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import time
 
 import asyncpg
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.procs import DB_DSN, reset_database
 from windi_chat.config import Settings
 from windi_chat.database import create_db_config, migrate
 from windi_chat.events import EventBus, discard
-from windi_chat.message_sql import SEND_POSTGRES
-from windi_chat.messaging import send_message
+from windi_chat.message_batch import STORE_BATCH_POSTGRES, Pending
+from windi_chat.messaging import send_messages
 from windi_chat.models import utcnow
 
 URL = DB_DSN.replace("postgresql://", "postgresql+asyncpg://")
@@ -41,8 +40,12 @@ async def _seed() -> None:
         await connection.close()
 
 
-def _per_call(started: float, count: int) -> str:
-    return f"{1e6 * (time.process_time() - started) / count:7.0f} µs CPU per send"
+def _per_message(started: float, count: int) -> str:
+    return f"{1e6 * (time.process_time() - started) / count:7.0f} µs CPU per message"
+
+
+def _sends(batch: int, start: int, tag: str) -> list[Pending]:
+    return [Pending(1, 1 + index % 2, f"{tag}-{index}", "hello") for index in range(start, start + batch)]
 
 
 async def main(count: int) -> None:
@@ -51,38 +54,36 @@ async def main(count: int) -> None:
     await migrate(config.get_engine())
     await _seed()
     sessions, events = config.create_session_maker(), EventBus(discard)  # publishing is not measured
-    for index in range(100):  # warm the statement caches
+    for index in range(0, 400, 8):  # warm the statement caches
         async with sessions() as session:
-            await send_message(session, events, 1, 1 + index % 2, f"warm-{index}", "hello")
+            await send_messages(session, events, _sends(8, index, "warm"))
 
-    started = time.process_time()
-    for index in range(count):
-        async with sessions() as session:
-            await send_message(session, events, 1, 1 + index % 2, f"session-{index}", "hello")
-    print(f"send_message (Session)     {_per_call(started, count)}")
-
-    engine = create_async_engine(URL, pool_size=2)
-    started = time.process_time()
-    for index in range(count):
-        async with engine.begin() as connection:
-            parameters = {"chat": 1, "sender": 1 + index % 2, "client": f"core-{index}"}
-            await connection.execute(SEND_POSTGRES, {**parameters, "body": "hello", "now": utcnow()})
-    print(f"same statement (Core)      {_per_call(started, count)}")
-    await engine.dispose()
-
-    compiled = SEND_POSTGRES.compile(dialect=asyncpg_dialect())
-    numbered, names = str(compiled), compiled.positiontup or []
-    pool = await asyncpg.create_pool(DB_DSN, min_size=2, max_size=2)
-    started = time.process_time()
-    for index in range(count):
-        async with pool.acquire() as connection, connection.transaction():
-            values = {"chat": 1, "sender": 1 + index % 2, "client": f"bare-{index}"}
-            values.update(body="hello", now=utcnow())
-            await connection.fetchrow(numbered, *(values.get(name, compiled.params[name]) for name in names))
-    print(f"same statement (asyncpg)   {_per_call(started, count)}")
+    lock = "SELECT id FROM chats WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+    store = str(STORE_BATCH_POSTGRES.compile(dialect=asyncpg_dialect()))
+    pool = await asyncpg.create_pool(DB_DSN, min_size=1, max_size=1)
+    for batch in (1, 8, 64, 256):
+        started = time.process_time()
+        for index in range(0, count, batch):
+            async with sessions() as session:
+                await send_messages(session, events, _sends(batch, index, f"session-{batch}"))
+        print(f"batch {batch:>3}: send_messages (Session)  {_per_message(started, count)}")
+        started = time.process_time()
+        for index in range(0, count, batch):
+            sends = _sends(batch, index, f"bare-{batch}")
+            async with pool.acquire() as connection, connection.transaction():
+                await connection.execute(lock, [1])
+                await connection.fetch(
+                    store,
+                    [send.chat_id for send in sends],
+                    [send.sender_id for send in sends],
+                    [send.client_id for send in sends],
+                    [send.text for send in sends],
+                    utcnow(),
+                )
+        print(f"batch {batch:>3}: same statements (asyncpg) {_per_message(started, count)}")
     await pool.close()
     await config.get_engine().dispose()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000))
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 2048))

@@ -37,6 +37,7 @@ from windi_chat.realtime import chat_socket
 from windi_chat.schemas import HealthOut
 from windi_chat.security import PasswordHasher, TokenCodec, create_auth
 from windi_chat.sockets import SocketRegistry
+from windi_chat.writer import MessageWriter
 
 __all__ = ("create_app",)
 
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     shared_store = create_shared_store(settings.channels_url)
     session_maker = db_config.create_session_maker()
     events = EventBus(channels.publish)
+    writer = MessageWriter(session_maker, events)
 
     auth_routes = Router(
         "/",
@@ -91,6 +93,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     async def on_startup() -> None:
         install_redaction()
+        writer.open()
         await prepare_database(db_config.get_engine(), settings)
         install_graceful_shutdown(sockets.close_all)
         logger.info(
@@ -101,6 +104,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
 
     async def on_shutdown() -> None:
+        await writer.close()
         await db_config.get_engine().dispose()
 
     return Litestar(
@@ -118,6 +122,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "chats": Provide(create_service_provider(ChatService)),
             "events": Provide(lambda: events, sync_to_thread=False),
             "sessions": Provide(lambda: session_maker, sync_to_thread=False),
+            "writer": Provide(lambda: writer, sync_to_thread=False),
             "registry": Provide(lambda: sockets, sync_to_thread=False),
             "hasher": Provide(lambda: hasher, sync_to_thread=False),
             "tokens": Provide(lambda: tokens, sync_to_thread=False),

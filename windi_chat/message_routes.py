@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from windi_chat.errors import ChatNotFoundError, InvalidMessageError
 from windi_chat.events import EventBus
 from windi_chat.http_errors import error_responses
-from windi_chat.messaging import history, mark_read, send_message
+from windi_chat.messaging import history, mark_read
 from windi_chat.schemas import MessageOut, ReadIn, ReadOut, SendMessageIn
 from windi_chat.security import CurrentUser
+from windi_chat.writer import MessageWriter
 
 __all__ = ("MAX_PAGE", "MessageController")
 
@@ -68,13 +69,12 @@ class MessageController(Controller):
         request: Request[CurrentUser, Any, Any],
         chat_id: FromPath[int],
         data: JSONBody[SendMessageIn],
-        db_session: NamedDependency[AsyncSession],
-        events: NamedDependency[EventBus],
+        writer: NamedDependency[MessageWriter],
     ) -> Response[MessageOut]:
         """201 with the stored message, delivered to every open socket of the chat. Sending again with
         the same ``client_id`` stores nothing and answers 200 with the original message.
         """
-        sent = await send_message(db_session, events, chat_id, request.user.id, data.client_id, data.text)
+        sent = await writer.send(chat_id, request.user.id, data.client_id, data.text)
         return Response(sent.message, status_code=HTTP_201_CREATED if sent.created else HTTP_200_OK)
 
     @post(

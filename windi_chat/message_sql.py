@@ -1,4 +1,4 @@
-"""The SQL of messages: storing a send, moving a read marker, reading pages.
+"""The SQL of reading messages and moving read markers (storing sends is ``message_batch``).
 
 The hot statements are built once, from the models, and reused: building and compiling them is then
 paid once per process, and the database sees the same prepared statement every time. Each one reads
@@ -7,8 +7,6 @@ or writes the rows of a single chat.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -17,200 +15,36 @@ from sqlalchemy import (
     Integer,
     Row,
     String,
-    Text,
     bindparam,
     case,
     exists,
     func,
-    literal_column,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.models import metadata
 
 __all__ = (
-    "SEND_POSTGRES",
-    "NotMember",
-    "Repeated",
-    "Stored",
+    "all_read_of",
     "all_read_seq",
     "is_member",
     "move_read_marker",
     "original",
     "page",
     "rows_after",
-    "store_message",
 )
 
 # Plain Core on the tables, not the ORM entities: a statement that names an entity is executed through
-# the ORM's machinery, which costs a send more CPU than the database round trip itself.
+# the ORM's machinery, which costs more CPU than the database round trip itself.
 _chats, _members, _messages = (metadata.tables[name] for name in ("chats", "chat_members", "messages"))
 # Parameters shared by the statements below. None is named like a column: SQLAlchemy would take such
 # a parameter of an UPDATE or INSERT as a value to write.
 _chat = bindparam("chat", type_=BigInteger)
 _sender = bindparam("sender", type_=BigInteger)
 _person = bindparam("person", type_=BigInteger)
-_now = bindparam("now", type_=_messages.c.created_at.type)
 _limit = bindparam("limit", type_=Integer)
-
-
-# Sending --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """A new message: its seq and id, and the markers needed to tell who has read what."""
-
-    seq: int
-    message_id: int
-    others_read: int | None  # the lowest marker of the other members (None: nobody else)
-    sender_read_before: int
-
-
-@dataclass(frozen=True, slots=True)
-class Repeated:
-    """The client id was used before: nothing was stored."""
-
-
-@dataclass(frozen=True, slots=True)
-class NotMember:
-    """The sender is not a member of the chat (or the chat does not exist)."""
-
-
-def _send_postgres() -> Any:
-    """Bump the counter, insert, and move the sender's marker, in one statement."""
-    member = (
-        select(_members.c.read_seq)
-        .where(_members.c.chat_id == _chat, _members.c.user_id == _sender)
-        .cte("member")
-    )
-    bumped = (
-        update(_chats)
-        .where(_chats.c.id == _chat, exists(select(literal_column("1")).select_from(member)))
-        .values(last_seq=_chats.c.last_seq + 1, last_activity_at=_now)
-        .returning(_chats.c.last_seq)
-        .cte("bumped")
-    )
-    row = select(
-        _chat,
-        bumped.c.last_seq,
-        _sender,
-        bindparam("client", type_=String),
-        bindparam("body", type_=Text),
-        _now,
-    )
-    inserted = (
-        postgres_insert(_messages)
-        .from_select(["chat_id", "seq", "sender_id", "client_id", "text", "created_at"], row)
-        .on_conflict_do_nothing(
-            index_elements=[_messages.c.chat_id, _messages.c.sender_id, _messages.c.client_id]
-        )
-        .returning(_messages.c.id, _messages.c.seq, _messages.c.sender_id)
-        .cte("inserted")
-    )
-    marked = (
-        update(_members)
-        .where(_members.c.chat_id == _chat, _members.c.user_id == inserted.c.sender_id)
-        .values(read_seq=inserted.c.seq)
-        .cte("marked")
-    )
-    return select(
-        select(bumped.c.last_seq).scalar_subquery(),
-        select(inserted.c.id).scalar_subquery(),
-        select(member.c.read_seq).scalar_subquery(),
-    ).add_cte(marked)
-
-
-SEND_POSTGRES = _send_postgres()
-# The statement above reads the members' rows as they were when it started, possibly before it waited
-# for the chat row's lock. Every marker or membership change takes that lock first, so reading again
-# now that it is held sees them exactly: a member removed meanwhile sends nothing, and the read event
-# of a send is computed from the true markers.
-_AFTER_LOCK_POSTGRES = select(
-    exists().where(_members.c.chat_id == _chat, _members.c.user_id == _sender),
-    select(func.min(_members.c.read_seq))
-    .where(_members.c.chat_id == _chat, _members.c.user_id != _sender)
-    .scalar_subquery(),
-)
-
-
-async def store_message(
-    session: AsyncSession, chat_id: int, sender_id: int, client_id: str, text: str, now: datetime
-) -> Stored | Repeated | NotMember:
-    """Store a message under the chat's next seq, unless the client id was used before."""
-    parameters = {
-        "chat": chat_id,
-        "sender": sender_id,
-        "client": client_id,
-        "body": text,
-        "now": now,
-    }
-    if session.get_bind().dialect.name != "postgresql":
-        return await _store_portable(session, parameters)
-    seq, message_id, sender_read = (await session.execute(SEND_POSTGRES, parameters)).one()
-    if seq is None:
-        return NotMember()
-    if message_id is None:
-        return Repeated()
-    still_member, others_read = (await session.execute(_AFTER_LOCK_POSTGRES, parameters)).one()
-    if not still_member:
-        return NotMember()
-    return Stored(seq, message_id, others_read, sender_read or 0)
-
-
-_sender_is_member = exists().where(_members.c.chat_id == _chat, _members.c.user_id == _sender)
-_BUMP_PORTABLE = (
-    update(_chats)
-    .where(_chats.c.id == _chat, _sender_is_member)
-    .values(last_seq=_chats.c.last_seq + 1, last_activity_at=_now)
-    .returning(
-        _chats.c.last_seq,
-        select(func.min(_members.c.read_seq))
-        .where(_members.c.chat_id == _chat, _members.c.user_id != _sender)
-        .scalar_subquery(),
-        select(_members.c.read_seq)
-        .where(_members.c.chat_id == _chat, _members.c.user_id == _sender)
-        .scalar_subquery(),
-    )
-)
-_INSERT_PORTABLE = (
-    sqlite_insert(_messages)
-    .values(
-        chat_id=_chat,
-        seq=bindparam("new_seq", type_=BigInteger),
-        sender_id=_sender,
-        client_id=bindparam("client", type_=String),
-        text=bindparam("body", type_=Text),
-        created_at=_now,
-    )
-    .on_conflict_do_nothing(
-        index_elements=[_messages.c.chat_id, _messages.c.sender_id, _messages.c.client_id]
-    )
-    .returning(_messages.c.id)
-)
-_MARK_SENDER = (
-    update(_members)
-    .where(_members.c.chat_id == _chat, _members.c.user_id == _sender)
-    .values(read_seq=bindparam("new_seq", type_=BigInteger))
-)
-
-
-async def _store_portable(session: AsyncSession, parameters: dict[str, Any]) -> Stored | Repeated | NotMember:
-    """The steps of ``SEND_POSTGRES``, one statement each (SQLite has no data-changing CTEs)."""
-    bumped = (await session.execute(_BUMP_PORTABLE, parameters)).one_or_none()
-    if bumped is None:
-        return NotMember()
-    seq, others_read, sender_read_before = bumped
-    parameters = {**parameters, "new_seq": seq}
-    message_id = (await session.execute(_INSERT_PORTABLE, parameters)).scalar_one_or_none()
-    if message_id is None:
-        return Repeated()
-    await session.execute(_MARK_SENDER, parameters)
-    return Stored(seq, message_id, others_read, sender_read_before)
 
 
 # Read markers ---------------------------------------------------------------------------------------
@@ -281,14 +115,15 @@ _PAGE_BEFORE = (
 _PAGE_AFTER = _page.where(_messages.c.seq > bindparam("after_seq")).order_by(_messages.c.seq).limit(_limit)
 _PAGE_OFFSET = _page.order_by(_messages.c.seq).limit(_limit).offset(bindparam("offset", type_=Integer))
 _MEMBER = select(_is_member)
+_ALL_READ = select(func.coalesce(func.min(_members.c.read_seq), 0)).where(_members.c.chat_id == _chat)
 _AFTER = _message_rows.where(_messages.c.seq > bindparam("after_seq")).order_by(_messages.c.seq).limit(_limit)
 _LAST_SEQ = select(_chats.c.last_seq).where(_chats.c.id == _chat)
 
 
-async def original(session: AsyncSession, chat_id: int, sender_id: int, client_id: str) -> Row[Any]:
-    """The message first stored under this client id."""
+async def original(session: AsyncSession, chat_id: int, sender_id: int, client_id: str) -> Row[Any] | None:
+    """The message stored under this client id, if any."""
     parameters = {"chat": chat_id, "sender": sender_id, "client": client_id}
-    return (await session.execute(_ORIGINAL, parameters)).one()
+    return (await session.execute(_ORIGINAL, parameters)).one_or_none()
 
 
 async def page(
@@ -330,3 +165,8 @@ async def rows_after(
 
 async def is_member(session: AsyncSession, chat_id: int, user_id: int) -> bool:
     return bool(await session.scalar(_MEMBER, {"chat": chat_id, "person": user_id}))
+
+
+async def all_read_of(session: AsyncSession, chat_id: int) -> int:
+    """The chat's all_read_seq: every message up to it has been read by every member."""
+    return int(await session.scalar(_ALL_READ, {"chat": chat_id}) or 0)

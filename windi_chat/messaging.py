@@ -8,26 +8,29 @@ database does not hold. The SQL itself is in ``message_sql``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from windi_chat import message_sql
+from windi_chat import message_batch, message_sql
 from windi_chat.errors import ChatNotFoundError, InvalidMessageError
 from windi_chat.events import EventBus
-from windi_chat.message_sql import NotMember, Repeated
+from windi_chat.message_batch import Pending
 from windi_chat.models import utcnow
 from windi_chat.schemas import MAX_TEXT_LENGTH, MessageOut, ReadOut
 
 __all__ = (
     "Sent",
     "can_read",
+    "clean_text",
     "history",
     "mark_read",
     "message_out",
     "messages_after",
     "send_message",
+    "send_messages",
 )
 
 logger = logging.getLogger("windi_chat.messaging")
@@ -60,46 +63,60 @@ def clean_text(text: str) -> str:
     return trimmed
 
 
+async def send_messages(
+    session: AsyncSession, events: EventBus, sends: Sequence[Pending]
+) -> list[Sent | ChatNotFoundError]:
+    """Store checked sends in one transaction and deliver the new messages to the chats' sockets.
+
+    Each send is stored once per (chat, sender, client id): a repeat stores nothing and answers with the
+    original. Seqs come from each chat's counter, moved once for the batch under the chat row's lock,
+    so they are gap-free and in the order the sends arrived. Sending moves the sender's read marker to
+    their message. The events go out on the commit: each chat's new messages in seq order, then at most
+    one ``read`` event per chat when the batch moved its all_read_seq (a sender was the last reader).
+    """
+    now = utcnow()
+    batch = await message_batch.store_batch(session, sends, now)
+    results: list[Sent | ChatNotFoundError] = []
+    last_sent: dict[int, MessageOut] = {}
+    for outcome in batch.outcomes:
+        if outcome.message is None:
+            results.append(ChatNotFoundError())
+            continue
+        stored = outcome.message
+        message = MessageOut(
+            id=stored.id,
+            chat_id=stored.chat_id,
+            seq=stored.seq,
+            sender_id=stored.sender_id,
+            text=stored.text,
+            timestamp=stored.created_at,
+            client_id=stored.client_id,
+            read=stored.seq <= batch.all_read[stored.chat_id][1],
+        )
+        results.append(Sent(message, outcome.created))
+        if outcome.created:
+            events.message(session, message)
+            last_sent[stored.chat_id] = message
+    for chat_id, message in last_sent.items():
+        before, after = batch.all_read[chat_id]
+        if after > before:
+            events.read(session, chat_id, message.sender_id, message.seq, after)
+    await session.commit()
+    if last_sent:
+        logger.debug("Messages stored: %d in %d chats", len(sends), len(last_sent))
+    return results
+
+
 async def send_message(
     session: AsyncSession, events: EventBus, chat_id: int, sender_id: int, client_id: str, text: str
 ) -> Sent:
-    """Store a message once per (chat, sender, client id) and deliver it to every socket of the chat.
-
-    The seq comes from bumping the chat's counter in the same transaction as the insert: the row lock
-    orders concurrent senders, so seqs are gap-free. A repeated client id inserts nothing (the unique
-    constraint settles parallel repeats), rolls the counter back, and returns the original. Sending also
-    moves the sender's read marker to the new message.
-    """
-    text = clean_text(text)
-    now = utcnow()
-    stored = await message_sql.store_message(session, chat_id, sender_id, client_id, text, now)
-    if isinstance(stored, NotMember | Repeated):
-        await session.rollback()
-        if isinstance(stored, NotMember):
-            raise ChatNotFoundError
-        row = await message_sql.original(session, chat_id, sender_id, client_id)
-        await session.commit()
-        return Sent(message_out(row, row.all_read_seq), created=False)
-    seq, others_read, sender_read_before = stored.seq, stored.others_read, stored.sender_read_before
-    all_read_before = sender_read_before if others_read is None else min(sender_read_before, others_read)
-    all_read_seq = seq if others_read is None else min(seq, others_read)
-    message = MessageOut(
-        id=stored.message_id,
-        chat_id=chat_id,
-        seq=seq,
-        sender_id=sender_id,
-        text=text,
-        timestamp=now,
-        client_id=client_id,
-        read=seq <= all_read_seq,
+    """One send, checked and stored on its own (see :func:`send_messages`)."""
+    [result] = await send_messages(
+        session, events, [Pending(chat_id, sender_id, client_id, clean_text(text))]
     )
-    events.message(session, message)
-    if all_read_seq > all_read_before:
-        # The sender was the last to read the earlier messages: sending read them, so say so.
-        events.read(session, chat_id, sender_id, seq, all_read_seq)
-    await session.commit()
-    logger.debug("Message stored: chat_id=%s seq=%s sender_id=%s", chat_id, seq, sender_id)
-    return Sent(message, created=True)
+    if isinstance(result, ChatNotFoundError):
+        raise result
+    return result
 
 
 async def mark_read(session: AsyncSession, events: EventBus, chat_id: int, user_id: int, seq: int) -> ReadOut:

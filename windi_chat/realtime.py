@@ -29,7 +29,7 @@ from windi_chat.errors import (
     UnavailableError,
 )
 from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, split_event
-from windi_chat.messaging import can_read, mark_read, messages_after, send_message
+from windi_chat.messaging import can_read, mark_read, messages_after
 from windi_chat.protocol import close_code, decode_client_frame, encode, error_frame
 from windi_chat.schemas import (
     MAX_FRAME_BYTES,
@@ -53,6 +53,7 @@ from windi_chat.sockets import (
     FrameRateLimiter,
     SocketRegistry,
 )
+from windi_chat.writer import MessageWriter
 
 __all__ = ("ChatConnection", "chat_socket")
 
@@ -84,6 +85,7 @@ async def chat_socket(
     sessions: NamedDependency[async_sessionmaker[AsyncSession]],
     settings: NamedDependency[Settings],
     registry: NamedDependency[SocketRegistry],
+    writer: NamedDependency[MessageWriter],
 ) -> None:
     """The live connection of one device to one chat. The token comes as ``?token=`` or a bearer header."""
     if registry.closing:
@@ -114,7 +116,7 @@ async def chat_socket(
         return
     try:
         await socket.accept()
-        connection = ChatConnection(socket, chat_id, user_id, subscriber, events, sessions, settings)
+        connection = ChatConnection(socket, chat_id, user_id, subscriber, events, sessions, writer, settings)
         registry.add(connection)
         logger.info("Socket opened: chat_id=%s user_id=%s socket=%s", chat_id, user_id, connection.socket_id)
         try:
@@ -137,6 +139,7 @@ class ChatConnection:
         subscriber: Subscriber,
         events: EventBus,
         sessions: async_sessionmaker[AsyncSession],
+        writer: MessageWriter,
         settings: Settings,
     ) -> None:
         self.socket = socket
@@ -147,6 +150,7 @@ class ChatConnection:
         self._subscriber = subscriber
         self._events = events
         self._sessions = sessions
+        self._writer = writer
         self._limiter = FrameRateLimiter(settings.ws_frames_per_second)
         # Events the socket may have waiting (settings.ws_socket_backlog); a socket this far behind is
         # closed and catches up on reconnect. The queue itself is unbounded, since Litestar's bounded
@@ -291,10 +295,7 @@ class ChatConnection:
     async def _act(self, frame: ClientFrame) -> None:
         """Carry out one client frame through the actions, as REST would."""
         if isinstance(frame, SendFrame):
-            async with unit_of_work(self._sessions) as session:
-                sent = await send_message(
-                    session, self._events, self.chat_id, self.user_id, frame.client_id, frame.text
-                )
+            sent = await self._writer.send(self.chat_id, self.user_id, frame.client_id, frame.text)
             await self._send(encode(AckFrame(client_id=frame.client_id, message=sent.message)))
         elif isinstance(frame, ReadFrame):
             async with unit_of_work(self._sessions) as session:

@@ -1,0 +1,241 @@
+"""Sends stored in batches: one transaction for many, with every guarantee of a send on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from tests.conftest import fetch, make_settings
+from windi_chat.database import create_db_config
+from windi_chat.errors import ChatNotFoundError, DatabaseUnavailableError
+from windi_chat.events import EventBus, split_event
+from windi_chat.message_batch import Pending
+from windi_chat.messaging import Sent, send_messages
+from windi_chat.writer import MessageWriter
+
+ADA, BOB, CY = 1, 2, 3
+
+
+async def _seed(url: str) -> None:
+    """Ada and Bob in private chat 1; Ada, Bob and Cy in group 2; nobody has sent anything."""
+    config = create_db_config(make_settings(url))
+    engine = config.get_engine()
+    # PostgreSQL's identity columns take given ids only when told to.
+    values = "OVERRIDING SYSTEM VALUE VALUES" if engine.dialect.name == "postgresql" else "VALUES"
+    now = "CURRENT_TIMESTAMP"
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    f"INSERT INTO users (id, name, email, password_hash, created_at) {values} "
+                    f"(1, 'Ada', 'ada@example.com', 'x', {now}), (2, 'Bob', 'bob@example.com', 'x', {now}), "
+                    f"(3, 'Cy', 'cy@example.com', 'x', {now})"
+                )
+            )
+            await connection.execute(
+                text(
+                    f"INSERT INTO chats (id, type, created_at, last_seq, last_activity_at) {values} "
+                    f"(1, 'private', {now}, 0, {now}), (2, 'group', {now}, 0, {now})"
+                )
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO chat_members (chat_id, user_id, role, joined_at, read_seq) VALUES "
+                    "(1, 1, 'member', CURRENT_TIMESTAMP, 0), (1, 2, 'member', CURRENT_TIMESTAMP, 0), "
+                    "(2, 1, 'owner', CURRENT_TIMESTAMP, 0), (2, 2, 'member', CURRENT_TIMESTAMP, 0), "
+                    "(2, 3, 'member', CURRENT_TIMESTAMP, 0)"
+                )
+            )
+    finally:
+        await engine.dispose()
+
+
+class Recorder:
+    """An EventBus whose publishing keeps each frame, decoded."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.bus = EventBus(lambda payload, _channel: self.frames.append(json.loads(split_event(payload)[2])))
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [frame for frame in self.frames if frame["type"] == kind]
+
+
+def _run(url: str, work: Callable[[Any, Recorder], Awaitable[Any]]) -> tuple[Any, Recorder]:
+    async def main() -> Any:
+        await _seed(url)
+        config = create_db_config(make_settings(url))
+        try:
+            return await work(config.create_session_maker(), recorder)
+        finally:
+            await config.get_engine().dispose()
+
+    recorder = Recorder()
+    return asyncio.run(main()), recorder
+
+
+async def _batch(sessions: Any, recorder: Recorder, sends: list[Pending]) -> list[Any]:
+    async with sessions() as session:
+        return await send_messages(session, recorder.bus, sends)
+
+
+def test_repeats_inside_a_batch_and_across_batches_store_one_row_each(database_url: str) -> None:
+    async def work(sessions: Any, recorder: Recorder) -> tuple[list[Any], list[Any]]:
+        first = await _batch(
+            sessions,
+            recorder,
+            [
+                Pending(1, ADA, "a", "one"),
+                Pending(1, ADA, "a", "one, sent again"),
+                Pending(1, BOB, "a", "Bob's own a"),
+                Pending(1, ADA, "b", "two"),
+            ],
+        )
+        second = await _batch(
+            sessions, recorder, [Pending(1, ADA, "a", "late retry"), Pending(1, ADA, "c", "3")]
+        )
+        return first, second
+
+    (first, second), recorder = _run(database_url, work)
+
+    assert [(r.message.seq, r.created) for r in first] == [(1, True), (1, False), (2, True), (3, True)]
+    assert first[1].message.id == first[0].message.id
+    assert first[1].message.text == "one"
+    assert [(r.message.seq, r.created) for r in second] == [(1, False), (4, True)]
+    assert second[0].message.text == "one"
+    rows = fetch(database_url, "SELECT seq, sender_id, client_id, text FROM messages ORDER BY seq")
+    assert rows == [
+        (1, ADA, "a", "one"),
+        (2, BOB, "a", "Bob's own a"),
+        (3, ADA, "b", "two"),
+        (4, ADA, "c", "3"),
+    ]
+    assert fetch(database_url, "SELECT last_seq FROM chats WHERE id = 1") == [(4,)]
+    assert [frame["message"]["seq"] for frame in recorder.of_type("message")] == [1, 2, 3, 4]
+
+
+def test_a_batch_across_chats_numbers_each_chat_on_its_own(database_url: str) -> None:
+    sends = [
+        Pending(2, CY, "g1", "group 1"),
+        Pending(1, ADA, "p1", "private 1"),
+        Pending(2, BOB, "g2", "group 2"),
+    ]
+
+    async def work(sessions: Any, recorder: Recorder) -> list[Any]:
+        return await _batch(sessions, recorder, sends)
+
+    results, recorder = _run(database_url, work)
+
+    assert [(r.message.chat_id, r.message.seq) for r in results] == [(2, 1), (1, 1), (2, 2)]
+    assert fetch(database_url, "SELECT id, last_seq FROM chats ORDER BY id") == [(1, 1), (2, 2)]
+    by_chat = [(f["message"]["chat_id"], f["message"]["seq"]) for f in recorder.of_type("message")]
+    assert [seq for chat, seq in by_chat if chat == 2] == [1, 2]
+
+
+def test_a_non_member_in_a_batch_fails_alone(database_url: str) -> None:
+    async def work(sessions: Any, recorder: Recorder) -> list[Any]:
+        return await _batch(
+            sessions,
+            recorder,
+            [Pending(1, ADA, "a", "hi"), Pending(1, CY, "x", "not mine"), Pending(1, BOB, "b", "hello")],
+        )
+
+    results, _ = _run(database_url, work)
+
+    assert isinstance(results[1], ChatNotFoundError)
+    assert [results[0].message.seq, results[2].message.seq] == [1, 2]
+    assert fetch(database_url, "SELECT count(*) FROM messages WHERE sender_id = 3") == [(0,)]
+
+
+def test_a_batch_announces_one_read_event_per_chat_with_the_final_all_read_seq(database_url: str) -> None:
+    # Bob, then Ada, then Bob again: the batch leaves both markers at or past seq 2.
+    async def work(sessions: Any, recorder: Recorder) -> list[Any]:
+        return await _batch(
+            sessions,
+            recorder,
+            [Pending(1, BOB, "1", "one"), Pending(1, ADA, "2", "two"), Pending(1, BOB, "3", "three")],
+        )
+
+    results, recorder = _run(database_url, work)
+
+    assert [r.message.read for r in results] == [True, True, False]
+    assert recorder.of_type("read") == [
+        {"type": "read", "chat_id": 1, "user_id": BOB, "seq": 3, "all_read_seq": 2}
+    ]
+    assert fetch(database_url, "SELECT user_id, read_seq FROM chat_members WHERE chat_id = 1 ORDER BY 1") == [
+        (ADA, 2),
+        (BOB, 3),
+    ]
+
+
+def test_concurrent_sends_through_the_writer_are_stored_gap_free(database_url: str) -> None:
+    async def work(sessions: Any, recorder: Recorder) -> list[Any]:
+        writer = MessageWriter(sessions, recorder.bus, max_batch=8)
+        sends = [
+            writer.send(1 + index % 2, [ADA, BOB][index % 2], f"c-{index % 30}", f"text {index}")
+            for index in range(60)
+        ]
+        try:
+            return await asyncio.gather(*sends, return_exceptions=True)
+        finally:
+            await writer.close()
+
+    results, recorder = _run(database_url, work)
+
+    assert all(isinstance(result, Sent) for result in results)
+    assert sum(result.created for result in results) == 30  # each key twice: once stored, once a repeat
+    for chat_id in (1, 2):
+        seqs = [seq for (seq,) in fetch(database_url, f"SELECT seq FROM messages WHERE chat_id = {chat_id}")]  # noqa: S608
+        assert sorted(seqs) == list(range(1, 16))
+        delivered = [
+            f["message"]["seq"] for f in recorder.of_type("message") if f["message"]["chat_id"] == chat_id
+        ]
+        assert delivered == list(range(1, 16))  # published in seq order
+
+
+def test_a_batch_cut_off_by_the_database_fails_every_send_and_the_next_one_works(
+    pg_database_url: str,
+) -> None:
+    dsn = pg_database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def work(sessions: Any, recorder: Recorder) -> tuple[list[Any], Any]:
+        writer = MessageWriter(sessions, recorder.bus)
+        locker, watcher = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+        try:
+            transaction = locker.transaction()
+            await transaction.start()
+            await locker.execute("SELECT 1 FROM chats WHERE id = 1 FOR UPDATE")
+            sends = [asyncio.ensure_future(writer.send(1, ADA, f"cut-{i}", "lost?")) for i in range(3)]
+            for _ in range(200):  # until the writer's batch waits for the lock
+                # From another connection: activity seen inside a transaction is a snapshot taken once.
+                waiting = await watcher.fetchval(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the batch never waited for the chat row's lock")
+            await watcher.execute("SELECT pg_terminate_backend($1)", waiting)
+            await transaction.rollback()
+            failed = await asyncio.gather(*sends, return_exceptions=True)
+            after = await writer.send(1, ADA, "after", "still here")
+            return failed, after
+        finally:
+            await locker.close()
+            await watcher.close()
+            await writer.close()
+
+    (failed, after), recorder = _run(pg_database_url, work)
+
+    assert all(isinstance(result, DatabaseUnavailableError) for result in failed), failed
+    assert (after.message.seq, after.created) == (1, True)
+    assert fetch(pg_database_url, "SELECT client_id FROM messages") == [("after",)]
+    assert [f["message"]["client_id"] for f in recorder.of_type("message")] == ["after"]
