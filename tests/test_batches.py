@@ -239,3 +239,42 @@ def test_a_batch_cut_off_by_the_database_fails_every_send_and_the_next_one_works
     assert (after.message.seq, after.created) == (1, True)
     assert fetch(pg_database_url, "SELECT client_id FROM messages") == [("after",)]
     assert [f["message"]["client_id"] for f in recorder.of_type("message")] == ["after"]
+
+
+def test_a_member_removed_while_their_sends_wait_stores_none_of_them(pg_database_url: str) -> None:
+    dsn = pg_database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def work(sessions: Any, recorder: Recorder) -> list[Any]:
+        writer = MessageWriter(sessions, recorder.bus)
+        locker, watcher = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+        try:
+            transaction = locker.transaction()
+            await transaction.start()
+            await locker.execute("SELECT 1 FROM chats WHERE id = 2 FOR UPDATE")
+            sends = [
+                asyncio.ensure_future(writer.send(2, CY, f"queued-{i}", "still here?")) for i in range(3)
+            ]
+            sends.append(asyncio.ensure_future(writer.send(2, BOB, "bob", "I stay")))
+            for _ in range(200):  # until the batch waits for the group's row
+                if await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                ):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the batch never waited for the group's row")
+            await locker.execute("DELETE FROM chat_members WHERE chat_id = 2 AND user_id = 3")
+            await transaction.commit()
+            return await asyncio.gather(*sends, return_exceptions=True)
+        finally:
+            await locker.close()
+            await watcher.close()
+            await writer.close()
+
+    results, recorder = _run(pg_database_url, work)
+
+    assert all(isinstance(result, ChatNotFoundError) for result in results[:3]), results
+    assert (results[3].message.seq, results[3].created) == (1, True)
+    assert fetch(pg_database_url, "SELECT sender_id, seq FROM messages") == [(BOB, 1)]
+    assert [f["message"]["sender_id"] for f in recorder.of_type("message")] == [BOB]
