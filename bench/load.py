@@ -133,6 +133,7 @@ class Ledger:
     sent_at: dict[str, float] = field(default_factory=dict)
     acked: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # client id -> chat, seq, id
     latencies: list[float] = field(default_factory=list)  # seconds, send to another member's receipt
+    ack_latencies: list[float] = field(default_factory=list)  # seconds, send to its ack
     deliveries: int = 0
     errors: list[str] = field(default_factory=list)
     closes: list[str] = field(default_factory=list)
@@ -141,6 +142,7 @@ class Ledger:
 
     def start_phase(self) -> None:
         self.latencies = []
+        self.ack_latencies = []
         self.deliveries = 0
 
 
@@ -210,6 +212,9 @@ class ChatSocket:
                     self._on_message(message, now)
                 elif frame.type == "ack" and message is not None:
                     ledger.acked[message.client_id] = (message.chat_id, message.seq, message.id)
+                    sent_at = ledger.sent_at.get(message.client_id)
+                    if sent_at is not None:
+                        ledger.ack_latencies.append(now - sent_at)
                     if message.seq <= self._last_ack_seq:
                         ledger.ack_order_violations += 1
                     self._last_ack_seq = message.seq
@@ -270,9 +275,11 @@ class Phase:
     server_cpu_seconds: float
     driver_cpu_seconds: float
     latencies: list[float]
+    ack_latencies: list[float] = field(default_factory=list)
 
     def figures(self) -> dict[str, float]:
         latency_ms = {key: round(value * 1000, 2) for key, value in percentiles(self.latencies).items()}
+        ack_ms = {key: round(value * 1000, 2) for key, value in percentiles(self.ack_latencies).items()}
         return {
             "acked_per_second": round(self.acked / self.seconds, 1),
             "deliveries_per_second": round(self.deliveries / self.seconds, 1),
@@ -280,6 +287,7 @@ class Phase:
             "deliveries": self.deliveries,
             "seconds": round(self.seconds, 3),
             **{f"latency_{key}_ms": value for key, value in latency_ms.items()},
+            **{f"ack_latency_{key}_ms": value for key, value in ack_ms.items()},
             "server_cpu_us_per_ack": round(self.server_cpu_seconds / max(1, self.acked) * 1e6, 1),
             "server_cpu_us_per_delivery": round(self.server_cpu_seconds / max(1, self.deliveries) * 1e6, 1),
             "server_cpu_share_of_one_core": round(self.server_cpu_seconds / self.seconds, 2),
@@ -338,6 +346,7 @@ async def run_phase(
         server_cpu_seconds=cpu_after - cpu_before,
         driver_cpu_seconds=driver_after - driver_before,
         latencies=ledger.latencies,
+        ack_latencies=ledger.ack_latencies,
     )
 
 
