@@ -375,6 +375,20 @@ async def _settle(sockets: Sequence[ChatSocket], senders: Sequence[ChatSocket], 
         await asyncio.sleep(1)  # let in-flight frames land before counting what is missing
 
 
+async def batch_sizes(dsn: str) -> dict[str, float]:
+    """Percentiles of how many messages the server stored per transaction.
+
+    The messages of one batch share the batch's timestamp, so counting rows per ``created_at`` tells
+    the batch sizes from the database alone (repeats, which store nothing, are not counted).
+    """
+    connection = await asyncpg.connect(dsn)
+    try:
+        counts = await connection.fetch("SELECT count(*) AS size FROM messages GROUP BY created_at")
+    finally:
+        await connection.close()
+    return percentiles([row["size"] for row in counts])
+
+
 async def _stored(dsn: str, chat_ids: list[int]) -> tuple[dict[int, int], list[asyncpg.Record]]:
     connection = await asyncpg.connect(dsn)
     try:

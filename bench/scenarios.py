@@ -17,7 +17,18 @@ from typing import Any
 
 import asyncpg
 
-from bench.load import Api, ChatSocket, Ledger, Member, Phase, connect_all, percentiles, run_phase, verify
+from bench.load import (
+    Api,
+    ChatSocket,
+    Ledger,
+    Member,
+    Phase,
+    batch_sizes,
+    connect_all,
+    percentiles,
+    run_phase,
+    verify,
+)
 from bench.procs import ADMIN_DSN, BENCH_DB, DB_DSN, ServerProcess, reset_database, running_server
 
 __all__ = ("Context", "Params", "Result", "group", "limits", "login", "pairs", "pairs_redis")
@@ -178,6 +189,7 @@ async def pairs(ctx: Context) -> Result:
     async with running_server("chat", "pairs") as server:
         peak, paced, failures = await _pairs_load(ctx, [server], "pairs", profile=True)
         result.correctness(failures, server)
+        result.figures["batch_size"] = await batch_sizes(DB_DSN)
     peak_rate = peak.acked / peak.seconds
     ctx.pairs_peak[p.pairs] = peak_rate
     limit = await ctx.db_limit()
@@ -187,7 +199,7 @@ async def pairs(ctx: Context) -> Result:
     result.figures["ratio_to_limit_a"] = ratio
     cpu = result.figures["peak"]["server_cpu_us_per_ack"]
     result.target("server CPU <= 150 us per acked message (peak)", cpu, cpu <= 150)
-    result.target("acked msg/s >= 50% of limit (a)", ratio, ratio >= 0.5)
+    result.target("acked msg/s >= 1.0x limit (a)", ratio, ratio >= 1.0)
     p99 = result.figures["paced_half_peak"]["latency_p99_ms"]
     result.target("p99 send-to-delivery < 25 ms at half peak rate", p99, p99 < 25)
     return result
@@ -213,6 +225,7 @@ async def pairs_redis(ctx: Context) -> Result:
         result.correctness(
             failures + [f"second server logged: {line[:300]}" for line in second.error_lines()], first
         )
+        result.figures["batch_size"] = await batch_sizes(DB_DSN)
     result.figures["peak"] = peak.figures()
     result.figures["paced_half_peak"] = paced.figures()
     one_process = ctx.pairs_peak.get(p.pairs)
@@ -258,6 +271,7 @@ async def group(ctx: Context) -> Result:
         await _close(sockets)
         await api.close()
         result.correctness(failures, server)
+        result.figures["batch_size"] = await batch_sizes(DB_DSN)
     limit = await ctx.ws_limit()
     result.figures["peak"] = peak.figures()
     result.figures["paced_half_peak"] = paced.figures()
