@@ -1,8 +1,9 @@
 """The WebSocket ``/ws/{chat_id}``: live delivery through channels, client frames through the actions.
 
-A socket subscribes to its chat's channel before it accepts, so it misses nothing published after the
-handshake. Each socket runs two loops: one reads client frames in order and calls the messaging
-actions; the other forwards the chat's events. Nothing here writes SQL.
+A socket subscribes to its chat's channel before it checks membership and accepts, so it misses nothing
+published after the handshake, its own removal included. Each socket runs two loops: one reads client
+frames in order and calls the messaging actions; the other forwards the chat's events. Nothing here
+writes SQL.
 """
 
 from __future__ import annotations
@@ -101,18 +102,20 @@ async def chat_socket(
     if raw_after is not None and after_seq is None:
         await _refuse(socket, CLOSE_BAD_REQUEST, "after_seq must be a non-negative integer")
         return
-    try:
-        async with unit_of_work(sessions) as session:
-            if not await can_read(session, chat_id, user_id):
-                raise ChatNotFoundError
-    except DomainError as error:
-        await _refuse(socket, close_code(error), error.detail)
-        return
+    # Subscribed before membership is checked: a removal that commits after the check is published
+    # after it too, so this socket hears it and closes; one that commits before fails the check.
     subscriber = await registry.subscribe(chat_id)
     if subscriber is None:
         await _refuse(socket, CLOSE_TRY_AGAIN, "live delivery unavailable")
         return
     try:
+        try:
+            async with unit_of_work(sessions) as session:
+                if not await can_read(session, chat_id, user_id):
+                    raise ChatNotFoundError
+        except DomainError as error:
+            await _refuse(socket, close_code(error), error.detail)
+            return
         await socket.accept()
         connection = ChatConnection(socket, chat_id, user_id, subscriber, events, sessions, settings)
         registry.add(connection)
@@ -123,7 +126,7 @@ async def chat_socket(
             registry.discard(connection)
         logger.info("Socket closed: chat_id=%s user_id=%s socket=%s", chat_id, user_id, connection.socket_id)
     finally:
-        await registry.unsubscribe(subscriber)
+        await registry.unsubscribe(subscriber, chat_id)
 
 
 class ChatConnection:

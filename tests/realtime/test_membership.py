@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from tests.api import Api
+from tests.conftest import LiveServer
+from tests.reconnect_race import CLOSED_AS_REMOVED, reconnect_during_removal
 from tests.wsclient import (
     is_message,
     is_type,
@@ -57,3 +60,22 @@ def test_removed_members_sockets_are_closed_with_4403_and_get_nothing_after_the_
     assert cy_frames[0] == removed
     for socket in (bob_phone, bob_laptop):
         assert receive_until_closed(socket) == ([removed], CLOSE_FORBIDDEN)
+
+
+def test_no_socket_of_a_member_reconnecting_during_their_removal_survives_it(
+    rest: Api, shared_server: LiveServer
+) -> None:
+    """25 handshakes in flight while the removal commits: each one ends closed, none hears what follows."""
+    fates: list[str] = []
+    for round_ in range(3):
+        ada, bob = rest.people("Ada", "Bob")
+        chat_id = rest.group(ada, "Team", [bob])["id"]
+        fates += reconnect_during_removal(
+            shared_server.ws_url,
+            chat_id,
+            bob.token,
+            remove=partial(rest.remove_member, ada, chat_id, bob, expect=200),
+            post=partial(rest.send, ada, chat_id, "after the removal", f"after-{round_}"),
+        )
+    assert fates
+    assert [fate for fate in fates if fate != CLOSED_AS_REMOVED] == []
