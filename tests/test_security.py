@@ -18,6 +18,7 @@ import jwt
 import pytest
 from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
+from websockets.frames import Close, Frame, Opcode
 from websockets.sync.client import connect
 
 from tests.api import Account, Api
@@ -412,3 +413,15 @@ def test_the_server_log_masks_tokens_however_their_key_or_value_is_encoded(
     for token in (ada.token, bob.token):
         assert token not in log
         assert token.split(".")[2] not in log  # not even the signature
+
+
+def test_redaction_reduces_a_websocket_data_frame_to_its_kind_and_size() -> None:
+    frame = Frame(Opcode.TEXT, b'{"type": "auth", "token": "' + JWT.encode() + b'"}')
+    record = redacted(logging.LogRecord("uvicorn.error", logging.DEBUG, __file__, 1, "< %s", (frame,), None))
+    assert record.getMessage() == f"< TEXT [{len(frame.data)} bytes]"
+
+
+def test_redaction_keeps_a_websocket_close_frame_readable() -> None:
+    frame = Frame(Opcode.CLOSE, Close(4403, "removed from this chat").serialize())
+    record = redacted(logging.LogRecord("uvicorn.error", logging.DEBUG, __file__, 1, "> %s", (frame,), None))
+    assert record.getMessage() == "> CLOSE 4403 (private use) removed from this chat [24 bytes]"

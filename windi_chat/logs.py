@@ -1,7 +1,9 @@
 """Logging: text or JSON lines, and no token ever reaches a log line.
 
 The WebSocket URL carries ``?token=``, and uvicorn logs WebSocket paths with their query string even
-with the access log off, so the redaction filter sits on every handler that could print one.
+with the access log off, so the redaction filter sits on every handler that could print one. At DEBUG
+the WebSocket library logs every frame; the filter keeps only their kind and size, so neither message
+text nor an in-band token gets through.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ _SECRET_PATTERNS = (
     (re.compile(rf"eyJ[\w-]{{4,}}{_JWT_DOT}[\w-]{{4,}}{_JWT_DOT}[\w-]+"), "[redacted]"),
 )
 MAX_DECODING_ROUNDS = 8
+_DATA_OPCODES = frozenset({"TEXT", "BINARY", "CONT"})
 PROTECTED_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "windi_chat", "litestar")
 
 
@@ -68,6 +71,23 @@ def redact(text: str) -> str:
     return text
 
 
+def _redact_argument(argument: object) -> object:
+    """A string redacted; a WebSocket data frame reduced to its kind and size; anything else as is.
+
+    The ``websockets`` library logs every frame at DEBUG (``< TEXT '{"type": "send", ...}'``) through
+    uvicorn's logger: message text and in-band tokens would reach the log, elided in the middle so that
+    no pattern can recognise a token.
+    """
+    if isinstance(argument, str):
+        return redact(argument)
+    # Duck-typed: uvicorn may run on another WebSocket library, and logging must not import one.
+    kind = getattr(getattr(argument, "opcode", None), "name", None)
+    data = getattr(argument, "data", None)
+    if kind in _DATA_OPCODES and isinstance(data, bytes | bytearray):
+        return f"{kind} [{len(data)} bytes]"
+    return argument
+
+
 class RedactSecrets(logging.Filter):
     """Masks tokens in a record's message and arguments, keeping the arguments' shape.
 
@@ -79,7 +99,7 @@ class RedactSecrets(logging.Filter):
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
-            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+            record.args = tuple(_redact_argument(arg) for arg in record.args)
         elif isinstance(record.args, dict):
             record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
         if record.exc_info and not record.exc_text:
