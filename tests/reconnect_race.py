@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+
+from tests.api import Api
 
 __all__ = ("CLOSED_AS_REMOVED", "reconnect_during_removal")
 
@@ -69,11 +72,19 @@ async def _race(url: str, loops: int, remove: Callable[[], Any], post: Callable[
         await asyncio.gather(*(socket.close() for socket in kept), return_exceptions=True)
 
 
-def reconnect_during_removal(
-    ws_url: str, chat_id: int, token: str, remove: Callable[[], Any], post: Callable[[], Any], loops: int = 25
-) -> list[str]:
-    """Run ``loops`` reconnect loops of one member while ``remove()`` runs, then ``post()`` a message.
+def reconnect_during_removal(api: Api, ws_url: str, rounds: int = 3, loops: int = 25) -> list[str]:
+    """Remove a member from a fresh group ``rounds`` times while ``loops`` reconnect loops of theirs run.
 
-    Returns the fate of every socket that opened once the removal had started.
+    REST goes through ``api``, the sockets to ``ws_url`` (another process's, to race across two).
+    After each removal the owner posts a message. Returns the fate of every socket that opened once a
+    removal had started.
     """
-    return asyncio.run(_race(f"{ws_url}/ws/{chat_id}?token={token}", loops, remove, post))
+    fates: list[str] = []
+    for round_ in range(rounds):
+        owner, member = api.people("Owner", "Member")
+        chat_id = api.group(owner, "Team", [member])["id"]
+        remove = partial(api.remove_member, owner, chat_id, member, expect=200)
+        post = partial(api.send, owner, chat_id, "after the removal", f"after-{round_}")
+        url = f"{ws_url}/ws/{chat_id}?token={member.token}"
+        fates += asyncio.run(_race(url, loops, remove, post))
+    return fates
