@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,8 +185,10 @@ class LiveServer:
         return httpx.Client(base_url=self.base_url, timeout=10)
 
 
-def start_server(database_url: str, log_path: Path, extra_env: dict[str, str] | None = None) -> LiveServer:
-    """Start ``windi-chat run`` as a subprocess and wait until /health answers."""
+def start_server(
+    database_url: str, log_path: Path, extra_env: dict[str, str] | None = None, args: Sequence[str] = ()
+) -> LiveServer:
+    """Start ``windi-chat run`` (with ``args``) as a subprocess and wait until /health answers."""
     port = free_port()
     env = {
         **os.environ,
@@ -200,7 +202,17 @@ def start_server(database_url: str, log_path: Path, extra_env: dict[str, str] | 
     }
     with log_path.open("wb") as log_file:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
-            [sys.executable, "-m", "windi_chat.cli", "run", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "windi_chat.cli",
+                "run",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *args,
+            ],
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -334,3 +334,40 @@ def test_the_logging_config_uses_the_chosen_format() -> None:
 def test_socket_limits_must_be_positive(name: str, value: str) -> None:
     with pytest.raises(ConfigurationError):
         Settings.from_env({name: value}, env_file=None)
+
+
+# --- Allowed origins ---
+
+
+def test_allowed_origins_are_read_as_browsers_send_them() -> None:
+    settings = Settings.from_env(
+        {"WINDI_ALLOWED_ORIGINS": " https://App.Example:443, http://localhost:3000,,https://[::1]:8443 "},
+        env_file=None,
+    )
+    assert settings.origins == ("https://app.example", "http://localhost:3000", "https://[::1]:8443")
+
+
+def test_no_allowed_origins_by_default() -> None:
+    assert Settings().origins == ()
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "*",
+        "https://*.example.com",
+        "app.example",
+        "https://app.example/",
+        "https://app.example/path",
+        "https://app.example?x=1",
+        "ftp://app.example",
+        "https://user@app.example",
+        "https://app.example:99999",
+        "https://app example",
+        "null",
+    ],
+)
+def test_an_entry_that_is_not_an_origin_is_refused_naming_it(entry: str) -> None:
+    with pytest.raises(ConfigurationError, match="WINDI_ALLOWED_ORIGINS") as refused:
+        Settings.from_env({"WINDI_ALLOWED_ORIGINS": f"https://ok.example,{entry}"}, env_file=None)
+    assert repr(entry) in str(refused.value)

@@ -10,13 +10,19 @@ from litestar.channels import ChannelsPlugin
 from litestar.exceptions import WebSocketDisconnect
 from litestar.testing import TestClient
 
-from tests.conftest import make_settings, register_and_login
+from tests.conftest import make_settings, register_and_login, wait_for
 from windi_chat.app import create_app
 from windi_chat.config import ConfigurationError
 from windi_chat.delivery import create_backend
 from windi_chat.pg_channels import PayloadAssembler, encode_payloads
 
 BREAK = b"break the stream"
+
+
+def app_channels(app: Any) -> dict[str, Any]:
+    """The channels the plugin holds an entry for (a private attribute: what a leak would grow)."""
+    channels: dict[str, Any] = app.plugins.get(ChannelsPlugin)._channels
+    return channels
 
 
 def guarded_inner_backend(app: Any) -> Any:
@@ -115,6 +121,22 @@ def test_failed_subscribe_refuses_the_socket_with_1013_and_the_next_one_is_serve
     with client.websocket_connect(f"/ws/{chat_id}?token={bob.token}") as socket:
         send(client, ada, chat_id, "live")
         assert socket.receive_json(timeout=10)["message"]["client_id"] == "live"
+
+
+def test_sockets_to_many_chats_leave_no_channel_behind_once_closed(client: TestClient[Any]) -> None:
+    """A client probing chat ids subscribes to each on the way in; closing must forget every one."""
+    ada, bob, chat_id = private_chat(client)
+    channels = app_channels(client.app)
+    for probed in range(chat_id + 1, chat_id + 51):
+        with client.websocket_connect(f"/ws/{probed}?token={bob.token}") as socket:
+            with pytest.raises(WebSocketDisconnect) as closed:
+                socket.receive_text(timeout=10)
+            assert closed.value.code == 4403
+    with client.websocket_connect(f"/ws/{chat_id}?token={bob.token}") as socket:
+        send(client, ada, chat_id, "live")
+        assert socket.receive_json(timeout=10)["message"]["client_id"] == "live"
+        assert list(channels) == [f"chat:{chat_id}"]
+    wait_for(lambda: not channels)
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.api import Account, Api
 from tests.conftest import REQUIRE_PG, LiveServer, fetch, free_port, start_server, stop_server, wait_for
+from tests.reconnect_race import CLOSED_AS_REMOVED, reconnect_during_removal
 from tests.wsclient import (
     Frame,
     is_message,
@@ -215,6 +216,14 @@ def test_removal_on_one_process_closes_the_members_socket_on_the_other(cluster: 
         frames, code = receive_until_closed(member_b)
     assert code == CLOSE_FORBIDDEN
     assert [f["type"] for f in frames] == ["member_removed"]
+
+
+def test_a_member_reconnecting_to_one_process_while_removed_on_the_other_keeps_no_socket(
+    cluster: Cluster,
+) -> None:
+    fates = reconnect_during_removal(cluster.api(cluster.a), cluster.b.ws_url)
+    assert fates
+    assert [fate for fate in fates if fate != CLOSED_AS_REMOVED] == []
 
 
 def test_concurrent_sends_on_both_processes_are_gap_free_and_reach_every_socket_once(

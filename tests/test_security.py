@@ -11,16 +11,19 @@ import re
 import sys
 import warnings
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
+from websockets.frames import Close, Frame, Opcode
 from websockets.sync.client import connect
 
 from tests.api import Account, Api
-from tests.conftest import TEST_SECRET, LiveServer, run, wait_for
+from tests.conftest import TEST_SECRET, LiveServer, run, start_server, stop_server, wait_for
+from tests.wsclient import send_and_confirm
 from windi_chat.logs import RedactSecrets
 from windi_chat.security import PasswordHasher, TokenCodec
 
@@ -317,3 +320,108 @@ def test_the_server_log_never_contains_a_token(live_server: LiveServer) -> None:
     assert "Login succeeded" in log
     assert account.token not in log
     assert account.token.split(".")[2] not in log  # not even the signature
+
+
+# Every way of writing the ``token`` key that the server, or a proxy, may read as ``token``.
+ENCODED_TOKEN_KEYS = [
+    "tok%65n",
+    "%74oken",
+    "%74%6F%6B%65%6E",
+    "to%6Ben",
+    "TO%6bEN",
+    "%2574oken",
+    "%252574oken",
+]
+
+
+@pytest.mark.parametrize("key", [*ENCODED_TOKEN_KEYS, "access_token", "access%5Ftoken", "refresh_token"])
+def test_redaction_masks_a_token_whatever_the_encoding_of_its_key(key: str) -> None:
+    record = redacted(
+        logging.LogRecord(
+            "uvicorn.error",
+            logging.INFO,
+            __file__,
+            1,
+            '%s - "WebSocket %s" [accepted]',
+            ("127.0.0.1:5000", f"/ws/1?after_seq=2&{key}=SECRET-VALUE"),
+            None,
+        )
+    )
+    assert (
+        record.getMessage() == f'127.0.0.1:5000 - "WebSocket /ws/1?after_seq=2&{key}=[redacted]" [accepted]'
+    )
+
+
+def test_redaction_masks_every_copy_of_a_repeated_token() -> None:
+    record = redacted(
+        logging.LogRecord("x", logging.INFO, __file__, 1, "%s", ("/ws/1?token=FIRST&tok%65n=SECOND",), None)
+    )
+    assert record.getMessage() == "/ws/1?token=[redacted]&tok%65n=[redacted]"
+
+
+def test_redaction_masks_a_token_whose_equals_sign_is_encoded_too() -> None:
+    record = redacted(
+        logging.LogRecord("x", logging.INFO, __file__, 1, "/ws/1?token%3DSECRET&a=1", None, None)
+    )
+    assert record.getMessage() == "/ws/1?[redacted]&a=1"
+
+
+def test_redaction_masks_a_jwt_whose_dots_are_encoded() -> None:
+    encoded = JWT.replace(".", "%2E")
+    record = redacted(logging.LogRecord("x", logging.INFO, __file__, 1, "see %s", (encoded,), None))
+    assert record.getMessage() == "see [redacted]"
+
+
+@pytest.mark.parametrize(
+    "path", ["/users?search=tok%65n", "/history/3?after_seq=5&limit=50", "/chats?x=token"]
+)
+def test_redaction_leaves_other_parameters_alone(path: str) -> None:
+    assert redacted(logging.LogRecord("x", logging.INFO, __file__, 1, path, None, None)).getMessage() == path
+
+
+def test_the_server_log_masks_tokens_however_their_key_or_value_is_encoded(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """uvicorn's access lines and its WebSocket lines (``uvicorn.error``), from a real server."""
+    server = start_server(sqlite_url, tmp_path / "server.log", args=["--access-log"])
+    try:
+        with server.http() as http:
+            api = Api(http)
+            ada, bob = api.people("Ada", "Bob")
+            chat_id = api.private_chat(ada, bob)["id"]
+            # The server itself reads an encoded key as ``token``: this socket is Ada's.
+            with connect(f"{server.ws_url}/ws/{chat_id}?tok%65n={ada.token}", open_timeout=5) as socket:
+                assert send_and_confirm(socket, "encoded-key")["sender_id"] == ada.id
+            queries = [f"{key}={ada.token}" for key in ENCODED_TOKEN_KEYS] + [
+                f"token={bob.token}&token={ada.token}",
+                f"token%3D{ada.token}",
+                f"token={ada.token.replace('.', '%2E')}",
+            ]
+            for query in queries:
+                http.get(f"/users/me?{query}")
+                with connect(f"{server.ws_url}/ws/{chat_id}?{query}", open_timeout=5):
+                    pass
+            http.get("/users/me?last=1")
+            with connect(f"{server.ws_url}/ws/{chat_id}?last=1", open_timeout=5):
+                pass
+        wait_for(lambda: '"GET /users/me?last=1' in server.log() and f"/ws/{chat_id}?last=1" in server.log())
+        log = server.log()
+    finally:
+        stop_server(server)
+    assert f'"WebSocket /ws/{chat_id}?tok%65n=[redacted]"' in log
+    assert '"GET /users/me?%2574oken=[redacted] HTTP/1.1" 401' in log
+    for token in (ada.token, bob.token):
+        assert token not in log
+        assert token.split(".")[2] not in log  # not even the signature
+
+
+def test_redaction_reduces_a_websocket_data_frame_to_its_kind_and_size() -> None:
+    frame = Frame(Opcode.TEXT, b'{"type": "auth", "token": "' + JWT.encode() + b'"}')
+    record = redacted(logging.LogRecord("uvicorn.error", logging.DEBUG, __file__, 1, "< %s", (frame,), None))
+    assert record.getMessage() == f"< TEXT [{len(frame.data)} bytes]"
+
+
+def test_redaction_keeps_a_websocket_close_frame_readable() -> None:
+    frame = Frame(Opcode.CLOSE, Close(4403, "removed from this chat").serialize())
+    record = redacted(logging.LogRecord("uvicorn.error", logging.DEBUG, __file__, 1, "> %s", (frame,), None))
+    assert record.getMessage() == "> CLOSE 4403 (private use) removed from this chat [24 bytes]"

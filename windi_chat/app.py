@@ -33,6 +33,7 @@ from windi_chat.http_errors import exception_handlers, log_unhandled
 from windi_chat.lifecycle import install_graceful_shutdown, prepare_database
 from windi_chat.logs import install_redaction, logging_dict
 from windi_chat.message_routes import MessageController
+from windi_chat.origins import OriginPolicy, cors_config
 from windi_chat.realtime import chat_socket
 from windi_chat.schemas import HealthOut
 from windi_chat.security import PasswordHasher, TokenCodec, create_auth
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     session_maker = db_config.create_session_maker()
     events = EventBus(channels.publish)
     writer = MessageWriter(session_maker, events)
+    origins = OriginPolicy(settings.origins)
 
     auth_routes = Router(
         "/",
@@ -127,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "hasher": Provide(lambda: hasher, sync_to_thread=False),
             "tokens": Provide(lambda: tokens, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
+            "origins": Provide(lambda: origins, sync_to_thread=False),
         },
         plugins=[SQLAlchemyPlugin(config=db_config), channels],
         # Login rate limits hold across processes when they share Redis; otherwise each process counts.
@@ -135,6 +138,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         exception_handlers=exception_handlers,
+        cors_config=cors_config(settings.origins),
         openapi_config=OpenAPIConfig(
             title="WinDI Chat",
             version=__version__,

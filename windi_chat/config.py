@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from windi_chat.origins import parse_origins
+
 __all__ = ("ConfigurationError", "Settings", "read_env_file")
 
 logger = logging.getLogger("windi_chat.config")
@@ -45,6 +47,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65_536
     db_pool_size: int = 10
+    allowed_origins: str = ""
+
+    def __post_init__(self) -> None:
+        parse_origins(self.allowed_origins)  # a bad entry is refused at start-up, naming it
 
     @classmethod
     def from_env(
@@ -69,6 +75,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        """The browser origins allowed to use the server; empty: only the server's own."""
+        return parse_origins(self.allowed_origins)
 
     @property
     def is_sqlite(self) -> bool:

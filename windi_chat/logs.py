@@ -1,7 +1,9 @@
 """Logging: text or JSON lines, and no token ever reaches a log line.
 
 The WebSocket URL carries ``?token=``, and uvicorn logs WebSocket paths with their query string even
-with the access log off, so the redaction filter sits on every handler that could print one.
+with the access log off, so the redaction filter sits on every handler that could print one. At DEBUG
+the WebSocket library logs every frame; the filter keeps only their kind and size, so neither message
+text nor an in-band token gets through.
 """
 
 from __future__ import annotations
@@ -10,24 +12,80 @@ import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote_plus
 
 import msgspec
 
 __all__ = ("JSONFormatter", "RedactSecrets", "install_redaction", "logging_dict")
 
+# A query parameter: what follows ``?``, ``&`` or ``;`` up to the next separator, space or quote.
+# (Only ``&`` separates parameters for our server; ``;`` is covered for proxies that split on it.)
+_QUERY_PARAMETER = re.compile(r"([?&;])([^&;\s\"']+)")
+# Parameter names whose value is a secret, once fully decoded and lower-cased.
+_SECRET_NAME = re.compile(r"(?:[a-z]+_)?token|jwt|password|secret")
+_JWT_DOT = r"(?:\.|%(?:25)*2[eE])"  # a dot, or a dot percent-encoded once or more
 _SECRET_PATTERNS = (
-    (re.compile(r"(?i)([?&](?:access_)?token=)[^&\s\"']+"), r"\1[redacted]"),
     (re.compile(r"(?i)(bearer\s+)[\w.~+/=-]+"), r"\1[redacted]"),
     # Any JWT-shaped string, wherever it turns up.
-    (re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]+"), "[redacted]"),
+    (re.compile(rf"eyJ[\w-]{{4,}}{_JWT_DOT}[\w-]{{4,}}{_JWT_DOT}[\w-]+"), "[redacted]"),
 )
+MAX_DECODING_ROUNDS = 8
+_DATA_OPCODES = frozenset({"TEXT", "BINARY", "CONT"})
 PROTECTED_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "windi_chat", "litestar")
 
 
+def _decoded(text: str) -> str:
+    """``text`` percent-decoded until nothing changes, so that ``%2574oken`` reads as ``token``.
+
+    The server decodes a name once; a few more rounds cover names encoded twice or more on purpose,
+    and the bound keeps a long, deeply nested name from costing quadratic time on every log line.
+    """
+    for _ in range(MAX_DECODING_ROUNDS):
+        decoded = unquote_plus(text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+def _redact_parameter(match: re.Match[str]) -> str:
+    """Mask the value of a parameter whose name is a secret's, however its name is encoded.
+
+    The server reads ``?tok%65n=...`` as ``token``, so names are compared decoded. A name that decodes
+    to one containing ``=`` (``token%3D...``) hides its value inside it: the whole parameter goes.
+    """
+    separator, parameter = match.groups()
+    raw_name, equals, _ = parameter.partition("=")
+    name, hidden_equals, _ = _decoded(raw_name).partition("=")
+    if not _SECRET_NAME.fullmatch(name.strip().lower()):
+        return match.group(0)
+    if equals and not hidden_equals:
+        return f"{separator}{raw_name}=[redacted]"
+    return f"{separator}[redacted]"
+
+
 def redact(text: str) -> str:
+    text = _QUERY_PARAMETER.sub(_redact_parameter, text)
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def _redact_argument(argument: object) -> object:
+    """A string redacted; a WebSocket data frame reduced to its kind and size; anything else as is.
+
+    The ``websockets`` library logs every frame at DEBUG (``< TEXT '{"type": "send", ...}'``) through
+    uvicorn's logger: message text and in-band tokens would reach the log, elided in the middle so that
+    no pattern can recognise a token.
+    """
+    if isinstance(argument, str):
+        return redact(argument)
+    # Duck-typed: uvicorn may run on another WebSocket library, and logging must not import one.
+    kind = getattr(getattr(argument, "opcode", None), "name", None)
+    data = getattr(argument, "data", None)
+    if kind in _DATA_OPCODES and isinstance(data, bytes | bytearray):
+        return f"{kind} [{len(data)} bytes]"
+    return argument
 
 
 class RedactSecrets(logging.Filter):
@@ -41,7 +99,7 @@ class RedactSecrets(logging.Filter):
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
-            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+            record.args = tuple(_redact_argument(arg) for arg in record.args)
         elif isinstance(record.args, dict):
             record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
         if record.exc_info and not record.exc_text:

@@ -1,8 +1,9 @@
 """The WebSocket ``/ws/{chat_id}``: live delivery through channels, client frames through the actions.
 
-A socket subscribes to its chat's channel before it accepts, so it misses nothing published after the
-handshake. Each socket runs two loops: one reads client frames in order and calls the messaging
-actions; the other forwards the chat's events. Nothing here writes SQL.
+A socket subscribes to its chat's channel before it checks membership and accepts, so it misses nothing
+published after the handshake, its own removal included. Each socket runs two loops: one reads client
+frames in order and calls the messaging actions; the other forwards the chat's events. Nothing here
+writes SQL.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from windi_chat.errors import (
     UnavailableError,
 )
 from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, split_event
+from windi_chat.handshake import Refusal, check_handshake, refuse
 from windi_chat.messaging import can_read, mark_read, messages_after
+from windi_chat.origins import OriginPolicy
 from windi_chat.protocol import close_code, decode_client_frame, encode, error_frame
 from windi_chat.schemas import (
     MAX_FRAME_BYTES,
@@ -43,13 +46,10 @@ from windi_chat.schemas import (
 )
 from windi_chat.security import TokenCodec
 from windi_chat.sockets import (
-    CLOSE_BAD_REQUEST,
     CLOSE_FORBIDDEN,
-    CLOSE_GOING_AWAY,
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN,
-    CLOSE_UNAUTHORIZED,
     FrameRateLimiter,
     SocketRegistry,
 )
@@ -62,20 +62,6 @@ logger = logging.getLogger("windi_chat.realtime")
 CATCH_UP_LIMIT = 1000
 
 
-def _token_of(socket: WebSocket[Any, Any, Any]) -> str | None:
-    token: str | None = socket.query_params.get("token")
-    if token:
-        return token
-    scheme, _, credentials = socket.headers.get("authorization", "").partition(" ")
-    return credentials.strip() or None if scheme.lower() == "bearer" else None
-
-
-async def _refuse(socket: WebSocket[Any, Any, Any], code: int, reason: str) -> None:
-    """Accept, then close at once: browsers can read a close code, not an HTTP status."""
-    await socket.accept()
-    await socket.close(code=code, reason=reason)
-
-
 @websocket("/ws/{chat_id:int}", name="chat_socket")
 async def chat_socket(
     socket: WebSocket[Any, Any, Any],
@@ -86,35 +72,28 @@ async def chat_socket(
     settings: NamedDependency[Settings],
     registry: NamedDependency[SocketRegistry],
     writer: NamedDependency[MessageWriter],
+    origins: NamedDependency[OriginPolicy],
 ) -> None:
     """The live connection of one device to one chat. The token comes as ``?token=`` or a bearer header."""
-    if registry.closing:
-        await _refuse(socket, CLOSE_GOING_AWAY, "server shutting down")
+    admission = check_handshake(socket, tokens, origins, registry.closing)
+    if isinstance(admission, Refusal):
+        await refuse(socket, *admission)
         return
-    token = _token_of(socket)
-    user_id = tokens.user_id(token) if token else None
-    if user_id is None:
-        await _refuse(socket, CLOSE_UNAUTHORIZED, "missing, invalid or expired token")
-        return
-    raw_after = socket.query_params.get("after_seq")
-    after_seq = (
-        int(raw_after) if raw_after is not None and raw_after.isascii() and raw_after.isdigit() else None
-    )
-    if raw_after is not None and after_seq is None:
-        await _refuse(socket, CLOSE_BAD_REQUEST, "after_seq must be a non-negative integer")
-        return
-    try:
-        async with unit_of_work(sessions) as session:
-            if not await can_read(session, chat_id, user_id):
-                raise ChatNotFoundError
-    except DomainError as error:
-        await _refuse(socket, close_code(error), error.detail)
-        return
+    user_id, after_seq = admission
+    # Subscribed before membership is checked: a removal that commits after the check is published
+    # after it too, so this socket hears it and closes; one that commits before fails the check.
     subscriber = await registry.subscribe(chat_id)
     if subscriber is None:
-        await _refuse(socket, CLOSE_TRY_AGAIN, "live delivery unavailable")
+        await refuse(socket, CLOSE_TRY_AGAIN, "live delivery unavailable")
         return
     try:
+        try:
+            async with unit_of_work(sessions) as session:
+                if not await can_read(session, chat_id, user_id):
+                    raise ChatNotFoundError
+        except DomainError as error:
+            await refuse(socket, close_code(error), error.detail)
+            return
         await socket.accept()
         connection = ChatConnection(socket, chat_id, user_id, subscriber, events, sessions, writer, settings)
         registry.add(connection)
@@ -125,7 +104,7 @@ async def chat_socket(
             registry.discard(connection)
         logger.info("Socket closed: chat_id=%s user_id=%s socket=%s", chat_id, user_id, connection.socket_id)
     finally:
-        await registry.unsubscribe(subscriber)
+        await registry.unsubscribe(subscriber, chat_id)
 
 
 class ChatConnection:

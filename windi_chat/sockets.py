@@ -98,13 +98,21 @@ class SocketRegistry:
             subscriber = await self._channels.subscribe(channel)
             if self._backend.is_subscribed(channel):
                 return subscriber
-            await self._channels.unsubscribe(subscriber)
+            await self._leave(subscriber, channel)
         return None
 
-    async def unsubscribe(self, subscriber: Subscriber) -> None:
+    async def unsubscribe(self, subscriber: Subscriber, chat_id: int) -> None:
         with anyio.CancelScope(shield=True):
             async with self._subscription_lock:
-                await self._channels.unsubscribe(subscriber)
+                await self._leave(subscriber, chat_channel(chat_id))
+
+    async def _leave(self, subscriber: Subscriber, channel: str) -> None:
+        await self._channels.unsubscribe(subscriber, channel)
+        # Litestar keeps an entry for every channel ever subscribed and walks them all on each
+        # unsubscribe, so sockets opened to many chat ids (members or not) would grow both without
+        # bound (https://github.com/litestar-org/litestar/issues/4867; this can go once it is fixed).
+        if not self._channels._channels.get(channel):
+            self._channels._channels.pop(channel, None)
 
     def add(self, connection: ChatConnection) -> None:
         self._connections.add(connection)

@@ -115,3 +115,21 @@ def test_sockets_are_not_compressed_even_when_the_client_offers_it(rest: Api, co
     assert "permessage-deflate" in socket.request.headers.get("Sec-WebSocket-Extensions", "")
     assert socket.response is not None
     assert "Sec-WebSocket-Extensions" not in socket.response.headers
+
+
+def test_message_text_never_reaches_the_log_even_at_debug(
+    rest: Api, shared_server: LiveServer, connect: Any
+) -> None:
+    """The shared server logs at DEBUG, where the WebSocket library logs every frame it reads or sends."""
+    ada, bob = rest.people("Ada", "Bob")
+    chat_id = rest.private_chat(ada, bob)["id"]
+    text = f"a private matter {ada.id}-{bob.id}"
+
+    with open_socket(shared_server.ws_url, chat_id, ada.token) as socket:
+        send_and_confirm(socket, "private", text=text)
+
+    wait_for(lambda: f"Socket closed: chat_id={chat_id}" in shared_server.log())
+    log = shared_server.log()
+    assert "< TEXT [" in log
+    assert text not in log
+    assert "a private matter" not in log  # not even the start of it

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from tests.api import Api
+from tests.conftest import LiveServer
+from tests.reconnect_race import CLOSED_AS_REMOVED, reconnect_during_removal
 from tests.wsclient import (
     is_message,
     is_type,
@@ -57,3 +59,12 @@ def test_removed_members_sockets_are_closed_with_4403_and_get_nothing_after_the_
     assert cy_frames[0] == removed
     for socket in (bob_phone, bob_laptop):
         assert receive_until_closed(socket) == ([removed], CLOSE_FORBIDDEN)
+
+
+def test_no_socket_of_a_member_reconnecting_during_their_removal_survives_it(
+    rest: Api, shared_server: LiveServer
+) -> None:
+    """25 handshakes in flight while the removal commits: each one ends closed, none hears what follows."""
+    fates = reconnect_during_removal(rest, shared_server.ws_url)
+    assert fates
+    assert [fate for fate in fates if fate != CLOSED_AS_REMOVED] == []

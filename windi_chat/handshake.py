@@ -1,0 +1,68 @@
+"""The checks a socket handshake passes before it may subscribe: shutdown, Origin, token, ``after_seq``.
+
+They read only the handshake request, so they run before anything touches the database or live
+delivery. Membership is checked later, once subscribed (see :func:`windi_chat.realtime.chat_socket`).
+Every refusal is sent the same way: accept, then close with a code a browser can read.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, NamedTuple
+
+from litestar import WebSocket
+
+from windi_chat.origins import OriginPolicy
+from windi_chat.security import TokenCodec
+from windi_chat.sockets import CLOSE_BAD_REQUEST, CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED
+
+__all__ = ("Admission", "Refusal", "check_handshake", "refuse")
+
+logger = logging.getLogger("windi_chat.realtime")
+
+
+class Admission(NamedTuple):
+    """Who is connecting, and from which seq they want to catch up (None: live events only)."""
+
+    user_id: int
+    after_seq: int | None
+
+
+class Refusal(NamedTuple):
+    code: int
+    reason: str
+
+
+def check_handshake(
+    socket: WebSocket[Any, Any, Any], tokens: TokenCodec, origins: OriginPolicy, closing: bool
+) -> Admission | Refusal:
+    """Admit or refuse a handshake on what its request carries (``?token=`` or a bearer header)."""
+    if closing:
+        return Refusal(CLOSE_GOING_AWAY, "server shutting down")
+    if not origins.allows(socket):
+        logger.info("Socket refused: origin %r is not allowed", socket.headers.get("origin", "")[:100])
+        return Refusal(CLOSE_FORBIDDEN, "origin not allowed")
+    token = _token_of(socket)
+    user_id = tokens.user_id(token) if token else None
+    if user_id is None:
+        return Refusal(CLOSE_UNAUTHORIZED, "missing, invalid or expired token")
+    raw_after = socket.query_params.get("after_seq")
+    if raw_after is None:
+        return Admission(user_id, None)
+    if not (raw_after.isascii() and raw_after.isdigit()):
+        return Refusal(CLOSE_BAD_REQUEST, "after_seq must be a non-negative integer")
+    return Admission(user_id, int(raw_after))
+
+
+def _token_of(socket: WebSocket[Any, Any, Any]) -> str | None:
+    token: str | None = socket.query_params.get("token")
+    if token:
+        return token
+    scheme, _, credentials = socket.headers.get("authorization", "").partition(" ")
+    return credentials.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def refuse(socket: WebSocket[Any, Any, Any], code: int, reason: str) -> None:
+    """Accept, then close at once: browsers can read a close code, not an HTTP status."""
+    await socket.accept()
+    await socket.close(code=code, reason=reason)
