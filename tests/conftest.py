@@ -295,3 +295,19 @@ async def _fetch(url: str, statement: str, params: dict[str, Any] | None = None)
 def fetch(url: str, statement: str, **params: Any) -> list[Any]:
     """Read rows straight from the database, to check what was stored."""
     return run(_fetch(url, statement, params))
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Any]:
+    """A PostgreSQL cluster of the test's own (see ``tests/pg_cluster.py``), removed afterwards."""
+    import shutil
+
+    from tests.pg_cluster import PG_BIN, OwnPostgres
+
+    if PG_BIN is None or (shutil.which("runuser") is None and os.geteuid() == 0):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    cluster = OwnPostgres()
+    try:
+        yield cluster
+    finally:
+        cluster.remove()

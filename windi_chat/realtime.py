@@ -22,7 +22,7 @@ from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from windi_chat.config import Settings
-from windi_chat.database import unit_of_work
+from windi_chat.database import unavailable_cause, unit_of_work
 from windi_chat.errors import (
     ChatNotFoundError,
     DomainError,
@@ -106,6 +106,7 @@ async def chat_socket(
             if not await can_read(session, chat_id, user_id):
                 raise ChatNotFoundError
     except DomainError as error:
+        _warn_if_unavailable(error, "handshake")
         await _refuse(socket, close_code(error), error.detail)
         return
     subscriber = await registry.subscribe(chat_id)
@@ -237,6 +238,7 @@ class ChatConnection:
             async with unit_of_work(self._sessions) as session:
                 backlog, last_seq = await messages_after(session, self.chat_id, after_seq, CATCH_UP_LIMIT + 1)
         except DomainError as error:
+            _warn_if_unavailable(error, f"catch-up of socket {self.socket_id}")
             await self.close(close_code(error), error.detail)
             return None
         if len(backlog) > CATCH_UP_LIMIT or after_seq > last_seq:
@@ -279,10 +281,7 @@ class ChatConnection:
             if isinstance(error, ChatNotFoundError):
                 await self.close(close_code(error), error.detail)
                 return
-            if isinstance(error, UnavailableError):
-                logger.warning(
-                    "Unavailable for socket %s: %s", self.socket_id, type(error.__cause__).__name__
-                )
+            _warn_if_unavailable(error, f"frame on socket {self.socket_id}")
             await self._send(encode(error_frame(error, _client_id(frame))))
         except Exception:
             logger.exception("Frame failed on socket %s", self.socket_id)
@@ -301,6 +300,12 @@ class ChatConnection:
                 await mark_read(session, self._events, self.chat_id, self.user_id, frame.seq)
         else:
             self._events.typing(self.chat_id, self.user_id, self.socket_id)
+
+
+def _warn_if_unavailable(error: DomainError, where: str) -> None:
+    """One WARNING line, no traceback: an unreachable database is an operator's concern, not a bug."""
+    if isinstance(error, UnavailableError):
+        logger.warning("Unavailable (%s): %s", where, unavailable_cause(error))
 
 
 def _client_id(frame: ClientFrame) -> str | None:
