@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -185,8 +186,17 @@ class LiveServer:
         return httpx.Client(base_url=self.base_url, timeout=10)
 
 
-def start_server(database_url: str, log_path: Path, extra_env: dict[str, str] | None = None) -> LiveServer:
-    """Start ``windi-chat run`` as a subprocess and wait until /health answers."""
+def start_server(
+    database_url: str,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    soft_open_files: int | None = None,
+) -> LiveServer:
+    """Start ``windi-chat run`` as a subprocess and wait until /health answers.
+
+    ``soft_open_files`` starts it with that soft limit on descriptors, as a container might.
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -205,6 +215,7 @@ def start_server(database_url: str, log_path: Path, extra_env: dict[str, str] | 
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=log_path.parent,
+            preexec_fn=None if soft_open_files is None else _soft_open_files(soft_open_files),
         )
     server = LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", log_path, process)
 
@@ -218,6 +229,13 @@ def start_server(database_url: str, log_path: Path, extra_env: dict[str, str] | 
 
     wait_for(healthy, timeout=30)
     return server
+
+
+def _soft_open_files(limit: int) -> Callable[[], None]:
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    return lower
 
 
 def stop_server(server: LiveServer) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -63,6 +64,23 @@ def test_sigterm_closes_sockets_with_1001_and_keeps_acknowledged_messages(
     app_lines = [line for line in log.splitlines() if line.startswith("{")]
     assert app_lines
     assert all(json.loads(line)["level"] for line in app_lines)
+
+
+def test_run_raises_the_open_files_limit_to_the_hard_limit_and_logs_both(
+    pg_database_url: str, tmp_path: Path
+) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert hard > 256, "the test needs a hard limit above the soft one it starts the server with"
+    server = start_server(pg_database_url, tmp_path / "server.log", soft_open_files=256)
+    try:
+        limits = Path(f"/proc/{server.process.pid}/limits").read_text()
+        [open_files] = [
+            line.split()[3:5] for line in limits.splitlines() if line.startswith("Max open files")
+        ]
+        assert open_files == [str(hard), str(hard)]
+    finally:
+        stop_server(server)
+    assert f"Open files limit: soft {hard} (was 256), hard {hard}" in server.log()
 
 
 def test_server_gives_up_on_an_unreachable_database_with_a_clear_message(tmp_path: Path) -> None:

@@ -7,8 +7,12 @@ come along, because this is Litestar's command group with ``--app`` already fill
 from __future__ import annotations
 
 import asyncio
+import logging
+import logging.config
 import os
+import resource
 import sys
+from pathlib import Path
 
 import click
 import uvicorn
@@ -22,6 +26,37 @@ from windi_chat.schemas import MAX_FRAME_BYTES
 __all__ = ("main",)
 
 APP_FACTORY = "windi_chat.app:create_app"
+
+logger = logging.getLogger("windi_chat.cli")
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files to the hard limit: every socket is a descriptor.
+
+    Many systems and container engines start processes at a soft limit of 1024, which a few hundred
+    clients and their reconnects use up; the hard limit is what the operator allows. Returns the soft
+    limit before and after, beside the hard one in the log line.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    raised = soft
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        # An infinite hard limit is capped by the kernel's nr_open; ask for the kernel's own ceiling.
+        target = hard if hard != resource.RLIM_INFINITY else _kernel_open_files_ceiling(soft)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            raised = target
+        except (ValueError, OSError) as exc:
+            logger.warning("Could not raise the open files limit from %d to %d: %s", soft, target, exc)
+    hard_text = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    logger.info("Open files limit: soft %d (was %d), hard %s", raised, soft, hard_text)
+    return soft, raised
+
+
+def _kernel_open_files_ceiling(fallback: int) -> int:
+    try:
+        return int(Path("/proc/sys/fs/nr_open").read_text())
+    except (OSError, ValueError):
+        return fallback
 
 
 @click.command("run", cls=RichCommand)
@@ -50,6 +85,8 @@ def run_command(
     log_config = logging_dict(settings.log_level, settings.effective_log_format)
     if access_log:
         log_config["loggers"]["uvicorn.access"]["level"] = "INFO"
+    logging.config.dictConfig(log_config)  # uvicorn applies it again; the line below needs it now
+    raise_open_files_limit()
     uvicorn.run(
         APP_FACTORY,
         factory=True,
