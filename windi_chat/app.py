@@ -26,7 +26,7 @@ from windi_chat.chat_routes import ChatController, GroupController
 from windi_chat.chats import ChatService
 from windi_chat.config import Settings
 from windi_chat.database import create_db_config, unavailable_cause
-from windi_chat.delivery import GuardedBackend, create_backend, create_shared_store, redact_url
+from windi_chat.delivery import GuardedBackend, create_backend, redact_url
 from windi_chat.events import EventBus
 from windi_chat.http_errors import DATABASE_ERRORS, RETRY_AFTER_SECONDS, exception_handlers, log_unhandled
 from windi_chat.lifecycle import install_graceful_shutdown, prepare_database
@@ -36,6 +36,7 @@ from windi_chat.realtime import chat_socket
 from windi_chat.schemas import HealthOut
 from windi_chat.security import PasswordHasher, TokenCodec, create_auth
 from windi_chat.sockets import SocketRegistry
+from windi_chat.stores import create_shared_store
 
 __all__ = ("create_app",)
 
