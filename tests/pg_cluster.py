@@ -61,6 +61,11 @@ class OwnPostgres:
     def promote(self) -> None:
         self._run("pg_ctl", "-D", str(self.dir / "data"), "-w", "promote")
 
+    def restart_immediately(self) -> None:
+        """Kill the server without a shutdown (as a crash would) and start it again: it recovers first."""
+        log = str(self.dir / "log")
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-l", log, "-w", "restart")
+
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
 

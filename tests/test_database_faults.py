@@ -7,6 +7,8 @@ the test's own (``own_postgres``), so it can be stopped, held in recovery and pr
 
 from __future__ import annotations
 
+import itertools
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from tests.api import Api
-from tests.conftest import LiveServer, start_server, stop_server, wait_for
+from tests.conftest import LiveServer, fetch, start_server, stop_server, wait_for
 from tests.pg_cluster import OwnPostgres
 from tests.wsclient import is_ack, open_socket, receive_until, receive_until_closed, send_frame
 from windi_chat.database import is_unavailable, unavailable_cause
@@ -146,3 +148,47 @@ def test_a_session_terminated_mid_query_gives_503_and_unavailable(
     finally:
         stop_server(server)
     _assert_warned_without_traceback(server, "AdminShutdownError (57P01)")
+
+
+def test_rest_sends_across_an_immediate_restart_get_201_or_503_and_every_201_is_kept(
+    own_postgres: OwnPostgres, tmp_path: Path
+) -> None:
+    server = _start(own_postgres, tmp_path)
+    answers: list[tuple[str, int, str | None]] = []
+    restarted = threading.Event()
+    try:
+        with server.http() as http:
+            api = Api(http)
+            ada, bob = api.people("Ada", "Bob")
+            chat_id = api.private_chat(ada, bob)["id"]
+
+            def keep_sending() -> None:
+                with server.http() as sender:
+                    sends = Api(sender)
+                    for n in itertools.count():
+                        response = sends.send(ada, chat_id, "hi", f"restart-{n}", expect=None)
+                        answers.append(
+                            (f"restart-{n}", response.status_code, response.headers.get("Retry-After"))
+                        )
+                        after_restart = (
+                            [status for _, status, _ in answers[-5:]] if restarted.is_set() else []
+                        )
+                        if after_restart == [201] * 5:
+                            return
+
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                sending = pool.submit(keep_sending)
+                wait_for(lambda: len(answers) >= 5)
+                own_postgres.restart_immediately()
+                restarted.set()
+                sending.result(timeout=60)
+            query = "SELECT client_id FROM messages WHERE chat_id = :chat_id"
+            stored = {row[0] for row in fetch(own_postgres.url, query, chat_id=chat_id)}
+    finally:
+        stop_server(server)
+    assert {status for _, status, _ in answers} <= {201, 503}
+    assert all(retry_after == RETRY_AFTER for _, status, retry_after in answers if status == 503)
+    assert {client_id for client_id, status, _ in answers if status == 201} <= stored
+    log = server.log()
+    assert "Traceback" not in log
+    assert not [line for line in log.splitlines() if "ERROR" in line]
