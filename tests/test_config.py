@@ -335,6 +335,9 @@ def test_the_logging_config_uses_the_chosen_format() -> None:
         ("WINDI_WS_SOCKET_BACKLOG", "0"),
         ("WINDI_WS_CLOSE_TIMEOUT", "0"),
         ("WINDI_WS_CLOSE_TIMEOUT", "soon"),
+        ("WINDI_DB_POOL_SIZE", "0"),
+        ("WINDI_DB_MAX_OVERFLOW", "-1"),
+        ("WINDI_DB_POOL_TIMEOUT", "0"),
     ],
 )
 def test_socket_limits_must_be_positive(name: str, value: str) -> None:

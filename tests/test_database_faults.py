@@ -25,6 +25,7 @@ from tests.wsclient import is_ack, open_socket, receive_until, receive_until_clo
 from windi_chat.database import is_unavailable, unavailable_cause
 
 RETRY_AFTER = "3"
+WAITING_ON_A_LOCK = "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
 
 
 class DriverError(Exception):
@@ -192,3 +193,30 @@ def test_rest_sends_across_an_immediate_restart_get_201_or_503_and_every_201_is_
     log = server.log()
     assert "Traceback" not in log
     assert not [line for line in log.splitlines() if "ERROR" in line]
+
+
+def test_a_request_that_finds_no_free_connection_within_the_pool_timeout_gets_503(
+    own_postgres: OwnPostgres, tmp_path: Path
+) -> None:
+    own_postgres.start()
+    limits = {"WINDI_DB_POOL_SIZE": "1", "WINDI_DB_MAX_OVERFLOW": "0", "WINDI_DB_POOL_TIMEOUT": "1"}
+    server = start_server(own_postgres.url, tmp_path / "server.log", limits)
+    try:
+        with server.http() as http, ThreadPoolExecutor(max_workers=1) as pool:
+            api = Api(http)
+            ada, bob = api.people("Ada", "Bob")
+            chat_id = api.private_chat(ada, bob)["id"]
+            locked_chat = f"SELECT 1 FROM chats WHERE id = {chat_id} FOR UPDATE"  # noqa: S608 - an int
+
+            with server.http() as sender:
+                with own_postgres.row_locked(locked_chat):
+                    # The send holds the only connection while it waits on the lock.
+                    sending = pool.submit(Api(sender).send, ada, chat_id, "hi", "held", expect=None)
+                    wait_for(lambda: fetch(own_postgres.url, WAITING_ON_A_LOCK))
+                    response = http.get("/users/me", headers=ada.headers)
+                    assert (response.status_code, response.headers["Retry-After"]) == (503, RETRY_AFTER)
+                assert sending.result().status_code == 201
+            assert http.get("/users/me", headers=ada.headers).status_code == 200
+    finally:
+        stop_server(server)
+    _assert_warned_without_traceback(server, "Database unavailable (GET /users/me): TimeoutError")

@@ -45,7 +45,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     allow_sqlite_in_production: bool = False
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65_536
-    db_pool_size: int = 10
+    db_pool_size: Annotated[int, msgspec.Meta(ge=1)] = 10
+    db_max_overflow: Annotated[int, msgspec.Meta(ge=0)] = 10
+    db_pool_timeout: Annotated[int, msgspec.Meta(ge=1)] = 30
 
     @classmethod
     def from_env(

@@ -53,7 +53,13 @@ def create_db_config(settings: Settings) -> SQLAlchemyAsyncConfig:
     """One engine for the app, with the pool and SQLite pragmas a chat server needs."""
     engine_config = EngineConfig(pool_pre_ping=True)
     if not settings.is_sqlite:
-        engine_config = EngineConfig(pool_pre_ping=False, pool_size=settings.db_pool_size, max_overflow=10)
+        # A request that finds every connection busy for db_pool_timeout seconds answers 503.
+        engine_config = EngineConfig(
+            pool_pre_ping=False,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout,
+        )
     config = SQLAlchemyAsyncConfig(
         connection_string=settings.database_url,
         engine_config=engine_config,
