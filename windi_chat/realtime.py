@@ -22,16 +22,23 @@ from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from windi_chat.config import Settings
-from windi_chat.database import unavailable_cause, unit_of_work
+from windi_chat.database import unit_of_work
 from windi_chat.errors import (
     ChatNotFoundError,
     DomainError,
-    UnavailableError,
 )
 from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, split_event
 from windi_chat.messaging import can_read, mark_read, messages_after, send_message
 from windi_chat.messaging import last_seq as chat_last_seq
-from windi_chat.protocol import close_code, decode_client_frame, encode, error_frame
+from windi_chat.protocol import (
+    close_code,
+    decode_client_frame,
+    encode,
+    error_frame,
+    refuse,
+    token_of,
+    warn_if_unavailable,
+)
 from windi_chat.schemas import (
     MAX_FRAME_BYTES,
     AckFrame,
@@ -63,20 +70,6 @@ CATCH_UP_LIMIT = 1000  # more missed messages than this get a resync frame: the 
 CATCH_UP_PAGE = 100  # messages read per query during a catch-up
 
 
-def _token_of(socket: WebSocket[Any, Any, Any]) -> str | None:
-    token: str | None = socket.query_params.get("token")
-    if token:
-        return token
-    scheme, _, credentials = socket.headers.get("authorization", "").partition(" ")
-    return credentials.strip() or None if scheme.lower() == "bearer" else None
-
-
-async def _refuse(socket: WebSocket[Any, Any, Any], code: int, reason: str) -> None:
-    """Accept, then close at once: browsers can read a close code, not an HTTP status."""
-    await socket.accept()
-    await socket.close(code=code, reason=reason)
-
-
 @websocket("/ws/{chat_id:int}", name="chat_socket")
 async def chat_socket(
     socket: WebSocket[Any, Any, Any],
@@ -89,31 +82,31 @@ async def chat_socket(
 ) -> None:
     """The live connection of one device to one chat. The token comes as ``?token=`` or a bearer header."""
     if registry.closing:
-        await _refuse(socket, CLOSE_GOING_AWAY, "server shutting down")
+        await refuse(socket, CLOSE_GOING_AWAY, "server shutting down")
         return
-    token = _token_of(socket)
+    token = token_of(socket)
     user_id = tokens.user_id(token) if token else None
     if user_id is None:
-        await _refuse(socket, CLOSE_UNAUTHORIZED, "missing, invalid or expired token")
+        await refuse(socket, CLOSE_UNAUTHORIZED, "missing, invalid or expired token")
         return
     raw_after = socket.query_params.get("after_seq")
     after_seq = (
         int(raw_after) if raw_after is not None and raw_after.isascii() and raw_after.isdigit() else None
     )
     if raw_after is not None and after_seq is None:
-        await _refuse(socket, CLOSE_BAD_REQUEST, "after_seq must be a non-negative integer")
+        await refuse(socket, CLOSE_BAD_REQUEST, "after_seq must be a non-negative integer")
         return
     try:
         async with unit_of_work(sessions) as session:
             if not await can_read(session, chat_id, user_id):
                 raise ChatNotFoundError
     except DomainError as error:
-        _warn_if_unavailable(error, "handshake")
-        await _refuse(socket, close_code(error), error.detail)
+        warn_if_unavailable(error, "handshake")
+        await refuse(socket, close_code(error), error.detail)
         return
     subscriber = await registry.subscribe(chat_id)
     if subscriber is None:
-        await _refuse(socket, CLOSE_TRY_AGAIN, "live delivery unavailable")
+        await refuse(socket, CLOSE_TRY_AGAIN, "live delivery unavailable")
         return
     try:
         await socket.accept()
@@ -259,7 +252,7 @@ class ChatConnection:
                     await self._send(encode(MessageFrame(message=message)))
                 sent_up_to = page[-1].seq
         except DomainError as error:
-            _warn_if_unavailable(error, f"catch-up of socket {self.socket_id}")
+            warn_if_unavailable(error, f"catch-up of socket {self.socket_id}")
             await self.close(close_code(error), error.detail)
             return None
         return sent_up_to
@@ -296,7 +289,7 @@ class ChatConnection:
             if isinstance(error, ChatNotFoundError):
                 await self.close(close_code(error), error.detail)
                 return
-            _warn_if_unavailable(error, f"frame on socket {self.socket_id}")
+            warn_if_unavailable(error, f"frame on socket {self.socket_id}")
             await self._send(encode(error_frame(error, _client_id(frame))))
         except Exception:
             logger.exception("Frame failed on socket %s", self.socket_id)
@@ -315,12 +308,6 @@ class ChatConnection:
                 await mark_read(session, self._events, self.chat_id, self.user_id, frame.seq)
         else:
             self._events.typing(self.chat_id, self.user_id, self.socket_id)
-
-
-def _warn_if_unavailable(error: DomainError, where: str) -> None:
-    """One WARNING line, no traceback: an unreachable database is an operator's concern, not a bug."""
-    if isinstance(error, UnavailableError):
-        logger.warning("Unavailable (%s): %s", where, unavailable_cause(error))
 
 
 def _client_id(frame: ClientFrame) -> str | None:
