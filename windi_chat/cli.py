@@ -12,7 +12,6 @@ import logging.config
 import os
 import resource
 import sys
-from pathlib import Path
 
 import click
 import uvicorn
@@ -31,33 +30,23 @@ APP_FACTORY = "windi_chat.app:create_app"
 logger = logging.getLogger("windi_chat.cli")
 
 
-def raise_open_files_limit() -> tuple[int, int]:
-    """Raise the soft limit on open files to the hard limit: every socket is a descriptor.
+def raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard limit, and log both: every socket is a descriptor.
 
     Many systems and container engines start processes at a soft limit of 1024, which a few hundred
-    clients and their reconnects use up; the hard limit is what the operator allows. Returns the soft
-    limit before and after, beside the hard one in the log line.
+    clients and their reconnects use up; the hard limit is what the operator allows. Worker processes
+    inherit the raised limit.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     raised = soft
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        # An infinite hard limit is capped by the kernel's nr_open; ask for the kernel's own ceiling.
-        target = hard if hard != resource.RLIM_INFINITY else _kernel_open_files_ceiling(soft)
+    if soft != hard and hard != resource.RLIM_INFINITY:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            raised = target
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            raised = hard
         except (ValueError, OSError) as exc:
-            logger.warning("Could not raise the open files limit from %d to %d: %s", soft, target, exc)
+            logger.warning("Could not raise the open files limit from %d to %d: %s", soft, hard, exc)
     hard_text = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
     logger.info("Open files limit: soft %d (was %d), hard %s", raised, soft, hard_text)
-    return soft, raised
-
-
-def _kernel_open_files_ceiling(fallback: int) -> int:
-    try:
-        return int(Path("/proc/sys/fs/nr_open").read_text())
-    except (OSError, ValueError):
-        return fallback
 
 
 @click.command("run", cls=RichCommand)

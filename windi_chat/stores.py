@@ -39,10 +39,15 @@ def create_shared_store(url: str) -> Store | None:
         return None
     from litestar.stores.redis import RedisStore
     from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
     from redis.exceptions import RedisError
 
     redis = Redis.from_url(
-        url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS
+        url,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), 0),  # no retries with backoff: the per-process fallback is the retry
     )
     shared = RedisStore(redis, namespace="WINDI_CHAT", handle_client_shutdown=True)
     return FailSafeStore(shared, errors=(RedisError, OSError))
