@@ -38,6 +38,7 @@ PG_URL = os.environ.get("WINDI_TEST_DATABASE_URL", "postgresql+asyncpg://postgre
 REQUIRE_PG = os.environ.get("WINDI_TEST_REQUIRE_POSTGRES") == "1"
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 TABLES = ("messages", "chat_members", "chats", "users")
+TCP_LISTEN = "0A"  # the LISTEN state in /proc/net/tcp
 
 
 def run(coro: Any) -> Any:
@@ -185,6 +186,31 @@ class LiveServer:
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=10)
 
+    def open_connections(self) -> set[int]:
+        """The client ports of the TCP connections the server process holds open (read from /proc)."""
+        pid = self.process.pid
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:  # closed while we looked
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+        server_port = int(self.base_url.rsplit(":", 1)[1])
+        ports = set()
+        for table in ("tcp", "tcp6"):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+                if (
+                    inode in inodes
+                    and state != TCP_LISTEN
+                    and int(local.rsplit(":", 1)[1], 16) == server_port
+                ):
+                    ports.add(int(remote.rsplit(":", 1)[1], 16))
+        return ports
+
 
 def start_server(
     database_url: str,
@@ -192,11 +218,14 @@ def start_server(
     extra_env: dict[str, str] | None = None,
     *,
     soft_open_files: int | None = None,
+    hard_open_files: int | None = None,
 ) -> LiveServer:
     """Start ``windi-chat run`` as a subprocess and wait until /health answers.
 
-    ``soft_open_files`` starts it with that soft limit on descriptors, as a container might.
+    ``soft_open_files`` and ``hard_open_files`` start it with those limits on descriptors, as a
+    container might.
     """
+    limits = None if soft_open_files is None else _open_files(soft_open_files, hard_open_files)
     port = free_port()
     env = {
         **os.environ,
@@ -215,7 +244,7 @@ def start_server(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=log_path.parent,
-            preexec_fn=None if soft_open_files is None else _soft_open_files(soft_open_files),
+            preexec_fn=limits,
         )
     server = LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", log_path, process)
 
@@ -231,9 +260,11 @@ def start_server(
     return server
 
 
-def _soft_open_files(limit: int) -> Callable[[], None]:
+def _open_files(soft: int, hard: int | None) -> Callable[[], None]:
     def lower() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (soft, hard or resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        )
 
     return lower
 

@@ -7,7 +7,6 @@ through the socket's backlog, the client gets 1013 and then catches up with ``af
 
 from __future__ import annotations
 
-import os
 import socket as stdlib_socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +32,6 @@ from tests.wsclient import (
 CLOSE_TRY_AGAIN = 1013
 BIG_TEXT = "\N{GRINNING FACE}" * 4096  # 16 kB of UTF-8 per frame (these sockets are not compressed)
 MESSAGES = 330
-TCP_LISTEN = "0A"  # the LISTEN state in /proc/net/tcp
 
 
 def paused_socket(server: LiveServer, chat_id: int, token: str) -> ClientConnection:
@@ -128,28 +126,6 @@ def test_a_client_that_falls_too_far_behind_is_closed_when_it_reads_again(slow_s
         assert "fell too far behind" in slow_server.log()
 
 
-def server_connections(server: LiveServer) -> set[int]:
-    """The client ports of the TCP connections the server process holds open (read from /proc)."""
-    pid = server.process.pid
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:  # closed while we looked
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:[") : -1])
-    server_port = urlsplit(server.base_url).port
-    ports = set()
-    for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-            fields = line.split()
-            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
-            if inode in inodes and state != TCP_LISTEN and int(local.rsplit(":", 1)[1], 16) == server_port:
-                ports.add(int(remote.rsplit(":", 1)[1], 16))
-    return ports
-
-
 @pytest.mark.parametrize("slow_server", [(100_000, 1)], indirect=True)
 def test_a_closed_client_that_reads_nothing_loses_its_connection_after_the_close_timeout(
     slow_server: LiveServer,
@@ -157,11 +133,11 @@ def test_a_closed_client_that_reads_nothing_loses_its_connection_after_the_close
     ada, bob, chat_id = _pair(slow_server)
     with paused_socket(slow_server, chat_id, bob.token) as paused:
         paused_port = paused.socket.getsockname()[1]
-        assert paused_port in server_connections(slow_server)
+        assert paused_port in slow_server.open_connections()
         _send_many(slow_server, ada, chat_id)
 
         # The server gives up on the paused client, whose buffers are full: the close frame cannot
         # reach it, and once the close timeout has passed the server drops the connection itself.
         wait_for(lambda: "too slow to receive" in slow_server.log(), timeout=30)
-        wait_for(lambda: paused_port not in server_connections(slow_server), timeout=30)
+        wait_for(lambda: paused_port not in slow_server.open_connections(), timeout=30)
     assert "did not complete the close within 2s" in slow_server.log()

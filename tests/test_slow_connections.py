@@ -1,0 +1,128 @@
+"""Connections that trickle their request headers in cannot starve the server of descriptors.
+
+Each slow client sends the start of a request and then nothing; the server drops it once
+``WINDI_HTTP_HEADER_TIMEOUT`` has passed, and reports the drops in one WARNING a minute at most.
+Past the descriptor limit, uvicorn's event loop (uvloop) refuses new connections at once rather than
+queueing them, so a normal client retries until a dropped slow connection has freed a descriptor.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from tests.api import Api
+from tests.conftest import LiveServer, start_server, stop_server, wait_for
+
+PARTIAL_REQUEST = b"GET /health HTTP/1.1\r\nHost: windi\r\nX-Slow: "
+HEADER_TIMEOUT = {"WINDI_HTTP_HEADER_TIMEOUT": "1"}
+
+
+def slow_connection(server: LiveServer) -> socket.socket:
+    """A connection that starts a request and never finishes its headers."""
+    address = urlsplit(server.base_url)
+    connection = socket.create_connection((address.hostname, address.port), timeout=10)
+    connection.sendall(PARTIAL_REQUEST)
+    connection.setblocking(False)
+    return connection
+
+
+def is_dropped(connection: socket.socket) -> bool:
+    try:
+        return connection.recv(1024) == b""
+    except BlockingIOError:
+        return False
+    except OSError:  # reset by the server's abort
+        return True
+
+
+@contextmanager
+def slow_clients(server: LiveServer, count: int) -> Iterator[list[int]]:
+    """``count`` slow connections kept open for the whole block: each one dropped is replaced."""
+    connections = [slow_connection(server) for _ in range(count)]
+    dropped: list[int] = []
+    done = threading.Event()
+
+    def replace_dropped() -> None:
+        while not done.is_set():
+            for index, connection in enumerate(connections):
+                if is_dropped(connection):
+                    connection.close()
+                    dropped.append(index)
+                    connections[index] = slow_connection(server)
+            time.sleep(0.05)
+
+    keeping = threading.Thread(target=replace_dropped)
+    keeping.start()
+    try:
+        yield dropped
+    finally:
+        done.set()
+        keeping.join()
+        for connection in connections:
+            connection.close()
+
+
+def test_a_request_whose_headers_stop_arriving_is_dropped_after_the_header_timeout(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    server = start_server(sqlite_url, tmp_path / "server.log", HEADER_TIMEOUT)
+    try:
+        connections = [slow_connection(server) for _ in range(20)]
+        ports = {connection.getsockname()[1] for connection in connections}
+        wait_for(lambda: ports <= server.open_connections())
+        wait_for(lambda: all(is_dropped(connection) for connection in connections))
+        assert not ports & server.open_connections()
+        with server.http() as http:
+            assert http.get("/health").status_code == 200
+        for connection in connections:
+            connection.close()
+    finally:
+        stop_server(server)
+    warnings = [
+        line for line in server.log().splitlines() if "request headers did not arrive within 1s" in line
+    ]
+    assert len(warnings) == 1  # twenty drops, one line: the next report waits a minute
+    assert "WARNING" in warnings[0]
+
+
+def log_in_on_a_new_connection(server: LiveServer, email: str) -> bool:
+    """One login as a new client would do it: a connection of its own. False if it did not get through."""
+    try:
+        with server.http() as http:
+            return "access_token" in Api(http).login(email)
+    except httpx.TransportError:  # refused or reset while the server had no descriptor to spare
+        return False
+
+
+def descriptors(server: LiveServer) -> int:
+    return len(list(Path(f"/proc/{server.process.pid}/fd").iterdir()))
+
+
+def test_login_keeps_working_while_slow_clients_hold_more_connections_than_the_descriptor_limit(
+    tmp_path: Path, pg_database_url: str
+) -> None:
+    server = start_server(
+        pg_database_url, tmp_path / "server.log", HEADER_TIMEOUT, soft_open_files=128, hard_open_files=128
+    )
+    try:
+        with server.http() as http:
+            ada = Api(http).account("Ada")
+        with slow_clients(server, 200):
+            wait_for(lambda: descriptors(server) >= 120)  # the attack holds (nearly) every descriptor
+            for _ in range(5):
+                # Connections arriving while every descriptor is taken are refused, so a client retries;
+                # the header timeout frees descriptors every second, and its retries get through.
+                wait_for(lambda: log_in_on_a_new_connection(server, ada.email), timeout=30)
+    finally:
+        stop_server(server)
+    log = server.log()
+    assert "Open files limit: soft 128 (was 128), hard 128" in log
+    assert "request headers did not arrive within 1s" in log
