@@ -336,6 +336,7 @@ def test_the_logging_config_uses_the_chosen_format() -> None:
         ("WINDI_WS_CLOSE_TIMEOUT", "0"),
         ("WINDI_WS_CLOSE_TIMEOUT", "soon"),
         ("WINDI_HTTP_HEADER_TIMEOUT", "0"),
+        ("WINDI_MAX_CONNECTIONS", "-1"),
         ("WINDI_DB_POOL_SIZE", "0"),
         ("WINDI_DB_MAX_OVERFLOW", "-1"),
         ("WINDI_DB_POOL_TIMEOUT", "0"),

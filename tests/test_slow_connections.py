@@ -1,9 +1,10 @@
-"""Connections that trickle their request headers in cannot starve the server of descriptors.
+"""Connections that trickle their request headers in, or simply too many, cannot starve the server.
 
 Each slow client sends the start of a request and then nothing; the server drops it once
 ``WINDI_HTTP_HEADER_TIMEOUT`` has passed, and reports the drops in one WARNING a minute at most.
 Past the descriptor limit, uvicorn's event loop (uvloop) refuses new connections at once rather than
 queueing them, so a normal client retries until a dropped slow connection has freed a descriptor.
+Below that limit, ``WINDI_MAX_CONNECTIONS`` answers connections past it with an immediate 503.
 """
 
 from __future__ import annotations
@@ -97,9 +98,11 @@ def log_in_on_a_new_connection(server: LiveServer, email: str) -> bool:
     """One login as a new client would do it: a connection of its own. False if it did not get through."""
     try:
         with server.http() as http:
-            return "access_token" in Api(http).login(email)
+            response = Api(http).login(email, expect=None)
     except httpx.TransportError:  # refused or reset while the server had no descriptor to spare
         return False
+    assert response.status_code in (200, 503), response.text  # 503: past the connection cap; retry
+    return response.status_code == 200 and "access_token" in response.json()
 
 
 def descriptors(server: LiveServer) -> int:
@@ -109,8 +112,11 @@ def descriptors(server: LiveServer) -> int:
 def test_login_keeps_working_while_slow_clients_hold_more_connections_than_the_descriptor_limit(
     tmp_path: Path, pg_database_url: str
 ) -> None:
+    # No connection cap below the descriptor limit here (by default there is one): the header timeout
+    # alone must keep the server reachable.
+    uncapped = {**HEADER_TIMEOUT, "WINDI_MAX_CONNECTIONS": "100000"}
     server = start_server(
-        pg_database_url, tmp_path / "server.log", HEADER_TIMEOUT, soft_open_files=128, hard_open_files=128
+        pg_database_url, tmp_path / "server.log", uncapped, soft_open_files=128, hard_open_files=128
     )
     try:
         with server.http() as http:
@@ -126,3 +132,46 @@ def test_login_keeps_working_while_slow_clients_hold_more_connections_than_the_d
     log = server.log()
     assert "Open files limit: soft 128 (was 128), hard 128" in log
     assert "request headers did not arrive within 1s" in log
+
+
+def test_by_default_the_connection_cap_refuses_slow_clients_before_the_descriptors_run_out(
+    tmp_path: Path, pg_database_url: str
+) -> None:
+    server = start_server(
+        pg_database_url, tmp_path / "server.log", HEADER_TIMEOUT, soft_open_files=128, hard_open_files=128
+    )
+    try:
+        with server.http() as http:
+            ada = Api(http).account("Ada")
+        with slow_clients(server, 200):
+            wait_for(lambda: "the most allowed" in server.log())
+            assert descriptors(server) < 128
+            for _ in range(5):
+                wait_for(lambda: log_in_on_a_new_connection(server, ada.email), timeout=30)
+    finally:
+        stop_server(server)
+    assert "At most 28 open connections" in server.log()
+
+
+def test_connections_past_the_cap_get_an_immediate_503_and_one_warning(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    limits = {"WINDI_MAX_CONNECTIONS": "5", "WINDI_HTTP_HEADER_TIMEOUT": "600"}
+    server = start_server(sqlite_url, tmp_path / "server.log", limits)
+    try:
+        connections = [slow_connection(server) for _ in range(5)]
+        ports = {connection.getsockname()[1] for connection in connections}
+        wait_for(lambda: ports <= server.open_connections())
+        for _ in range(3):
+            response = httpx.get(f"{server.base_url}/health", timeout=10)
+            assert (response.status_code, response.headers["Retry-After"]) == (503, "3")
+        for connection in connections:
+            connection.close()
+        wait_for(lambda: httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200)
+    finally:
+        stop_server(server)
+    log = server.log()
+    assert "At most 5 open connections" in log
+    warnings = [line for line in log.splitlines() if "5 connections open, the most allowed" in line]
+    assert len(warnings) == 1  # three refusals, one line
+    assert "WARNING" in warnings[0]

@@ -21,7 +21,7 @@ from rich_click import RichCommand  # Litestar's command class (rich-click is on
 from windi_chat.config import ConfigurationError, Settings
 from windi_chat.logs import logging_dict
 from windi_chat.schemas import MAX_FRAME_BYTES
-from windi_chat.transports import ClosingWebSocketProtocol, HeaderTimeoutProtocol
+from windi_chat.transports import ClosingWebSocketProtocol, GuardedHttpProtocol, max_connections
 
 __all__ = ("main",)
 
@@ -77,6 +77,7 @@ def run_command(
         log_config["loggers"]["uvicorn.access"]["level"] = "INFO"
     logging.config.dictConfig(log_config)  # uvicorn applies it again; the line below needs it now
     raise_open_files_limit()
+    logger.info("At most %d open connections (WINDI_MAX_CONNECTIONS)", max_connections())
     uvicorn.run(
         APP_FACTORY,
         factory=True,
@@ -92,7 +93,7 @@ def run_command(
         # Chat frames are small: per-message deflate would cost CPU on every delivery and tens of
         # kilobytes of zlib state on every idle socket.
         ws_per_message_deflate=False,
-        http=HeaderTimeoutProtocol,  # requests whose headers take over WINDI_HTTP_HEADER_TIMEOUT are dropped
+        http=GuardedHttpProtocol,  # WINDI_MAX_CONNECTIONS and WINDI_HTTP_HEADER_TIMEOUT
         ws=ClosingWebSocketProtocol,  # a close that frees the connection within WINDI_WS_CLOSE_TIMEOUT
         timeout_graceful_shutdown=10,
     )

@@ -41,6 +41,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_send_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     ws_close_timeout: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     http_header_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    max_connections: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: the open-files limit less a reserve
     migrate_on_start: bool = True
     db_startup_timeout: float = 60.0
     allow_sqlite_in_production: bool = False

@@ -1,9 +1,9 @@
 """uvicorn's protocols, with the deadlines a server facing the internet needs.
 
-:class:`HeaderTimeoutProtocol`: a request whose headers have not all arrived within
-``WINDI_HTTP_HEADER_TIMEOUT`` seconds is dropped. uvicorn times out idle keep-alive connections but not
-a request that trickles in a byte at a time, so a few hundred such connections used to hold every
-descriptor of the process.
+:class:`GuardedHttpProtocol`: a request whose headers have not all arrived within
+``WINDI_HTTP_HEADER_TIMEOUT`` seconds is dropped, and a connection past ``WINDI_MAX_CONNECTIONS`` gets
+an immediate 503. uvicorn times out idle keep-alive connections but not a request that trickles in a
+byte at a time, so a few hundred such connections used to hold every descriptor of the process.
 
 :class:`ClosingWebSocketProtocol`: uvicorn closes a WebSocket's transport gracefully, and a graceful
 close waits until the kernel has taken everything buffered. A client that stopped reading never lets
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import resource
 from typing import Any, cast
 
 from uvicorn._types import ASGISendEvent
@@ -28,7 +29,7 @@ from uvicorn.server import ServerState
 
 from windi_chat.config import Settings
 
-__all__ = ("ClosingWebSocketProtocol", "HeaderTimeoutProtocol")
+__all__ = ("ClosingWebSocketProtocol", "GuardedHttpProtocol", "max_connections")
 
 logger = logging.getLogger("windi_chat.transports")
 
@@ -43,34 +44,58 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
-class _DropReport:
-    """Counts connections dropped for slow headers; one WARNING for the first, then one a minute."""
+class _RateLimitedWarning:
+    """Counts events and logs them in one WARNING for the first, then at most one a minute."""
 
-    def __init__(self) -> None:
-        self.unreported = 0
-        self.reported_at: float | None = None
+    def __init__(self, message: str) -> None:
+        self._message = message
+        self._unreported = 0
+        self._reported_at: float | None = None
 
-    def dropped(self, now: float, timeout: float) -> None:
-        self.unreported += 1
-        if self.reported_at is not None and now - self.reported_at < WARNING_INTERVAL_SECONDS:
+    def count(self, now: float, *details: object) -> None:
+        self._unreported += 1
+        if self._reported_at is not None and now - self._reported_at < WARNING_INTERVAL_SECONDS:
             return
-        logger.warning(
-            "Dropped %d connection(s) whose request headers did not arrive within %gs "
-            "(slow or stalled clients; reported at most once a minute)",
-            self.unreported,
-            timeout,
-        )
-        self.unreported, self.reported_at = 0, now
+        logger.warning(self._message, self._unreported, *details)
+        self._unreported, self._reported_at = 0, now
 
 
-_drops = _DropReport()
+_slow_headers = _RateLimitedWarning(
+    "Dropped %d connection(s) whose request headers did not arrive within %gs "
+    "(slow or stalled clients; reported at most once a minute)"
+)
+_over_cap = _RateLimitedWarning(
+    "Refused %d connection(s) with 503: %d connections open, the most allowed "
+    "(WINDI_MAX_CONNECTIONS; reported at most once a minute)"
+)
+# Descriptors kept back from the automatic connection cap, for the database pool, Redis and logs.
+RESERVED_DESCRIPTORS = 100
+_SERVICE_UNAVAILABLE = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"content-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 33\r\n"
+    b"retry-after: 3\r\n"
+    b"connection: close\r\n\r\n"
+    b"Too many connections; try again\r\n"
+)
 
 
-class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's default HTTP protocol, plus a deadline for each request's headers.
+def max_connections() -> int:
+    """``WINDI_MAX_CONNECTIONS``, or by default what the open-files limit leaves after a reserve."""
+    configured = _settings().max_connections
+    if configured:
+        return configured
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return max(soft - RESERVED_DESCRIPTORS, 1) if soft != resource.RLIM_INFINITY else 1_000_000
 
-    The deadline runs from the connection's start for its first request and from the first byte of
-    each later one; the keep-alive timeout still covers the wait between requests.
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's default HTTP protocol, plus a cap on connections and a deadline for request headers.
+
+    A connection past the cap is answered 503 at once and closed, before anything is read, so it
+    holds its descriptor for no time. The header deadline runs from the connection's start for its
+    first request and from the first byte of each later one; the keep-alive timeout still covers the
+    wait between requests.
     """
 
     def __init__(
@@ -82,10 +107,17 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.header_timeout = _settings().http_header_timeout
+        self.max_connections = max_connections()
         self._header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(cast("asyncio.Transport", transport))
+        # WebSockets count too: they stay in the server's set of connections after the upgrade.
+        if len(self.connections) > self.max_connections:
+            _over_cap.count(self.loop.time(), len(self.connections) - 1)
+            self.transport.write(_SERVICE_UNAVAILABLE)
+            self.transport.close()
+            return
         self._start_header_timer()
 
     def on_message_begin(self) -> None:
@@ -112,7 +144,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     def _headers_too_slow(self) -> None:
         self._header_timer = None
         if not self.transport.is_closing():
-            _drops.dropped(self.loop.time(), self.header_timeout)
+            _slow_headers.count(self.loop.time(), self.header_timeout)
             self.transport.abort()
 
 
