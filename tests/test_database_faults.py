@@ -18,7 +18,7 @@ from advanced_alchemy.exceptions import RepositoryError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from tests.api import Api
+from tests.api import Account, Api
 from tests.conftest import LiveServer, fetch, start_server, stop_server, wait_for
 from tests.pg_cluster import OwnPostgres
 from tests.wsclient import is_ack, open_socket, receive_until, receive_until_closed, send_frame
@@ -59,6 +59,13 @@ def test_statement_errors_are_not_unavailability(sqlstate: str) -> None:
 
 def test_a_pool_timeout_is_unavailability() -> None:
     assert is_unavailable(PoolTimeoutError("QueuePool limit of size 10 overflow 10 reached"))
+
+
+def _chat_to_lock(api: Api) -> tuple[Account, Account, int, str]:
+    """Ada and Bob's chat, and the statement that locks its row (every send to the chat waits on it)."""
+    ada, bob = api.people("Ada", "Bob")
+    chat_id = api.private_chat(ada, bob)["id"]
+    return ada, bob, chat_id, f"SELECT 1 FROM chats WHERE id = {chat_id} FOR UPDATE"  # noqa: S608 - an int
 
 
 def _start(own_postgres: OwnPostgres, tmp_path: Path) -> LiveServer:
@@ -123,9 +130,7 @@ def test_a_session_terminated_mid_query_gives_503_and_unavailable(
     try:
         with server.http() as http, ThreadPoolExecutor(max_workers=1) as pool:
             api = Api(http)
-            ada, bob = api.people("Ada", "Bob")
-            chat_id = api.private_chat(ada, bob)["id"]
-            locked_chat = f"SELECT 1 FROM chats WHERE id = {chat_id} FOR UPDATE"  # noqa: S608 - an int
+            ada, bob, chat_id, locked_chat = _chat_to_lock(api)
 
             with own_postgres.row_locked(locked_chat), server.http() as sender:
                 # The send waits on the chat's row lock; an administrator ends its session: 57P01.
@@ -204,9 +209,7 @@ def test_a_request_that_finds_no_free_connection_within_the_pool_timeout_gets_50
     try:
         with server.http() as http, ThreadPoolExecutor(max_workers=1) as pool:
             api = Api(http)
-            ada, bob = api.people("Ada", "Bob")
-            chat_id = api.private_chat(ada, bob)["id"]
-            locked_chat = f"SELECT 1 FROM chats WHERE id = {chat_id} FOR UPDATE"  # noqa: S608 - an int
+            ada, _bob, chat_id, locked_chat = _chat_to_lock(api)
 
             with server.http() as sender:
                 with own_postgres.row_locked(locked_chat):

@@ -80,6 +80,7 @@ _SERVICE_UNAVAILABLE = (
 )
 
 
+@functools.cache
 def max_connections() -> int:
     """``WINDI_MAX_CONNECTIONS``, or by default what the open-files limit leaves after a reserve."""
     configured = _settings().max_connections
@@ -98,22 +99,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     wait between requests.
     """
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        self.header_timeout = _settings().http_header_timeout
-        self.max_connections = max_connections()
-        self._header_timer: asyncio.TimerHandle | None = None
+    _header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(cast("asyncio.Transport", transport))
         # WebSockets count too: they stay in the server's set of connections after the upgrade.
-        if len(self.connections) > self.max_connections:
+        if len(self.connections) > max_connections():
             _over_cap.count(self.loop.time(), len(self.connections) - 1)
             self.transport.write(_SERVICE_UNAVAILABLE)
             self.transport.close()
@@ -134,7 +125,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _start_header_timer(self) -> None:
         if self._header_timer is None:
-            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+            self._header_timer = self.loop.call_later(_settings().http_header_timeout, self._headers_too_slow)
 
     def _stop_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -144,7 +135,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _headers_too_slow(self) -> None:
         self._header_timer = None
         if not self.transport.is_closing():
-            _slow_headers.count(self.loop.time(), self.header_timeout)
+            _slow_headers.count(self.loop.time(), _settings().http_header_timeout)
             self.transport.abort()
 
 
