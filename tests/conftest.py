@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -37,6 +38,7 @@ PG_URL = os.environ.get("WINDI_TEST_DATABASE_URL", "postgresql+asyncpg://postgre
 REQUIRE_PG = os.environ.get("WINDI_TEST_REQUIRE_POSTGRES") == "1"
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 TABLES = ("messages", "chat_members", "chats", "users")
+TCP_LISTEN = "0A"  # the LISTEN state in /proc/net/tcp
 
 
 def run(coro: Any) -> Any:
@@ -184,11 +186,47 @@ class LiveServer:
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=10)
 
+    def open_connections(self) -> set[int]:
+        """The client ports of the TCP connections the server process holds open (read from /proc)."""
+        pid = self.process.pid
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:  # closed while we looked
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+        server_port = int(self.base_url.rsplit(":", 1)[1])
+        ports = set()
+        for table in ("tcp", "tcp6"):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+                if (
+                    inode in inodes
+                    and state != TCP_LISTEN
+                    and int(local.rsplit(":", 1)[1], 16) == server_port
+                ):
+                    ports.add(int(remote.rsplit(":", 1)[1], 16))
+        return ports
+
 
 def start_server(
-    database_url: str, log_path: Path, extra_env: dict[str, str] | None = None, args: Sequence[str] = ()
+    database_url: str,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
+    args: Sequence[str] = (),
+    *,
+    soft_open_files: int | None = None,
+    hard_open_files: int | None = None,
 ) -> LiveServer:
-    """Start ``windi-chat run`` (with ``args``) as a subprocess and wait until /health answers."""
+    """Start ``windi-chat run`` (with ``args``) as a subprocess and wait until /health answers.
+
+    ``soft_open_files`` and ``hard_open_files`` start it with those limits on descriptors, as a
+    container might.
+    """
+    limits = None if soft_open_files is None else _open_files(soft_open_files, hard_open_files)
     port = free_port()
     env = {
         **os.environ,
@@ -217,6 +255,7 @@ def start_server(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=log_path.parent,
+            preexec_fn=limits,
         )
     server = LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", log_path, process)
 
@@ -230,6 +269,15 @@ def start_server(
 
     wait_for(healthy, timeout=30)
     return server
+
+
+def _open_files(soft: int, hard: int | None) -> Callable[[], None]:
+    def lower() -> None:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (soft, hard or resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        )
+
+    return lower
 
 
 def stop_server(server: LiveServer) -> None:
@@ -307,3 +355,19 @@ async def _fetch(url: str, statement: str, params: dict[str, Any] | None = None)
 def fetch(url: str, statement: str, **params: Any) -> list[Any]:
     """Read rows straight from the database, to check what was stored."""
     return run(_fetch(url, statement, params))
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Any]:
+    """A PostgreSQL cluster of the test's own (see ``tests/pg_cluster.py``), removed afterwards."""
+    import shutil
+
+    from tests.pg_cluster import PG_BIN, OwnPostgres
+
+    if PG_BIN is None or (shutil.which("runuser") is None and os.geteuid() == 0):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    cluster = OwnPostgres()
+    try:
+        yield cluster
+    finally:
+        cluster.remove()

@@ -329,7 +329,18 @@ def test_the_logging_config_uses_the_chosen_format() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("WINDI_WS_SEND_TIMEOUT", "0"), ("WINDI_WS_SEND_TIMEOUT", "-1"), ("WINDI_WS_SOCKET_BACKLOG", "0")],
+    [
+        ("WINDI_WS_SEND_TIMEOUT", "0"),
+        ("WINDI_WS_SEND_TIMEOUT", "-1"),
+        ("WINDI_WS_SOCKET_BACKLOG", "0"),
+        ("WINDI_WS_CLOSE_TIMEOUT", "0"),
+        ("WINDI_WS_CLOSE_TIMEOUT", "soon"),
+        ("WINDI_HTTP_HEADER_TIMEOUT", "0"),
+        ("WINDI_MAX_CONNECTIONS", "-1"),
+        ("WINDI_DB_POOL_SIZE", "0"),
+        ("WINDI_DB_MAX_OVERFLOW", "-1"),
+        ("WINDI_DB_POOL_TIMEOUT", "0"),
+    ],
 )
 def test_socket_limits_must_be_positive(name: str, value: str) -> None:
     with pytest.raises(ConfigurationError):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import resource
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +20,7 @@ from websockets.sync.client import connect
 
 from tests.api import Account, Api
 from tests.conftest import TEST_SECRET, LiveServer, fetch, free_port, start_server, stop_server, wait_for
-
-PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+from tests.pg_cluster import OwnPostgres
 
 
 @contextmanager
@@ -68,6 +66,23 @@ def test_sigterm_closes_sockets_with_1001_and_keeps_acknowledged_messages(
     assert all(json.loads(line)["level"] for line in app_lines)
 
 
+def test_run_raises_the_open_files_limit_to_the_hard_limit_and_logs_both(
+    pg_database_url: str, tmp_path: Path
+) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert hard > 256, "the test needs a hard limit above the soft one it starts the server with"
+    server = start_server(pg_database_url, tmp_path / "server.log", soft_open_files=256)
+    try:
+        limits = Path(f"/proc/{server.process.pid}/limits").read_text()
+        [open_files] = [
+            line.split()[3:5] for line in limits.splitlines() if line.startswith("Max open files")
+        ]
+        assert open_files == [str(hard), str(hard)]
+    finally:
+        stop_server(server)
+    assert f"Open files limit: soft {hard} (was 256), hard {hard}" in server.log()
+
+
 def test_server_gives_up_on_an_unreachable_database_with_a_clear_message(tmp_path: Path) -> None:
     url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere"
     env = {
@@ -89,64 +104,6 @@ def test_server_gives_up_on_an_unreachable_database_with_a_clear_message(tmp_pat
     assert "Database not reachable (attempt 1" in result.stderr
     assert "Database not reachable (attempt 2" in result.stderr
     assert "did not answer within 2s" in result.stderr
-
-
-# A PostgreSQL server the test owns, so it can stop and start it -----------------------------------
-
-
-class OwnPostgres:
-    """A throw-away PostgreSQL cluster on a free port (run as the postgres user when we are root)."""
-
-    def __init__(self) -> None:
-        assert PG_BIN is not None
-        self.dir = Path(tempfile.mkdtemp(prefix="windi-pg-", dir="/tmp"))
-        self.port = free_port()
-        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
-        self._as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres", "--no-sync")
-
-    def _run(self, tool: str, *args: str) -> None:
-        command = [*self._as_postgres, str(PG_BIN / tool), *args]
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            "pg_ctl", "-D", str(self.dir / "data"), "-o", options, "-l", str(self.dir / "log"), "-w", "start"
-        )
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
-
-    def remove(self) -> None:
-        subprocess.run(
-            [
-                *self._as_postgres,
-                str(PG_BIN / "pg_ctl"),
-                "-D",
-                str(self.dir / "data"),
-                "-m",
-                "immediate",
-                "stop",
-            ],
-            capture_output=True,
-            check=False,
-            timeout=60,
-        )
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[OwnPostgres]:
-    if PG_BIN is None or (shutil.which("runuser") is None and os.geteuid() == 0):
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    cluster = OwnPostgres()
-    try:
-        yield cluster
-    finally:
-        cluster.remove()
 
 
 def test_server_waits_for_a_database_that_starts_later(own_postgres: OwnPostgres, tmp_path: Path) -> None:

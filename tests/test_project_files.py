@@ -67,6 +67,14 @@ def test_compose_scale_profile_runs_a_second_replica_on_redis() -> None:
     assert "scale" in services["redis"]["profiles"]
 
 
+def test_compose_gives_every_app_replica_room_for_many_sockets() -> None:
+    services = compose()["services"]
+    for name in ("app", "app-2"):
+        nofile = services[name]["ulimits"]["nofile"]
+        assert nofile["hard"] >= 65536
+        assert nofile["soft"] <= nofile["hard"]
+
+
 def test_image_is_multi_stage_slim_and_runs_as_a_user() -> None:
     stages = containerfile_stages()
     assert len(stages) >= 2

@@ -279,6 +279,41 @@ def test_login_rate_limit_holds_across_processes_on_redis(
     assert statuses == [401, 401, 401, 401, 429, 429]
 
 
+def test_login_and_register_keep_working_on_a_per_process_limit_while_redis_is_down(
+    redis_server: RedisServer, postgres_url: str, tmp_path: Path
+) -> None:
+    server = start_server(
+        postgres_url,
+        tmp_path / "server.log",
+        {"WINDI_CHANNELS_URL": redis_server.url, "WINDI_AUTH_RATE_LIMIT": "4"},
+    )
+    try:
+        with server.http() as http:
+            api = Api(http)
+            assert api.login("nobody@example.com", "wrong", expect=None).status_code == 401
+            redis_server.stop()
+            statuses = [
+                api.login("nobody@example.com", "wrong", expect=None).status_code,
+                api.register("Ada", "ada-redis-down@example.com", expect=None).status_code,
+                api.login("ada-redis-down@example.com", expect=None).status_code,
+                api.login("nobody@example.com", "wrong", expect=None).status_code,
+                api.login("nobody@example.com", "wrong", expect=None).status_code,
+            ]
+            # Counted in this process from the outage on: four pass, the fifth is limited.
+            assert statuses == [401, 201, 200, 401, 429]
+
+            redis_server.start()  # empty again: the shared count starts afresh once it is asked
+            wait_for(
+                lambda: api.login("ada-redis-down@example.com", expect=None).status_code == 200, interval=0.5
+            )
+    finally:
+        stop_server(server)
+    log = server.log()
+    assert "Traceback" not in log
+    assert log.count("Rate-limit store unavailable") == 1
+    assert log.count("Rate-limit store reachable again") == 1
+
+
 # Recovery -----------------------------------------------------------------------------------------
 
 

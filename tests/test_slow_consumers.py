@@ -54,6 +54,7 @@ def slow_server(postgres_url: str, tmp_path: Path, request: pytest.FixtureReques
             "WINDI_WS_SOCKET_BACKLOG": str(backlog),
             "WINDI_WS_SEND_TIMEOUT": str(send_timeout),
             "WINDI_WS_FRAMES_PER_SECOND": "10000",
+            "WINDI_WS_CLOSE_TIMEOUT": "2",
         },
     )
     yield server
@@ -123,3 +124,20 @@ def test_a_client_that_falls_too_far_behind_is_closed_when_it_reads_again(slow_s
         # Reading again unblocks the server's pending send; the backlog behind it is over the limit.
         _catch_up_after_close(slow_server, paused, chat_id, bob.token, {CLOSE_TRY_AGAIN})
         assert "fell too far behind" in slow_server.log()
+
+
+@pytest.mark.parametrize("slow_server", [(100_000, 1)], indirect=True)
+def test_a_closed_client_that_reads_nothing_loses_its_connection_after_the_close_timeout(
+    slow_server: LiveServer,
+) -> None:
+    ada, bob, chat_id = _pair(slow_server)
+    with paused_socket(slow_server, chat_id, bob.token) as paused:
+        paused_port = paused.socket.getsockname()[1]
+        assert paused_port in slow_server.open_connections()
+        _send_many(slow_server, ada, chat_id)
+
+        # The server gives up on the paused client, whose buffers are full: the close frame cannot
+        # reach it, and once the close timeout has passed the server drops the connection itself.
+        wait_for(lambda: "too slow to receive" in slow_server.log(), timeout=30)
+        wait_for(lambda: paused_port not in slow_server.open_connections(), timeout=30)
+    assert "did not complete the close within 2s" in slow_server.log()

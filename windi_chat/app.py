@@ -18,7 +18,6 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Tag
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from windi_chat import __version__
@@ -26,10 +25,10 @@ from windi_chat.accounts import AuthController, UserController, UserService, cre
 from windi_chat.chat_routes import ChatController, GroupController
 from windi_chat.chats import ChatService
 from windi_chat.config import Settings
-from windi_chat.database import create_db_config
-from windi_chat.delivery import GuardedBackend, create_backend, create_shared_store, redact_url
+from windi_chat.database import create_db_config, unavailable_cause
+from windi_chat.delivery import GuardedBackend, create_backend, redact_url
 from windi_chat.events import EventBus
-from windi_chat.http_errors import exception_handlers, log_unhandled
+from windi_chat.http_errors import DATABASE_ERRORS, RETRY_AFTER_SECONDS, exception_handlers, log_unhandled
 from windi_chat.lifecycle import install_graceful_shutdown, prepare_database
 from windi_chat.logs import install_redaction, logging_dict
 from windi_chat.message_routes import MessageController
@@ -38,6 +37,7 @@ from windi_chat.realtime import chat_socket
 from windi_chat.schemas import HealthOut
 from windi_chat.security import PasswordHasher, TokenCodec, create_auth
 from windi_chat.sockets import SocketRegistry
+from windi_chat.stores import create_shared_store
 from windi_chat.writer import MessageWriter
 
 __all__ = ("create_app",)
@@ -54,9 +54,13 @@ async def health(db_engine: NamedDependency[AsyncEngine]) -> Response[HealthOut]
         with anyio.fail_after(HEALTH_TIMEOUT_SECONDS):
             async with db_engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
-    except (OSError, TimeoutError, SQLAlchemyError) as exc:
-        logger.warning("Health check failed: %s", type(exc).__name__)
-        return Response(HealthOut(status="unavailable"), status_code=HTTP_503_SERVICE_UNAVAILABLE)
+    except (TimeoutError, *DATABASE_ERRORS) as exc:
+        logger.warning("Health check failed: %s", unavailable_cause(exc))
+        return Response(
+            HealthOut(status="unavailable"),
+            status_code=HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     return Response(HealthOut(status="ok"))
 
 

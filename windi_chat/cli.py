@@ -7,7 +7,10 @@ come along, because this is Litestar's command group with ``--app`` already fill
 from __future__ import annotations
 
 import asyncio
+import logging
+import logging.config
 import os
+import resource
 import sys
 
 import click
@@ -18,10 +21,32 @@ from rich_click import RichCommand  # Litestar's command class (rich-click is on
 from windi_chat.config import ConfigurationError, Settings
 from windi_chat.logs import logging_dict
 from windi_chat.schemas import MAX_FRAME_BYTES
+from windi_chat.transports import ClosingWebSocketProtocol, GuardedHttpProtocol, max_connections
 
 __all__ = ("main",)
 
 APP_FACTORY = "windi_chat.app:create_app"
+
+logger = logging.getLogger("windi_chat.cli")
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard limit, and log both: every socket is a descriptor.
+
+    Many systems and container engines start processes at a soft limit of 1024, which a few hundred
+    clients and their reconnects use up; the hard limit is what the operator allows. Worker processes
+    inherit the raised limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    raised = soft
+    if soft != hard and hard != resource.RLIM_INFINITY:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            raised = hard
+        except (ValueError, OSError) as exc:
+            logger.warning("Could not raise the open files limit from %d to %d: %s", soft, hard, exc)
+    hard_text = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    logger.info("Open files limit: soft %d (was %d), hard %s", raised, soft, hard_text)
 
 
 @click.command("run", cls=RichCommand)
@@ -50,6 +75,9 @@ def run_command(
     log_config = logging_dict(settings.log_level, settings.effective_log_format)
     if access_log:
         log_config["loggers"]["uvicorn.access"]["level"] = "INFO"
+    logging.config.dictConfig(log_config)  # uvicorn applies it again; the line below needs it now
+    raise_open_files_limit()
+    logger.info("At most %d open connections (WINDI_MAX_CONNECTIONS)", max_connections())
     uvicorn.run(
         APP_FACTORY,
         factory=True,
@@ -65,6 +93,8 @@ def run_command(
         # Chat frames are small: per-message deflate would cost CPU on every delivery and tens of
         # kilobytes of zlib state on every idle socket.
         ws_per_message_deflate=False,
+        http=GuardedHttpProtocol,  # WINDI_MAX_CONNECTIONS and WINDI_HTTP_HEADER_TIMEOUT
+        ws=ClosingWebSocketProtocol,  # a close that frees the connection within WINDI_WS_CLOSE_TIMEOUT
         timeout_graceful_shutdown=10,
     )
 

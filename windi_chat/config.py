@@ -41,12 +41,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_frames_per_second: float = 20.0
     ws_socket_backlog: Annotated[int, msgspec.Meta(ge=1)] = 1000
     ws_send_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    ws_close_timeout: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    http_header_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    max_connections: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: the open-files limit less a reserve
     migrate_on_start: bool = True
     db_startup_timeout: float = 60.0
     allow_sqlite_in_production: bool = False
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65_536
-    db_pool_size: int = 10
+    db_pool_size: Annotated[int, msgspec.Meta(ge=1)] = 10
+    db_max_overflow: Annotated[int, msgspec.Meta(ge=0)] = 10
+    db_pool_timeout: Annotated[int, msgspec.Meta(ge=1)] = 30
     allowed_origins: str = ""
 
     def __post_init__(self) -> None:

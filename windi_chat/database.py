@@ -19,13 +19,21 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from alembic import command
 from windi_chat.config import Settings
 from windi_chat.errors import DatabaseUnavailableError, DomainError
 
-__all__ = ("create_db_config", "is_unavailable", "migrate", "migrations_path", "unit_of_work")
+__all__ = (
+    "create_db_config",
+    "is_unavailable",
+    "migrate",
+    "migrations_path",
+    "unavailable_cause",
+    "unit_of_work",
+)
 
 logger = logging.getLogger("windi_chat.database")
 
@@ -45,7 +53,13 @@ def create_db_config(settings: Settings) -> SQLAlchemyAsyncConfig:
     """One engine for the app, with the pool and SQLite pragmas a chat server needs."""
     engine_config = EngineConfig(pool_pre_ping=True)
     if not settings.is_sqlite:
-        engine_config = EngineConfig(pool_pre_ping=False, pool_size=settings.db_pool_size, max_overflow=10)
+        # A request that finds every connection busy for db_pool_timeout seconds answers 503.
+        engine_config = EngineConfig(
+            pool_pre_ping=False,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout,
+        )
     config = SQLAlchemyAsyncConfig(
         connection_string=settings.database_url,
         engine_config=engine_config,
@@ -108,15 +122,44 @@ def _sqlite_lock_path(engine: AsyncEngine) -> Path | None:
     return Path(database + ".migrate.lock")
 
 
+# SQLSTATEs that mean "the server cannot serve this connection now", not "this statement is wrong":
+# class 08 (connection exceptions), 57P01-57P03 (admin shutdown, crash shutdown, cannot connect now:
+# a restart, a failover or recovery) and 53300 (too many connections, which frees up by itself).
+UNAVAILABLE_SQLSTATE_CLASSES = ("08",)
+UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
 def is_unavailable(exc: BaseException | None) -> bool:
-    """True when the error (or what caused it) says the database could not be reached."""
+    """True when the error (or what caused it) says the database cannot be reached or cannot serve now.
+
+    Drivers and wrappers differ in what they raise for a restarting server (asyncpg's
+    ``CannotConnectNowError``, wrapped by SQLAlchemy as a plain ``DBAPIError``, wrapped again by
+    advanced-alchemy), so the whole chain of causes is read, by exception class and by SQLSTATE.
+    """
     while exc is not None:
-        if isinstance(exc, OSError | TimeoutError | OperationalError | InterfaceError):
+        if isinstance(exc, OSError | TimeoutError | OperationalError | InterfaceError | PoolTimeoutError):
             return True
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             return True
+        if _unavailable_sqlstate(getattr(exc, "sqlstate", None)):
+            return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def _unavailable_sqlstate(sqlstate: object) -> bool:
+    return isinstance(sqlstate, str) and (
+        sqlstate.startswith(UNAVAILABLE_SQLSTATE_CLASSES) or sqlstate in UNAVAILABLE_SQLSTATES
+    )
+
+
+def unavailable_cause(exc: BaseException) -> str:
+    """The innermost cause of an unavailability, for a log line: its class and SQLSTATE, never its text."""
+    cause: BaseException = exc
+    while (inner := cause.__cause__ or cause.__context__) is not None:
+        cause = inner
+    sqlstate = getattr(cause, "sqlstate", None)
+    return f"{type(cause).__name__} ({sqlstate})" if isinstance(sqlstate, str) else type(cause).__name__
 
 
 @asynccontextmanager

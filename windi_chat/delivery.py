@@ -15,12 +15,12 @@ from urllib.parse import urlsplit
 import anyio
 from litestar.channels import ChannelsBackend
 from litestar.channels.backends.memory import MemoryChannelsBackend
-from litestar.stores.base import Store
 
 from windi_chat.config import ConfigurationError
 from windi_chat.pg_channels import PostgresChannelsBackend
+from windi_chat.stores import REDIS_SCHEMES
 
-__all__ = ("GuardedBackend", "create_backend", "create_shared_store", "redact_url")
+__all__ = ("GuardedBackend", "create_backend", "redact_url")
 
 logger = logging.getLogger("windi_chat.delivery")
 
@@ -31,9 +31,6 @@ def redact_url(url: str) -> str:
     if parts.password is None:
         return url
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
-
-
-REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 def _scheme(url: str) -> str:
@@ -60,15 +57,6 @@ def create_backend(url: str) -> ChannelsBackend:
         f"WINDI_CHANNELS_URL={redact_url(url)} is not supported: use memory://, redis://host:6379/0 "
         "or postgresql://user:password@host:5432/database"
     )
-
-
-def create_shared_store(url: str) -> Store | None:
-    """A store every process shares (for login rate limits) when delivery runs on Redis."""
-    if _scheme(url) not in REDIS_SCHEMES:
-        return None
-    from litestar.stores.redis import RedisStore
-
-    return RedisStore.with_client(url=url, namespace="WINDI_CHAT")
 
 
 class GuardedBackend(ChannelsBackend):

@@ -10,6 +10,7 @@ import sys
 from collections import defaultdict
 from typing import Any
 
+import asyncpg
 import msgspec
 from advanced_alchemy.exceptions import NotFoundError as RowNotFoundError
 from advanced_alchemy.exceptions import RepositoryError
@@ -20,7 +21,7 @@ from litestar.types import ExceptionHandlersMap, Scope
 from litestar.types.protocols import Logger
 from sqlalchemy.exc import SQLAlchemyError
 
-from windi_chat.database import is_unavailable
+from windi_chat.database import is_unavailable, unavailable_cause
 from windi_chat.errors import (
     ConflictError,
     DatabaseUnavailableError,
@@ -31,9 +32,19 @@ from windi_chat.errors import (
     UnavailableError,
 )
 
-__all__ = ("ErrorOut", "error_responses", "exception_handlers", "log_unhandled")
+__all__ = (
+    "DATABASE_ERRORS",
+    "RETRY_AFTER_SECONDS",
+    "ErrorOut",
+    "error_responses",
+    "exception_handlers",
+    "log_unhandled",
+)
 
 logger = logging.getLogger("windi_chat.app")
+
+# What a 503 asks the client to wait: a PostgreSQL restart or failover takes a second or a few.
+RETRY_AFTER_SECONDS = 3
 
 STATUS_OF_KIND: dict[type[DomainError], int] = {
     InvalidError: 400,
@@ -58,35 +69,39 @@ def status_of(error: type[DomainError]) -> int:
 
 def _answer(error: DomainError) -> Response[ErrorOut]:
     status = status_of(type(error))
-    return Response(ErrorOut(status_code=status, detail=error.detail), status_code=status)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if isinstance(error, UnavailableError) else None
+    return Response(ErrorOut(status_code=status, detail=error.detail), status_code=status, headers=headers)
 
 
 def domain_error(_request: Request[Any, Any, Any], exc: DomainError) -> Response[ErrorOut]:
     return _answer(exc)
 
 
-def database_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorOut]:
+def database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorOut]:
     """A database that cannot be reached is a 503 the client may retry; anything else is our bug."""
     if isinstance(exc, RowNotFoundError):
         return _answer(NotFoundError())
     if is_unavailable(exc):
-        logger.error("Database unavailable: %s", type(exc).__name__)
+        logger.warning(
+            "Database unavailable (%s %s): %s", request.method, request.url.path, unavailable_cause(exc)
+        )
         return _answer(DatabaseUnavailableError())
     logger.exception("Database error")
     return Response(ErrorOut(status_code=500, detail="Internal server error"), status_code=500)
 
 
+# asyncpg's own errors as well: a few (a refused connection, say) can escape SQLAlchemy unwrapped.
+DATABASE_ERRORS = (RepositoryError, SQLAlchemyError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
 exception_handlers: ExceptionHandlersMap = {
     DomainError: domain_error,
-    RepositoryError: database_error,
-    SQLAlchemyError: database_error,
-    OSError: database_error,
+    **dict.fromkeys(DATABASE_ERRORS, database_error),
 }
 
 
 def log_unhandled(log: Logger, scope: Scope, formatted: list[str]) -> None:
     """Log an exception that became a 500, except database errors: ``database_error`` logs those."""
-    if isinstance(sys.exc_info()[1], DomainError | RepositoryError | SQLAlchemyError | OSError):
+    if isinstance(sys.exc_info()[1], (DomainError, *DATABASE_ERRORS)):
         return
     log.error("Uncaught exception (%s %s):\n%s", scope["type"], scope["path"], "".join(formatted))
 

@@ -30,6 +30,7 @@ __all__ = (
     "all_read_of",
     "all_read_seq",
     "is_member",
+    "last_seq",
     "move_read_marker",
     "original",
     "page",
@@ -154,13 +155,14 @@ async def page(
     return rows
 
 
-async def rows_after(
-    session: AsyncSession, chat_id: int, after_seq: int, limit: int
-) -> tuple[list[Row[Any]], int]:
-    """Up to ``limit`` messages after ``after_seq``, and the chat's last seq (no membership check)."""
-    last_seq = await session.scalar(_LAST_SEQ, {"chat": chat_id})
+async def rows_after(session: AsyncSession, chat_id: int, after_seq: int, limit: int) -> list[Row[Any]]:
+    """Up to ``limit`` messages after ``after_seq``, in seq order (no membership check)."""
     parameters = {"chat": chat_id, "after_seq": after_seq, "limit": limit}
-    return list((await session.execute(_AFTER, parameters)).all()), last_seq or 0
+    return list((await session.execute(_AFTER, parameters)).all())
+
+
+async def last_seq(session: AsyncSession, chat_id: int) -> int:
+    return await session.scalar(_LAST_SEQ, {"chat": chat_id}) or 0
 
 
 async def is_member(session: AsyncSession, chat_id: int, user_id: int) -> bool:

@@ -26,6 +26,7 @@ __all__ = (
     "can_read",
     "clean_text",
     "history",
+    "last_seq",
     "mark_read",
     "message_out",
     "messages_after",
@@ -161,9 +162,12 @@ async def can_read(session: AsyncSession, chat_id: int, user_id: int) -> bool:
     return await message_sql.is_member(session, chat_id, user_id)
 
 
-async def messages_after(
-    session: AsyncSession, chat_id: int, after_seq: int, limit: int
-) -> tuple[list[MessageOut], int]:
-    """Catch-up for a socket: up to ``limit`` messages after ``after_seq``, and the chat's last seq."""
-    rows, last_seq = await message_sql.rows_after(session, chat_id, after_seq, limit)
-    return [message_out(row, row.all_read_seq) for row in rows], last_seq
+async def last_seq(session: AsyncSession, chat_id: int) -> int:
+    """The chat's last seq; seqs have no gaps, so ``last_seq - after_seq`` messages follow ``after_seq``."""
+    return await message_sql.last_seq(session, chat_id)
+
+
+async def messages_after(session: AsyncSession, chat_id: int, after_seq: int, limit: int) -> list[MessageOut]:
+    """One page of a socket's catch-up: up to ``limit`` messages after ``after_seq``."""
+    rows = await message_sql.rows_after(session, chat_id, after_seq, limit)
+    return [message_out(row, row.all_read_seq) for row in rows]

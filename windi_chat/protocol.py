@@ -1,4 +1,4 @@
-"""The chat socket's wire rules: reading a client frame, and the answer each error gets.
+"""The chat socket's wire rules: reading a handshake and a client frame, and the answer each error gets.
 
 Kept apart from the socket's loops so that every way a frame or an action can fail is answered from
 one table, the same for each new frame type.
@@ -6,10 +6,12 @@ one table, the same for each new frame type.
 
 from __future__ import annotations
 
+import logging
 from typing import TypeVar, get_args
 
 import msgspec
 
+from windi_chat.database import unavailable_cause
 from windi_chat.errors import (
     ChatNotFoundError,
     ConflictError,
@@ -22,7 +24,17 @@ from windi_chat.errors import (
 from windi_chat.schemas import ClientFrame, ErrorFrame
 from windi_chat.sockets import CLOSE_FORBIDDEN, CLOSE_TRY_AGAIN
 
-__all__ = ("CLOSE_CODES", "FRAME_ERROR_CODES", "close_code", "decode_client_frame", "encode", "error_frame")
+__all__ = (
+    "CLOSE_CODES",
+    "FRAME_ERROR_CODES",
+    "close_code",
+    "decode_client_frame",
+    "encode",
+    "error_frame",
+    "warn_if_unavailable",
+)
+
+logger = logging.getLogger("windi_chat.realtime")
 
 T = TypeVar("T")
 
@@ -84,3 +96,12 @@ def decode_client_frame(raw: str | bytes) -> ClientFrame | ErrorFrame:
     if kind not in FRAME_TYPES:
         return ErrorFrame(code="unknown_type", detail=f"Unknown frame type: {kind!r}", client_id=client_id)
     return ErrorFrame(code="invalid_frame", detail=problem, client_id=client_id)
+
+
+# What a failed handshake or frame logs ---------------------------------------------------------------
+
+
+def warn_if_unavailable(error: DomainError, where: str) -> None:
+    """One WARNING line, no traceback: an unreachable database is an operator's concern, not a bug."""
+    if isinstance(error, UnavailableError):
+        logger.warning("Unavailable (%s): %s", where, unavailable_cause(error))

@@ -27,13 +27,13 @@ from windi_chat.database import unit_of_work
 from windi_chat.errors import (
     ChatNotFoundError,
     DomainError,
-    UnavailableError,
 )
 from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, split_event
 from windi_chat.handshake import Refusal, check_handshake, refuse
 from windi_chat.messaging import can_read, mark_read, messages_after
+from windi_chat.messaging import last_seq as chat_last_seq
 from windi_chat.origins import OriginPolicy
-from windi_chat.protocol import close_code, decode_client_frame, encode, error_frame
+from windi_chat.protocol import close_code, decode_client_frame, encode, error_frame, warn_if_unavailable
 from windi_chat.schemas import (
     MAX_FRAME_BYTES,
     AckFrame,
@@ -59,7 +59,8 @@ __all__ = ("ChatConnection", "chat_socket")
 
 logger = logging.getLogger("windi_chat.realtime")
 
-CATCH_UP_LIMIT = 1000
+CATCH_UP_LIMIT = 1000  # more missed messages than this get a resync frame: the client pages /history
+CATCH_UP_PAGE = 100  # messages read per query during a catch-up
 
 
 @websocket("/ws/{chat_id:int}", name="chat_socket")
@@ -92,6 +93,7 @@ async def chat_socket(
                 if not await can_read(session, chat_id, user_id):
                     raise ChatNotFoundError
         except DomainError as error:
+            warn_if_unavailable(error, "handshake")
             await refuse(socket, close_code(error), error.detail)
             return
         await socket.accept()
@@ -215,20 +217,34 @@ class ChatConnection:
                 return
 
     async def _catch_up(self, after_seq: int) -> int | None:
-        """Send what was stored after ``after_seq``; return the seq up to which live copies are dropped."""
+        """Send what was stored after ``after_seq``; return the seq up to which live copies are dropped.
+
+        Seqs have no gaps, so the chat's last seq alone says whether a replay is too long: a client far
+        behind costs one small query, not a thousand rows. A replay goes out a page at a time, each from
+        its own short session, so neither rows nor a database connection are held while a client reads.
+        """
         try:
             async with unit_of_work(self._sessions) as session:
-                backlog, last_seq = await messages_after(session, self.chat_id, after_seq, CATCH_UP_LIMIT + 1)
+                last_seq = await chat_last_seq(session, self.chat_id)
+            if after_seq > last_seq or last_seq - after_seq > CATCH_UP_LIMIT:
+                # Too much to replay, or the client knows of seqs this chat never had: it pages /history.
+                await self._send(encode(ResyncFrame(after_seq=after_seq, last_seq=last_seq)))
+                return last_seq
+            sent_up_to = after_seq
+            while sent_up_to < last_seq and not self._closed:
+                limit = min(CATCH_UP_PAGE, last_seq - sent_up_to)
+                async with unit_of_work(self._sessions) as session:
+                    page = await messages_after(session, self.chat_id, sent_up_to, limit)
+                if not page:
+                    break
+                for message in page:
+                    await self._send(encode(MessageFrame(message=message)))
+                sent_up_to = page[-1].seq
         except DomainError as error:
+            warn_if_unavailable(error, f"catch-up of socket {self.socket_id}")
             await self.close(close_code(error), error.detail)
             return None
-        if len(backlog) > CATCH_UP_LIMIT or after_seq > last_seq:
-            # Too much to replay, or the client knows of seqs this chat never had: it pages /history.
-            await self._send(encode(ResyncFrame(after_seq=after_seq, last_seq=last_seq)))
-            return last_seq
-        for message in backlog:
-            await self._send(encode(MessageFrame(message=message)))
-        return backlog[-1].seq if backlog else after_seq
+        return sent_up_to
 
     # Reading client frames -------------------------------------------------------------------------
 
@@ -262,10 +278,7 @@ class ChatConnection:
             if isinstance(error, ChatNotFoundError):
                 await self.close(close_code(error), error.detail)
                 return
-            if isinstance(error, UnavailableError):
-                logger.warning(
-                    "Unavailable for socket %s: %s", self.socket_id, type(error.__cause__).__name__
-                )
+            warn_if_unavailable(error, f"frame on socket {self.socket_id}")
             await self._send(encode(error_frame(error, _client_id(frame))))
         except Exception:
             logger.exception("Frame failed on socket %s", self.socket_id)
