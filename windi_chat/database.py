@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from alembic import command
 from windi_chat.config import Settings
@@ -120,7 +120,7 @@ def is_unavailable(exc: BaseException | None) -> bool:
 
 
 @asynccontextmanager
-async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+async def unit_of_work(sessions: Callable[[], AsyncSession]) -> AsyncIterator[AsyncSession]:
     """A short session for one action outside a request (a socket's frame, say).
 
     A database that cannot be reached surfaces as :class:`DatabaseUnavailableError`, which the caller answers

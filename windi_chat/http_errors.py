@@ -28,6 +28,7 @@ from windi_chat.errors import (
     InvalidError,
     NotAllowedError,
     NotFoundError,
+    UnauthenticatedError,
     UnavailableError,
 )
 
@@ -37,6 +38,7 @@ logger = logging.getLogger("windi_chat.app")
 
 STATUS_OF_KIND: dict[type[DomainError], int] = {
     InvalidError: 400,
+    UnauthenticatedError: 401,
     NotAllowedError: 403,
     NotFoundError: 404,
     ConflictError: 409,

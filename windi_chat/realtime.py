@@ -3,6 +3,9 @@
 A socket subscribes to its chat's channel before it accepts, so it misses nothing published after the
 handshake. Each socket runs two loops: one reads client frames in order and calls the messaging
 actions; the other forwards the chat's events. Nothing here writes SQL.
+
+A socket lives as long as its access token: it is closed with 4401 when the token's ``exp`` passes
+(unless an ``auth`` frame renewed it) or when its session is revoked, on whichever process.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import asyncio
 import logging
 import secrets
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -26,14 +31,18 @@ from windi_chat.database import unit_of_work
 from windi_chat.errors import (
     ChatNotFoundError,
     DomainError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, split_event
 from windi_chat.messaging import can_read, mark_read, messages_after, send_message
 from windi_chat.protocol import close_code, decode_client_frame, encode, error_frame
+from windi_chat.revocations import SessionGate
 from windi_chat.schemas import (
     MAX_FRAME_BYTES,
     AckFrame,
+    AuthFrame,
+    AuthOkFrame,
     ClientFrame,
     ErrorFrame,
     MessageFrame,
@@ -41,7 +50,7 @@ from windi_chat.schemas import (
     ResyncFrame,
     SendFrame,
 )
-from windi_chat.security import TokenCodec
+from windi_chat.security import TokenClaims, TokenCodec
 from windi_chat.sockets import (
     CLOSE_BAD_REQUEST,
     CLOSE_FORBIDDEN,
@@ -80,6 +89,7 @@ async def chat_socket(
     socket: WebSocket[Any, Any, Any],
     chat_id: FromPath[int],
     tokens: NamedDependency[TokenCodec],
+    gate: NamedDependency[SessionGate],
     events: NamedDependency[EventBus],
     sessions: NamedDependency[async_sessionmaker[AsyncSession]],
     settings: NamedDependency[Settings],
@@ -90,10 +100,11 @@ async def chat_socket(
         await _refuse(socket, CLOSE_GOING_AWAY, "server shutting down")
         return
     token = _token_of(socket)
-    user_id = tokens.user_id(token) if token else None
-    if user_id is None:
+    claims = tokens.read(token) if token else None
+    if claims is None:
         await _refuse(socket, CLOSE_UNAUTHORIZED, "missing, invalid or expired token")
         return
+    user_id = claims.user_id
     raw_after = socket.query_params.get("after_seq")
     after_seq = (
         int(raw_after) if raw_after is not None and raw_after.isascii() and raw_after.isdigit() else None
@@ -102,6 +113,8 @@ async def chat_socket(
         await _refuse(socket, CLOSE_BAD_REQUEST, "after_seq must be a non-negative integer")
         return
     try:
+        if not await gate.is_live(claims.session_id, user_id):
+            raise UnauthenticatedError("session ended; log in again")
         async with unit_of_work(sessions) as session:
             if not await can_read(session, chat_id, user_id):
                 raise ChatNotFoundError
@@ -114,16 +127,31 @@ async def chat_socket(
         return
     try:
         await socket.accept()
-        connection = ChatConnection(socket, chat_id, user_id, subscriber, events, sessions, settings)
+        shared = SocketContext(events, sessions, settings, tokens, gate)
+        connection = ChatConnection(socket, chat_id, claims, subscriber, shared)
         registry.add(connection)
         logger.info("Socket opened: chat_id=%s user_id=%s socket=%s", chat_id, user_id, connection.socket_id)
         try:
-            await connection.serve(after_seq)
+            # A revocation heard between the check above and ``add`` found no socket to close: ask
+            # again, now that the registry would close this one.
+            if await connection.still_live():
+                await connection.serve(after_seq)
         finally:
             registry.discard(connection)
         logger.info("Socket closed: chat_id=%s user_id=%s socket=%s", chat_id, user_id, connection.socket_id)
     finally:
         await registry.unsubscribe(subscriber)
+
+
+@dataclass(frozen=True, slots=True)
+class SocketContext:
+    """What every socket of the process shares: the actions' dependencies and the token checks."""
+
+    events: EventBus
+    sessions: async_sessionmaker[AsyncSession]
+    settings: Settings
+    tokens: TokenCodec
+    gate: SessionGate
 
 
 class ChatConnection:
@@ -133,20 +161,22 @@ class ChatConnection:
         self,
         socket: WebSocket[Any, Any, Any],
         chat_id: int,
-        user_id: int,
+        claims: TokenClaims,
         subscriber: Subscriber,
-        events: EventBus,
-        sessions: async_sessionmaker[AsyncSession],
-        settings: Settings,
+        shared: SocketContext,
     ) -> None:
+        settings = shared.settings
         self.socket = socket
         self.chat_id = chat_id
-        self.user_id = user_id
+        self.user_id = claims.user_id
+        self.session_id = claims.session_id
+        self.expires_at = claims.expires_at  # renewed by ``auth`` frames; watched by the registry's sweep
         self.socket_id = secrets.token_hex(8)
         self._socket_id_bytes = self.socket_id.encode()
         self._subscriber = subscriber
-        self._events = events
-        self._sessions = sessions
+        self._shared = shared
+        self._events = shared.events
+        self._sessions = shared.sessions
         self._limiter = FrameRateLimiter(settings.ws_frames_per_second)
         # Events the socket may have waiting (settings.ws_socket_backlog); a socket this far behind is
         # closed and catches up on reconnect. The queue itself is unbounded, since Litestar's bounded
@@ -168,6 +198,9 @@ class ChatConnection:
             tasks.cancel_scope.cancel()
 
     # Sending ---------------------------------------------------------------------------------------
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at <= now
 
     def sending_since(self, moment: float) -> bool:
         """Whether a send started before ``moment`` is still waiting for the client to take it."""
@@ -266,6 +299,9 @@ class ChatConnection:
                 await self._send_error("rate_limited", "Too many frames; slow down")
                 continue
             async with self._handling:
+                if self.expired(datetime.now(UTC)):
+                    await self.close(CLOSE_UNAUTHORIZED, "token expired")
+                    return
                 await self._handle(raw)
 
     async def _handle(self, raw: str | bytes) -> None:
@@ -276,7 +312,7 @@ class ChatConnection:
         try:
             await self._act(frame)
         except DomainError as error:
-            if isinstance(error, ChatNotFoundError):
+            if isinstance(error, ChatNotFoundError | UnauthenticatedError):
                 await self.close(close_code(error), error.detail)
                 return
             if isinstance(error, UnavailableError):
@@ -299,8 +335,31 @@ class ChatConnection:
         elif isinstance(frame, ReadFrame):
             async with unit_of_work(self._sessions) as session:
                 await mark_read(session, self._events, self.chat_id, self.user_id, frame.seq)
+        elif isinstance(frame, AuthFrame):
+            await self._renew(frame.token)
         else:
             self._events.typing(self.chat_id, self.user_id, self.socket_id)
+
+    async def still_live(self) -> bool:
+        """Whether the socket's session is still live; if not, the socket is closed."""
+        try:
+            if await self._shared.gate.is_live(self.session_id, self.user_id):
+                return True
+            raise UnauthenticatedError("session ended; log in again")
+        except DomainError as error:
+            await self.close(close_code(error), error.detail)
+            return False
+
+    async def _renew(self, token: str) -> None:
+        """Carry on with a newer token of the same person; any other token ends the socket."""
+        claims = self._shared.tokens.read(token)
+        if claims is None or claims.user_id != self.user_id:
+            raise UnauthenticatedError("invalid token")
+        if not await self._shared.gate.is_live(claims.session_id, claims.user_id):
+            raise UnauthenticatedError("session ended; log in again")
+        self.session_id, self.expires_at = claims.session_id, claims.expires_at
+        if await self.still_live():  # the new session may have been revoked while it was checked
+            await self._send(encode(AuthOkFrame(expires_at=claims.expires_at)))
 
 
 def _client_id(frame: ClientFrame) -> str | None:
