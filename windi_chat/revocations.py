@@ -194,7 +194,8 @@ class SessionGate(InitPluginProtocol):
     def _send_probe(self) -> None:
         """Publish a probe that proves, when it comes back, that the channel delivers again."""
         now = time.monotonic()
-        if self._probe and now - self._probed_at < PROBE_INTERVAL_SECONDS:
+        # Also after a loss: a failed publish reports one, and probing at once would loop.
+        if now - self._probed_at < PROBE_INTERVAL_SECONDS:
             return
         self._probe = secrets.token_hex(8).encode()
         self._probed_at = now
