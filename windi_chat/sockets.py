@@ -21,7 +21,7 @@ from windi_chat.delivery import GuardedBackend
 from windi_chat.events import chat_channel
 
 if TYPE_CHECKING:
-    from windi_chat.realtime import ChatConnection
+    from windi_chat.connection import ChatConnection
 
 __all__ = ("FrameRateLimiter", "SocketRegistry")
 
