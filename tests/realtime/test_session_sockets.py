@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import datetime
 from typing import Any
 
@@ -220,3 +222,37 @@ def test_a_socket_renewed_in_band_outlives_its_first_token_and_then_expires_with
         code, reason = closed_with(socket, timeout=SHORT_TTL_SECONDS + 5)
     assert (code, reason) == (CLOSE_UNAUTHORIZED, "token expired")
     assert time.time() >= expiry_of(newer)
+
+
+def test_no_socket_of_a_session_survives_its_logout_whatever_the_handshake_timing(
+    rest: Api, shared_server: LiveServer
+) -> None:
+    """Handshakes race the logout from several threads; every socket they opened ends with 4401."""
+    ada, bob = rest.people("Ada", "Bob")
+    chat_id = rest.private_chat(ada, bob)["id"]
+    opened: list[ClientConnection] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    closing = ExitStack()
+
+    def reconnect_in_a_loop() -> None:
+        while not stop.is_set():
+            connecting = open_socket(shared_server.ws_url, chat_id, ada.token)
+            with lock:
+                opened.append(closing.enter_context(connecting))
+
+    threads = [threading.Thread(target=reconnect_in_a_loop) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: len(opened) >= 20)
+        rest.logout(ada)
+        at_logout = len(opened)
+        wait_for(lambda: len(opened) >= at_logout + 20)  # handshakes that began around the logout
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    with closing:
+        codes = {receive_until_closed(socket)[1] for socket in opened}
+    assert codes == {CLOSE_UNAUTHORIZED}
