@@ -35,6 +35,19 @@ class Account:
     email: str
     token: str
     headers: dict[str, str] = field(default_factory=dict)
+    refresh_token: str = ""
+
+    def with_tokens(self, tokens: dict[str, Any]) -> Account:
+        """The same person on the session these tokens (from login or refresh) belong to."""
+        token = tokens["access_token"]
+        return Account(
+            self.id,
+            self.name,
+            self.email,
+            token,
+            {"Authorization": f"Bearer {token}"},
+            tokens["refresh_token"],
+        )
 
 
 # Someone to name in a request: an account, or a bare user id (one that may not exist).
@@ -83,11 +96,52 @@ class Api:
         return self.call("POST", "/login", data={"username": email, "password": password}, expect=expect)
 
     def account(self, name: str, email: str | None = None, password: str = PASSWORD) -> Account:
-        """Register and log in: a person with a real token."""
+        """Register and log in: a person with a real token (and the refresh token of its session)."""
         email = email or _default_email(name)
         user = self.register(name, email, password)
-        token = self.login(email, password)["access_token"]
-        return Account(user["id"], name, email, token, {"Authorization": f"Bearer {token}"})
+        return Account(user["id"], name, email, "").with_tokens(self.login(email, password))
+
+    def session_of(self, account: Account, password: str = PASSWORD) -> Account:
+        """Another login of the same person: a second session, as from another device."""
+        return account.with_tokens(self.login(account.email, password))
+
+    # Sessions -------------------------------------------------------------------------------------
+
+    def refresh(self, refresh_token: str, *, expect: Expect = 200) -> Any:
+        """Spend a refresh token: new access and refresh tokens, like login's answer."""
+        return self.call("POST", "/token/refresh", json={"refresh_token": refresh_token}, expect=expect)
+
+    def logout(self, account: Account, *, expect: Expect = 204) -> Any:
+        return self._no_content(self.call("POST", "/logout", account, expect=None), expect)
+
+    def sessions(self, account: Account, *, expect: Expect = 200) -> Any:
+        return self.call("GET", "/sessions", account, expect=expect)
+
+    def revoke_session(self, account: Account, session_id: str, *, expect: Expect = 204) -> Any:
+        return self._no_content(self.call("DELETE", f"/sessions/{session_id}", account, expect=None), expect)
+
+    def revoke_other_sessions(self, account: Account, *, expect: Expect = 204) -> Any:
+        return self._no_content(self.call("DELETE", "/sessions", account, expect=None), expect)
+
+    def change_password(self, account: Account, current: str, new: str, *, expect: Expect = 204) -> Any:
+        body = {"current_password": current, "new_password": new}
+        return self._no_content(
+            self.call("POST", "/users/me/password", account, json=body, expect=None), expect
+        )
+
+    def me(self, account: Account, *, expect: Expect = 200) -> Any:
+        return self.call("GET", "/users/me", account, expect=expect)
+
+    @staticmethod
+    def _no_content(response: httpx.Response, expect: Expect) -> Any:
+        """For routes that answer 204: the body is empty, so only an error has one to decode."""
+        if expect is None:
+            return response
+        allowed = (expect,) if isinstance(expect, int) else expect
+        assert response.status_code in allowed, (
+            f"expected {expect}, got {response.status_code}: {response.text}"
+        )
+        return None if response.status_code == 204 else response.json()
 
     def people(self, *names: str) -> list[Account]:
         """Accounts with addresses no other test uses, for servers and databases shared between tests."""

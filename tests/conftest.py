@@ -37,7 +37,7 @@ from windi_chat.database import migrate
 PG_URL = os.environ.get("WINDI_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/windi_test")
 REQUIRE_PG = os.environ.get("WINDI_TEST_REQUIRE_POSTGRES") == "1"
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
-TABLES = ("messages", "chat_members", "chats", "users")
+TABLES = ("refresh_tokens", "sessions", "messages", "chat_members", "chats", "users")
 TCP_LISTEN = "0A"  # the LISTEN state in /proc/net/tcp
 
 

@@ -15,17 +15,18 @@ from windi_chat.errors import (
     InvalidError,
     NotAllowedError,
     NotFoundError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from windi_chat.http_errors import error_responses, exception_handlers
 from windi_chat.protocol import FRAME_ERROR_CODES
 
-KINDS = (InvalidError, NotAllowedError, NotFoundError, ConflictError, UnavailableError)
+KINDS = (InvalidError, UnauthenticatedError, NotAllowedError, NotFoundError, ConflictError, UnavailableError)
 ALL_ERRORS = [getattr(errors, name) for name in errors.__all__ if getattr(errors, name) is not DomainError]
 
 
 @pytest.mark.parametrize("error", ALL_ERRORS, ids=lambda error: error.__name__)
-def test_every_error_is_one_of_the_five_kinds(error: type[DomainError]) -> None:
+def test_every_error_is_one_of_the_six_kinds(error: type[DomainError]) -> None:
     assert issubclass(error, KINDS)
     assert error.default_detail
 
@@ -39,6 +40,9 @@ def test_every_error_has_its_own_frame_answer(error: type[DomainError]) -> None:
     ("error", "status"),
     [
         (errors.InvalidMessageError("text too long"), 400),
+        (errors.InvalidRefreshTokenError(), 401),
+        (errors.WrongPasswordError(), 403),
+        (errors.SessionNotFoundError(), 404),
         (errors.NotAllowedError("only the owner"), 403),
         (errors.ChatNotFoundError(), 404),
         (errors.UserNotFoundError(), 404),

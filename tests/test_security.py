@@ -27,18 +27,23 @@ from tests.wsclient import send_and_confirm
 from windi_chat.logs import RedactSecrets
 from windi_chat.security import PasswordHasher, TokenCodec
 
-PUBLIC_PATHS = ("/register", "/login", "/health")
+PUBLIC_PATHS = ("/register", "/login", "/token/refresh", "/health")
 WRONG_SECRET = "another-secret-that-is-long-enough-for-hs256-9876543210"
+
+
+def session_id(account: Account) -> str:
+    """The session an account's access token belongs to (its ``sid``)."""
+    return str(jwt.decode(account.token, options={"verify_signature": False})["sid"])
 
 
 def b64url(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-def claims(user_id: int, **changes: Any) -> dict[str, Any]:
-    """Valid claims for ``user_id``; a change to ``None`` removes that claim."""
+def claims(user_id: int, sid: str | None = "session-1", **changes: Any) -> dict[str, Any]:
+    """Valid claims for ``user_id`` on session ``sid``; a change to ``None`` removes that claim."""
     now = datetime.now(UTC)
-    values: dict[str, Any] = {"sub": str(user_id), "iat": now, "exp": now + timedelta(minutes=5)}
+    values: dict[str, Any] = {"sub": str(user_id), "sid": sid, "iat": now, "exp": now + timedelta(minutes=5)}
     values.update(changes)
     return {key: value for key, value in values.items() if value is not None}
 
@@ -62,25 +67,30 @@ def unsigned(payload: dict[str, Any]) -> str:
     return f"{b64url({'alg': 'none', 'typ': 'JWT'})}.{b64url(payload)}."
 
 
-def tampered(user_id: int) -> str:
+def tampered(user_id: int, sid: str) -> str:
     """A valid token whose payload now claims someone else, with the original signature."""
-    header, _, signature = hs256(claims(user_id)).split(".")
+    header, _, signature = hs256(claims(user_id, sid)).split(".")
     now = int(datetime.now(UTC).timestamp())
-    return f"{header}.{b64url({'sub': str(user_id + 1), 'iat': now, 'exp': now + 300})}.{signature}"
+    payload = {"sub": str(user_id + 1), "sid": sid, "iat": now, "exp": now + 300}
+    return f"{header}.{b64url(payload)}.{signature}"
 
 
 BAD_TOKENS = {
-    "expired": lambda uid: hs256(
-        claims(uid, iat=datetime.now(UTC) - timedelta(hours=2), exp=datetime.now(UTC) - timedelta(hours=1))
+    "expired": lambda uid, sid: hs256(
+        claims(
+            uid, sid, iat=datetime.now(UTC) - timedelta(hours=2), exp=datetime.now(UTC) - timedelta(hours=1)
+        )
     ),
     "tampered-payload": tampered,
-    "wrong-secret": lambda uid: hs256(claims(uid), WRONG_SECRET),
-    "alg-none": lambda uid: unsigned(claims(uid)),
-    "hs512-right-secret": lambda uid: hs512(claims(uid)),
-    "missing-exp": lambda uid: hs256(claims(uid, exp=None)),
-    "missing-iat": lambda uid: hs256(claims(uid, iat=None)),
-    "missing-sub": lambda uid: hs256(claims(uid, sub=None)),
-    "not-a-jwt": lambda _uid: "not-a-token",
+    "wrong-secret": lambda uid, sid: hs256(claims(uid, sid), WRONG_SECRET),
+    "alg-none": lambda uid, sid: unsigned(claims(uid, sid)),
+    "hs512-right-secret": lambda uid, sid: hs512(claims(uid, sid)),
+    "missing-exp": lambda uid, sid: hs256(claims(uid, sid, exp=None)),
+    "missing-iat": lambda uid, sid: hs256(claims(uid, sid, iat=None)),
+    "missing-sub": lambda uid, sid: hs256(claims(uid, sid, sub=None)),
+    # As every token issued before sessions existed.
+    "missing-sid": lambda uid, _sid: hs256(claims(uid, sid=None)),
+    "not-a-jwt": lambda _uid, _sid: "not-a-token",
 }
 
 
@@ -93,25 +103,27 @@ def codec() -> TokenCodec:
 
 
 def test_an_issued_token_proves_its_user_id(codec: TokenCodec) -> None:
-    assert codec.user_id(codec.issue(42)) == 42
+    assert codec.user_id(codec.issue(42, "session-1")) == 42
 
 
 def test_an_issued_token_is_hs256_with_sub_iat_and_exp(codec: TokenCodec) -> None:
-    token = codec.issue(42)
+    token = codec.issue(42, "session-1")
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     payload = jwt.decode(token, TEST_SECRET, algorithms=["HS256"])
     assert payload["sub"] == "42"
     assert payload["exp"] - payload["iat"] == 300
+    assert payload["sid"] == "session-1"
+    assert payload["jti"]
 
 
 def test_a_token_from_another_secret_proves_nothing(codec: TokenCodec) -> None:
     other = TokenCodec.create(secret=WRONG_SECRET, ttl=timedelta(minutes=5))
-    assert codec.user_id(other.issue(42)) is None
+    assert codec.user_id(other.issue(42, "session-1")) is None
 
 
 @pytest.mark.parametrize("kind", BAD_TOKENS)
 def test_a_bad_token_proves_nothing(codec: TokenCodec, kind: str) -> None:
-    assert codec.user_id(BAD_TOKENS[kind](42)) is None
+    assert codec.user_id(BAD_TOKENS[kind](42, "session-1")) is None
 
 
 def test_a_token_whose_subject_is_not_a_number_proves_nothing(codec: TokenCodec) -> None:
@@ -166,7 +178,8 @@ def test_users_me_without_a_token_is_401(client: TestClient[Any]) -> None:
 @pytest.mark.parametrize("kind", BAD_TOKENS)
 def test_users_me_with_a_bad_token_is_401(client: TestClient[Any], make_account: Any, kind: str) -> None:
     ada: Account = make_account("Ada")
-    response = client.get("/users/me", headers={"Authorization": f"Bearer {BAD_TOKENS[kind](ada.id)}"})
+    token = BAD_TOKENS[kind](ada.id, session_id(ada))
+    response = client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
 
 
@@ -175,7 +188,8 @@ def test_a_token_crafted_with_the_right_secret_and_claims_is_accepted(
 ) -> None:
     """The control for the bad tokens above: the same construction, unspoilt, works."""
     ada: Account = make_account("Ada")
-    response = client.get("/users/me", headers={"Authorization": f"Bearer {hs256(claims(ada.id))}"})
+    token = hs256(claims(ada.id, session_id(ada)))
+    response = client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
     assert response.json()["id"] == ada.id
 
@@ -184,7 +198,8 @@ def test_a_token_issued_by_the_codec_is_accepted_over_http(
     client: TestClient[Any], make_account: Any, codec: TokenCodec
 ) -> None:
     ada: Account = make_account("Ada")
-    response = client.get("/users/me", headers={"Authorization": f"Bearer {codec.issue(ada.id)}"})
+    token = codec.issue(ada.id, session_id(ada))
+    response = client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
     assert response.json()["id"] == ada.id
 
 

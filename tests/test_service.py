@@ -41,7 +41,7 @@ from windi_chat.logs import JSONFormatter
 from windi_chat.security import TokenCodec
 
 DEAD_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:1/x"
-APP_TABLES = {"users", "chats", "chat_members", "messages"}
+APP_TABLES = {"users", "chats", "chat_members", "messages", "sessions", "refresh_tokens"}
 
 
 # --- Health ---
@@ -139,7 +139,7 @@ def test_health_is_503_when_the_database_is_unreachable(client_losing_its_databa
 def test_an_authenticated_call_is_503_not_500_when_the_database_is_unreachable(
     client_losing_its_database: TestClient[Any],
 ) -> None:
-    token = TokenCodec.create(secret=TEST_SECRET, ttl=timedelta(minutes=5)).issue(1)
+    token = TokenCodec.create(secret=TEST_SECRET, ttl=timedelta(minutes=5)).issue(1, "session-1")
     response = client_losing_its_database.get("/users/me", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 503
     assert response.json()["detail"]

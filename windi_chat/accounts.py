@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Annotated, Any
 
 from advanced_alchemy.exceptions import IntegrityError
@@ -17,11 +18,13 @@ from litestar.params import JSONBody, QueryParameter, URLEncodedBody
 from litestar.status_codes import HTTP_200_OK
 from sqlalchemy import func, or_
 
+from windi_chat.config import Settings
 from windi_chat.errors import EmailTakenError, UserNotFoundError
 from windi_chat.http_errors import error_responses
 from windi_chat.models import User
 from windi_chat.schemas import LoginForm, RegisterIn, TokenOut, UserOut
 from windi_chat.security import CurrentUser, PasswordHasher, TokenCodec
+from windi_chat.sessions import start_session, token_out
 
 __all__ = ("AuthController", "UserController", "UserService", "create_rate_limit")
 
@@ -118,20 +121,23 @@ class AuthController(Controller):
     )
     async def login(
         self,
+        request: Request[Any, Any, Any],
         data: URLEncodedBody[LoginForm],
         users: NamedDependency[UserService],
         hasher: NamedDependency[PasswordHasher],
         tokens: NamedDependency[TokenCodec],
+        settings: NamedDependency[Settings],
     ) -> TokenOut:
-        """``username`` is the email. A wrong password and an unknown email give the same 401."""
+        """``username`` is the email. A wrong password and an unknown email give the same 401.
+
+        Each login is a new session (see ``GET /sessions``); its refresh token gets the next access token.
+        """
         user = await users.authenticate(data.username, data.password, hasher)
         if user is None:
             raise NotAuthorizedException(INVALID_CREDENTIALS)
-        return TokenOut(
-            access_token=tokens.issue(user.id),
-            token_type="bearer",  # noqa: S106 - the OAuth2 token type
-            expires_in=int(tokens.ttl.total_seconds()),
-        )
+        user_agent = request.headers.get("user-agent", "")
+        ttl = timedelta(seconds=settings.refresh_ttl_seconds)
+        return token_out(tokens, await start_session(users.repository.session, user.id, user_agent, ttl))
 
 
 class UserController(Controller):

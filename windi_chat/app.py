@@ -34,8 +34,10 @@ from windi_chat.logs import install_redaction, logging_dict
 from windi_chat.message_routes import MessageController
 from windi_chat.origins import OriginPolicy, cors_config
 from windi_chat.realtime import chat_socket
+from windi_chat.revocations import SessionGate
 from windi_chat.schemas import HealthOut
 from windi_chat.security import PasswordHasher, TokenCodec, create_auth
+from windi_chat.session_routes import RefreshController, SessionController
 from windi_chat.sockets import SocketRegistry
 from windi_chat.stores import create_shared_store
 from windi_chat.writer import MessageWriter
@@ -71,13 +73,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     install_redaction()
     settings.check()
     db_config = create_db_config(settings)
-    auth = create_auth(settings.resolve_jwt_secret(), timedelta(seconds=settings.token_ttl_seconds))
-    tokens = TokenCodec(auth)
     hasher = PasswordHasher(settings.argon2_time_cost, settings.argon2_memory_kib)
+    token_ttl = timedelta(seconds=settings.token_ttl_seconds)
 
-    # The backend reports lost events to the sockets, which subscribe through the plugin that wraps
-    # the backend: the registry comes last and the backend reaches it through this callback.
+    # The backend reports lost events to the sockets and the session gate, which subscribe through the
+    # plugin that wraps the backend: they come after it and the backend reaches them through this callback.
     def events_lost(channels: Iterable[str] | None) -> None:
+        gate.events_lost(channels)
         sockets.events_lost(channels)
 
     backend = GuardedBackend(create_backend(settings.channels_url), on_lost=events_lost)
@@ -88,6 +90,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
     events = EventBus(channels.publish)
     writer = MessageWriter(session_maker, events)
     origins = OriginPolicy(settings.origins)
+    gate = SessionGate(
+        session_maker,
+        channels,
+        token_ttl,
+        capacity=settings.session_cache_size,
+        recheck_after=settings.session_recheck_seconds,
+    )
+    gate.on_revocation(sockets.session_revoked)
+    auth = create_auth(settings.resolve_jwt_secret(), token_ttl, gate.is_live)
+    tokens = TokenCodec(auth)
 
     auth_routes = Router(
         "/",
@@ -116,6 +128,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             auth_routes,
+            RefreshController,
+            SessionController,
             UserController,
             ChatController,
             GroupController,
@@ -132,10 +146,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "registry": Provide(lambda: sockets, sync_to_thread=False),
             "hasher": Provide(lambda: hasher, sync_to_thread=False),
             "tokens": Provide(lambda: tokens, sync_to_thread=False),
+            "gate": Provide(lambda: gate, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "origins": Provide(lambda: origins, sync_to_thread=False),
         },
-        plugins=[SQLAlchemyPlugin(config=db_config), channels],
+        # The gate subscribes to revocations once the channels plugin has started: it comes after it.
+        plugins=[SQLAlchemyPlugin(config=db_config), channels, gate],
         # Login rate limits hold across processes when they share Redis; otherwise each process counts.
         stores={"rate_limit": shared_store} if shared_store else None,
         on_app_init=[auth.on_app_init],
@@ -150,7 +166,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/docs",
             render_plugins=[SwaggerRenderPlugin(path="/")],
             tags=[
-                Tag(name="accounts", description="Register, log in, find people"),
+                Tag(name="accounts", description="Register, log in and out, sessions, find people"),
                 Tag(name="chats", description="Private chats, groups and membership"),
                 Tag(name="messages", description="Sending, read markers and history (live: /ws/{chat_id})"),
                 Tag(name="service", description="Health"),

@@ -33,7 +33,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = "sqlite+aiosqlite:///windi_chat.db"
     jwt_secret: str = ""
     jwt_secret_file: str = ".windi_jwt_secret"  # noqa: S105 - a file name
-    token_ttl_seconds: int = 86_400
+    token_ttl_seconds: Annotated[int, msgspec.Meta(ge=1)] = 900
+    refresh_ttl_seconds: Annotated[int, msgspec.Meta(ge=1)] = 30 * 86_400
+    # Sessions whose liveness each process remembers after asking the database once.
+    session_cache_size: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    # ...and for how long, before asking again.
+    session_recheck_seconds: Annotated[float, msgspec.Meta(ge=0)] = 60.0
     channels_url: str = "memory://"
     log_level: str = "INFO"
     log_format: Literal["text", "json", ""] = ""

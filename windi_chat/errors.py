@@ -2,7 +2,7 @@
 
 Actions raise these; ``http_errors`` turns them into responses and ``realtime`` into error frames and
 close codes, each in one place, so a new error is right on both transports without new code there.
-The five kinds below are the whole vocabulary: a new error subclasses one of them.
+The six kinds below are the whole vocabulary: a new error subclasses one of them.
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ __all__ = (
     "EmailTakenError",
     "InvalidError",
     "InvalidMessageError",
+    "InvalidRefreshTokenError",
     "NotAMemberError",
     "NotAllowedError",
     "NotFoundError",
+    "SessionNotFoundError",
+    "UnauthenticatedError",
     "UnavailableError",
     "UserNotFoundError",
+    "WrongPasswordError",
 )
 
 
@@ -49,6 +53,12 @@ class InvalidError(DomainError):
 
 class NotAllowedError(DomainError):
     default_detail = "Not allowed"
+
+
+class UnauthenticatedError(DomainError):
+    """The caller's credentials prove nothing (any more): log in again."""
+
+    default_detail = "Not authenticated"
 
 
 class ConflictError(DomainError):
@@ -78,6 +88,22 @@ class InvalidMessageError(InvalidError):
     """The message breaks a rule the schema alone cannot state (the length after trimming)."""
 
     default_detail = "Invalid message"
+
+
+class SessionNotFoundError(NotFoundError):
+    """Not one of the caller's live sessions: another person's looks the same as none at all."""
+
+    default_detail = "Session not found"
+
+
+class InvalidRefreshTokenError(UnauthenticatedError):
+    """Unknown, expired, already used or of a revoked session: one answer, so nothing can be probed."""
+
+    default_detail = "Invalid or expired refresh token"
+
+
+class WrongPasswordError(NotAllowedError):
+    default_detail = "The current password is wrong"
 
 
 class EmailTakenError(ConflictError):

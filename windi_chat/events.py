@@ -10,6 +10,9 @@ Each event travels as ``<header>\\n<frame JSON>``. The socket forwards the frame
 reads only the short header to decide what to do: skip a message it already sent during catch-up
 (``M<seq>``), skip its own typing event (``T<socket id>``), close when its user is removed
 (``R<user id>``). The frame is encoded once per event, whatever the number of sockets.
+
+Revoked sessions go out on a channel of their own, :data:`SESSIONS_CHANNEL`, that every process
+listens to (see ``revocations``): ``S<session id> <session id>...``.
 """
 
 from __future__ import annotations
@@ -31,12 +34,23 @@ from windi_chat.schemas import (
     TypingEventFrame,
 )
 
-__all__ = ("EventBus", "Publish", "chat_channel", "discard", "split_event")
+__all__ = (
+    "SESSIONS_CHANNEL",
+    "EventBus",
+    "Publish",
+    "chat_channel",
+    "discard",
+    "revocation_payload",
+    "split_event",
+)
 
 KIND_MESSAGE = ord("M")
 KIND_TYPING = ord("T")
 KIND_REMOVED = ord("R")
 KIND_OTHER = ord("-")
+
+SESSIONS_CHANNEL = "sessions"
+KIND_REVOKED = ord("S")
 
 Publish = Callable[[bytes, str], None]
 """Hands ``(payload, channel)`` to live delivery; it must not block (the channels plugin queues)."""
@@ -71,8 +85,15 @@ class EventBus:
         self._publish = publish
 
     def _on_commit(self, session: AsyncSession, chat_id: int, header: bytes, frame: msgspec.Struct) -> None:
-        payload = header + b"\n" + _encoder.encode(frame)
-        session.info.setdefault(_PENDING, []).append((self._publish, payload, chat_channel(chat_id)))
+        self._queue(session, header + b"\n" + _encoder.encode(frame), chat_channel(chat_id))
+
+    def _queue(self, session: AsyncSession, payload: bytes, channel: str) -> None:
+        session.info.setdefault(_PENDING, []).append((self._publish, payload, channel))
+
+    def sessions_revoked(self, session: AsyncSession, session_ids: list[str]) -> None:
+        """Every process forgets these sessions and closes their sockets, once the revocation commits."""
+        if session_ids:
+            self._queue(session, revocation_payload(session_ids), SESSIONS_CHANNEL)
 
     def message(self, session: AsyncSession, message: MessageOut) -> None:
         self._on_commit(session, message.chat_id, b"M%d" % message.seq, MessageFrame(message=message))
@@ -92,6 +113,10 @@ class EventBus:
         """Typing changes nothing stored, so it goes out at once."""
         frame = TypingEventFrame(chat_id=chat_id, user_id=user_id)
         self._publish(b"T" + socket_id.encode() + b"\n" + _encoder.encode(frame), chat_channel(chat_id))
+
+
+def revocation_payload(session_ids: list[str]) -> bytes:
+    return b"S" + " ".join(session_ids).encode()
 
 
 @event.listens_for(Session, "after_commit")

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from litestar import WebSocket
 
 from windi_chat.origins import OriginPolicy
-from windi_chat.security import TokenCodec
+from windi_chat.security import TokenClaims, TokenCodec
 from windi_chat.sockets import CLOSE_BAD_REQUEST, CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED
 
 __all__ = ("Admission", "Refusal", "check_handshake", "refuse")
@@ -22,9 +22,9 @@ logger = logging.getLogger("windi_chat.realtime")
 
 
 class Admission(NamedTuple):
-    """Who is connecting, and from which seq they want to catch up (None: live events only)."""
+    """What the token proves, and from which seq the client wants to catch up (None: live events only)."""
 
-    user_id: int
+    claims: TokenClaims
     after_seq: int | None
 
 
@@ -43,15 +43,15 @@ def check_handshake(
         logger.info("Socket refused: origin %r is not allowed", socket.headers.get("origin", "")[:100])
         return Refusal(CLOSE_FORBIDDEN, "origin not allowed")
     token = _token_of(socket)
-    user_id = tokens.user_id(token) if token else None
-    if user_id is None:
+    claims = tokens.read(token) if token else None
+    if claims is None:
         return Refusal(CLOSE_UNAUTHORIZED, "missing, invalid or expired token")
     raw_after = socket.query_params.get("after_seq")
     if raw_after is None:
-        return Admission(user_id, None)
+        return Admission(claims, None)
     if not (raw_after.isascii() and raw_after.isdigit()):
         return Refusal(CLOSE_BAD_REQUEST, "after_seq must be a non-negative integer")
-    return Admission(user_id, int(raw_after))
+    return Admission(claims, int(raw_after))
 
 
 def _token_of(socket: WebSocket[Any, Any, Any]) -> str | None:

@@ -29,6 +29,7 @@ from windi_chat.errors import (
     InvalidError,
     NotAllowedError,
     NotFoundError,
+    UnauthenticatedError,
     UnavailableError,
 )
 
@@ -48,6 +49,7 @@ RETRY_AFTER_SECONDS = 3
 
 STATUS_OF_KIND: dict[type[DomainError], int] = {
     InvalidError: 400,
+    UnauthenticatedError: 401,
     NotAllowedError: 403,
     NotFoundError: 404,
     ConflictError: 409,

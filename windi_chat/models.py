@@ -1,5 +1,6 @@
 """The tables. One schema serves PostgreSQL and SQLite.
 
+A person's logins are sessions: each holds its refresh tokens, and access tokens name it (``sid``).
 A chat is either private (exactly two members, one chat per pair) or a group. Membership rows carry
 each member's role and read marker; messages are numbered per chat by ``seq``.
 """
@@ -14,7 +15,18 @@ from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import BigInteger, Enum, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-__all__ = ("Chat", "ChatMember", "ChatType", "MemberRole", "Message", "User", "metadata", "utcnow")
+__all__ = (
+    "Chat",
+    "ChatMember",
+    "ChatType",
+    "LoginSession",
+    "MemberRole",
+    "Message",
+    "RefreshToken",
+    "User",
+    "metadata",
+    "utcnow",
+)
 
 metadata = orm_registry.metadata
 
@@ -94,3 +106,38 @@ class Message(IdentityBase):
         # Idempotent sends: one row per (chat, sender, client id), whatever the retries.
         UniqueConstraint("chat_id", "sender_id", "client_id", name="uq_messages_chat_sender_client"),
     )
+
+
+class LoginSession(DefaultBase):
+    """One login of one person on one device, until it is revoked or its refresh token expires."""
+
+    __tablename__ = "sessions"
+
+    # Random, not a counter: ids are never reused, so a process's memory of revoked ids stays right.
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    user_agent: Mapped[str] = mapped_column(String(255), default="")
+    # Moves forward with each refresh: a session lives as long as its newest refresh token.
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+
+    __table_args__ = (Index("ix_sessions_user_id", "user_id"),)
+
+
+class RefreshToken(DefaultBase):
+    """A refresh token of a session, stored only as its SHA-256.
+
+    Spent tokens are kept (``spent_at``) for as long as their session lives: presenting one again means
+    it was copied, and the whole session is revoked.
+    """
+
+    __tablename__ = "refresh_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    spent_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+
+    __table_args__ = (Index("ix_refresh_tokens_session_id", "session_id"),)

@@ -19,10 +19,11 @@ from windi_chat.errors import (
     InvalidError,
     NotAllowedError,
     NotFoundError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from windi_chat.schemas import ClientFrame, ErrorFrame
-from windi_chat.sockets import CLOSE_FORBIDDEN, CLOSE_TRY_AGAIN
+from windi_chat.sockets import CLOSE_FORBIDDEN, CLOSE_TRY_AGAIN, CLOSE_UNAUTHORIZED
 
 __all__ = (
     "CLOSE_CODES",
@@ -42,14 +43,17 @@ T = TypeVar("T")
 # kind. Losing access to the chat is the exception: it closes the socket (``close_code``).
 FRAME_ERROR_CODES: dict[type[DomainError], str] = {
     InvalidError: "invalid_frame",
+    UnauthenticatedError: "unauthenticated",
     NotFoundError: "not_found",
     NotAllowedError: "forbidden",
     ConflictError: "conflict",
     UnavailableError: "unavailable",
 }
-# How an error ends a socket: on the handshake, in catch-up, or when a frame finds the chat gone.
+# How an error ends a socket: on the handshake, in catch-up, when a frame finds the chat gone, or when
+# the socket's session or token ends.
 CLOSE_CODES: dict[type[DomainError], int] = {
     ChatNotFoundError: CLOSE_FORBIDDEN,
+    UnauthenticatedError: CLOSE_UNAUTHORIZED,
     UnavailableError: CLOSE_TRY_AGAIN,
 }
 

@@ -4,63 +4,41 @@ A socket subscribes to its chat's channel before it checks membership and accept
 published after the handshake, its own removal included. Each socket runs two loops: one reads client
 frames in order and calls the messaging actions; the other forwards the chat's events. Nothing here
 writes SQL.
+
+The socket's loops are in ``connection``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import secrets
-import time
 from typing import Any
 
-import anyio
 from litestar import WebSocket, websocket
-from litestar.channels.subscriber import Subscriber
 from litestar.di import NamedDependency
-from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from windi_chat.config import Settings
+from windi_chat.connection import ChatConnection, SocketContext
 from windi_chat.database import unit_of_work
 from windi_chat.errors import (
     ChatNotFoundError,
     DomainError,
+    UnauthenticatedError,
 )
-from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, split_event
+from windi_chat.events import EventBus
 from windi_chat.handshake import Refusal, check_handshake, refuse
-from windi_chat.messaging import can_read, mark_read, messages_after
-from windi_chat.messaging import last_seq as chat_last_seq
+from windi_chat.messaging import can_read
 from windi_chat.origins import OriginPolicy
-from windi_chat.protocol import close_code, decode_client_frame, encode, error_frame, warn_if_unavailable
-from windi_chat.schemas import (
-    MAX_FRAME_BYTES,
-    AckFrame,
-    ClientFrame,
-    ErrorFrame,
-    MessageFrame,
-    ReadFrame,
-    ResyncFrame,
-    SendFrame,
-)
+from windi_chat.protocol import close_code, warn_if_unavailable
+from windi_chat.revocations import SessionGate
 from windi_chat.security import TokenCodec
-from windi_chat.sockets import (
-    CLOSE_FORBIDDEN,
-    CLOSE_POLICY,
-    CLOSE_TOO_BIG,
-    CLOSE_TRY_AGAIN,
-    FrameRateLimiter,
-    SocketRegistry,
-)
+from windi_chat.sockets import CLOSE_TRY_AGAIN, SocketRegistry
 from windi_chat.writer import MessageWriter
 
-__all__ = ("ChatConnection", "chat_socket")
+__all__ = ("chat_socket",)
 
 logger = logging.getLogger("windi_chat.realtime")
-
-CATCH_UP_LIMIT = 1000  # more missed messages than this get a resync frame: the client pages /history
-CATCH_UP_PAGE = 100  # messages read per query during a catch-up
 
 
 @websocket("/ws/{chat_id:int}", name="chat_socket")
@@ -68,6 +46,7 @@ async def chat_socket(
     socket: WebSocket[Any, Any, Any],
     chat_id: FromPath[int],
     tokens: NamedDependency[TokenCodec],
+    gate: NamedDependency[SessionGate],
     events: NamedDependency[EventBus],
     sessions: NamedDependency[async_sessionmaker[AsyncSession]],
     settings: NamedDependency[Settings],
@@ -80,7 +59,8 @@ async def chat_socket(
     if isinstance(admission, Refusal):
         await refuse(socket, *admission)
         return
-    user_id, after_seq = admission
+    claims, after_seq = admission
+    user_id = claims.user_id
     # Subscribed before membership is checked: a removal that commits after the check is published
     # after it too, so this socket hears it and closes; one that commits before fails the check.
     subscriber = await registry.subscribe(chat_id)
@@ -89,6 +69,8 @@ async def chat_socket(
         return
     try:
         try:
+            if not await gate.is_live(claims.session_id, user_id):
+                raise UnauthenticatedError("session ended; log in again")
             async with unit_of_work(sessions) as session:
                 if not await can_read(session, chat_id, user_id):
                     raise ChatNotFoundError
@@ -97,204 +79,17 @@ async def chat_socket(
             await refuse(socket, close_code(error), error.detail)
             return
         await socket.accept()
-        connection = ChatConnection(socket, chat_id, user_id, subscriber, events, sessions, writer, settings)
+        shared = SocketContext(events, sessions, settings, tokens, gate, writer)
+        connection = ChatConnection(socket, chat_id, claims, subscriber, shared)
         registry.add(connection)
         logger.info("Socket opened: chat_id=%s user_id=%s socket=%s", chat_id, user_id, connection.socket_id)
         try:
-            await connection.serve(after_seq)
+            # A revocation heard between the check above and ``add`` found no socket to close: ask
+            # again, now that the registry would close this one.
+            if await connection.still_live():
+                await connection.serve(after_seq)
         finally:
             registry.discard(connection)
         logger.info("Socket closed: chat_id=%s user_id=%s socket=%s", chat_id, user_id, connection.socket_id)
     finally:
         await registry.unsubscribe(subscriber, chat_id)
-
-
-class ChatConnection:
-    """One accepted socket: its reader loop, its forwarder loop and what they share."""
-
-    def __init__(
-        self,
-        socket: WebSocket[Any, Any, Any],
-        chat_id: int,
-        user_id: int,
-        subscriber: Subscriber,
-        events: EventBus,
-        sessions: async_sessionmaker[AsyncSession],
-        writer: MessageWriter,
-        settings: Settings,
-    ) -> None:
-        self.socket = socket
-        self.chat_id = chat_id
-        self.user_id = user_id
-        self.socket_id = secrets.token_hex(8)
-        self._socket_id_bytes = self.socket_id.encode()
-        self._subscriber = subscriber
-        self._events = events
-        self._sessions = sessions
-        self._writer = writer
-        self._limiter = FrameRateLimiter(settings.ws_frames_per_second)
-        # Events the socket may have waiting (settings.ws_socket_backlog); a socket this far behind is
-        # closed and catches up on reconnect. The queue itself is unbounded, since Litestar's bounded
-        # queues drop events silently and unsubscribing from a full one blocks; it grows past the limit
-        # only while a send waits, for at most the send timeout.
-        self._backlog = settings.ws_socket_backlog
-        self._sending_since: float | None = None  # watched by SocketRegistry._close_stuck_sockets
-        # Held while a client frame is handled, so a shutdown lets an in-flight send commit and ack.
-        self._handling = asyncio.Lock()
-        self._send_lock = asyncio.Lock()
-        self._scope: anyio.CancelScope | None = None
-        self._closed = False
-
-    async def serve(self, after_seq: int | None) -> None:
-        async with anyio.create_task_group() as tasks:
-            self._scope = tasks.cancel_scope
-            tasks.start_soon(self._forward_events, after_seq)
-            await self._read_frames()
-            tasks.cancel_scope.cancel()
-
-    # Sending ---------------------------------------------------------------------------------------
-
-    def sending_since(self, moment: float) -> bool:
-        """Whether a send started before ``moment`` is still waiting for the client to take it."""
-        return self._sending_since is not None and self._sending_since < moment
-
-    async def _send(self, frame: str) -> None:
-        """Send one text frame (a client that does not take it in time is closed by the registry)."""
-        if self._closed:
-            return
-        self._sending_since = time.monotonic()
-        try:
-            # One send at a time: some WebSocket implementations break on concurrent drains.
-            async with self._send_lock:
-                await self.socket.send({"type": "websocket.send", "text": frame, "bytes": None})
-        except (OSError, WebSocketDisconnect, RuntimeError):
-            # The client went away, or the server already closed the connection (a keepalive ping
-            # timed out): there is nobody left to tell.
-            self._closed = True
-            if self._scope is not None:
-                self._scope.cancel()
-        finally:
-            self._sending_since = None
-
-    async def _send_error(self, code: str, detail: str, client_id: str | None = None) -> None:
-        await self._send(encode(ErrorFrame(code=code, detail=detail, client_id=client_id)))
-
-    async def shutdown(self, code: int, reason: str) -> None:
-        async with self._handling:
-            await self.close(code, reason)
-
-    async def close(self, code: int, reason: str) -> None:
-        """Close once and stop both loops."""
-        if not self._closed:
-            self._closed = True
-            logger.info("Closing socket %s: code=%s (%s)", self.socket_id, code, reason)
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                try:
-                    await self.socket.close(code=code, reason=reason)
-                except Exception:
-                    logger.debug("Close of socket %s failed", self.socket_id)
-        if self._scope is not None:
-            self._scope.cancel()
-
-    # Forwarding events ------------------------------------------------------------------------------
-
-    async def _forward_events(self, after_seq: int | None) -> None:
-        sent_up_to = 0 if after_seq is None else await self._catch_up(after_seq)
-        if sent_up_to is None:
-            return
-        async for payload in self._subscriber.iter_events():
-            if self._subscriber.qsize > self._backlog:
-                await self.close(CLOSE_TRY_AGAIN, "fell too far behind")
-                return
-            kind, argument, frame = split_event(payload)
-            if kind == KIND_MESSAGE and sent_up_to and int(argument) <= sent_up_to:
-                continue  # already sent during catch-up
-            if kind == KIND_TYPING and argument == self._socket_id_bytes:
-                continue
-            await self._send(frame)
-            if kind == KIND_REMOVED and int(argument) == self.user_id:
-                await self.close(CLOSE_FORBIDDEN, "removed from this chat")
-                return
-
-    async def _catch_up(self, after_seq: int) -> int | None:
-        """Send what was stored after ``after_seq``; return the seq up to which live copies are dropped.
-
-        Seqs have no gaps, so the chat's last seq alone says whether a replay is too long: a client far
-        behind costs one small query, not a thousand rows. A replay goes out a page at a time, each from
-        its own short session, so neither rows nor a database connection are held while a client reads.
-        """
-        try:
-            async with unit_of_work(self._sessions) as session:
-                last_seq = await chat_last_seq(session, self.chat_id)
-            if after_seq > last_seq or last_seq - after_seq > CATCH_UP_LIMIT:
-                # Too much to replay, or the client knows of seqs this chat never had: it pages /history.
-                await self._send(encode(ResyncFrame(after_seq=after_seq, last_seq=last_seq)))
-                return last_seq
-            sent_up_to = after_seq
-            while sent_up_to < last_seq and not self._closed:
-                limit = min(CATCH_UP_PAGE, last_seq - sent_up_to)
-                async with unit_of_work(self._sessions) as session:
-                    page = await messages_after(session, self.chat_id, sent_up_to, limit)
-                if not page:
-                    break
-                for message in page:
-                    await self._send(encode(MessageFrame(message=message)))
-                sent_up_to = page[-1].seq
-        except DomainError as error:
-            warn_if_unavailable(error, f"catch-up of socket {self.socket_id}")
-            await self.close(close_code(error), error.detail)
-            return None
-        return sent_up_to
-
-    # Reading client frames -------------------------------------------------------------------------
-
-    async def _read_frames(self) -> None:
-        while True:
-            event = await self.socket.receive()
-            if event["type"] == "websocket.disconnect":
-                return
-            text, data = event.get("text"), event.get("bytes")
-            raw = text if isinstance(text, str) else data if isinstance(data, bytes) else b""
-            if len(raw) > MAX_FRAME_BYTES or (isinstance(raw, str) and len(raw.encode()) > MAX_FRAME_BYTES):
-                await self.close(CLOSE_TOO_BIG, f"frames are limited to {MAX_FRAME_BYTES} bytes")
-                return
-            if not self._limiter.allow():
-                if self._limiter.exhausted:
-                    await self.close(CLOSE_POLICY, "too many frames")
-                    return
-                await self._send_error("rate_limited", "Too many frames; slow down")
-                continue
-            async with self._handling:
-                await self._handle(raw)
-
-    async def _handle(self, raw: str | bytes) -> None:
-        frame = decode_client_frame(raw)
-        if isinstance(frame, ErrorFrame):
-            await self._send(encode(frame))
-            return
-        try:
-            await self._act(frame)
-        except DomainError as error:
-            if isinstance(error, ChatNotFoundError):
-                await self.close(close_code(error), error.detail)
-                return
-            warn_if_unavailable(error, f"frame on socket {self.socket_id}")
-            await self._send(encode(error_frame(error, _client_id(frame))))
-        except Exception:
-            logger.exception("Frame failed on socket %s", self.socket_id)
-            await self._send_error("internal", "The frame could not be handled", _client_id(frame))
-
-    async def _act(self, frame: ClientFrame) -> None:
-        """Carry out one client frame through the actions, as REST would."""
-        if isinstance(frame, SendFrame):
-            sent = await self._writer.send(self.chat_id, self.user_id, frame.client_id, frame.text)
-            await self._send(encode(AckFrame(client_id=frame.client_id, message=sent.message)))
-        elif isinstance(frame, ReadFrame):
-            async with unit_of_work(self._sessions) as session:
-                await mark_read(session, self._events, self.chat_id, self.user_id, frame.seq)
-        else:
-            self._events.typing(self.chat_id, self.user_id, self.socket_id)
-
-
-def _client_id(frame: ClientFrame) -> str | None:
-    return frame.client_id if isinstance(frame, SendFrame) else None

@@ -12,6 +12,8 @@ from windi_chat.models import ChatType, MemberRole
 
 __all__ = (
     "AckFrame",
+    "AuthFrame",
+    "AuthOkFrame",
     "ChatOut",
     "ClientFrame",
     "ErrorFrame",
@@ -23,15 +25,19 @@ __all__ = (
     "MemberRemovedFrame",
     "MessageFrame",
     "MessageOut",
+    "PasswordChangeIn",
     "PrivateChatCreate",
     "ReadEventFrame",
     "ReadIn",
     "ReadOut",
+    "RefreshIn",
     "RegisterIn",
     "ResyncFrame",
     "SendMessageIn",
+    "SessionOut",
     "TokenOut",
     "TypingEventFrame",
+    "TypingFrame",
     "UserOut",
 )
 
@@ -64,9 +70,34 @@ class LoginForm(Struct):
 
 
 class TokenOut(Struct):
+    """An access token (``expires_in`` seconds) and the refresh token that gets the next one."""
+
     access_token: str
     token_type: Literal["bearer"]
     expires_in: int
+    refresh_token: str
+
+
+RefreshTokenText = Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class RefreshIn(Struct, forbid_unknown_fields=True):
+    refresh_token: RefreshTokenText
+
+
+class PasswordChangeIn(Struct, forbid_unknown_fields=True):
+    current_password: Annotated[str, Meta(max_length=128)]
+    new_password: Password
+
+
+class SessionOut(Struct):
+    """One login of the caller; ``current`` marks the one the request was made with."""
+
+    id: str
+    created_at: datetime
+    last_used_at: datetime
+    user_agent: str
+    current: bool
 
 
 class HealthOut(Struct):
@@ -162,7 +193,13 @@ class TypingFrame(Struct, tag="typing", tag_field="type", forbid_unknown_fields=
     pass
 
 
-ClientFrame = SendFrame | ReadFrame | TypingFrame
+class AuthFrame(Struct, tag="auth", tag_field="type", forbid_unknown_fields=True):
+    """A newer access token of the same person, so the socket outlives the token it was opened with."""
+
+    token: Annotated[str, Meta(min_length=1, max_length=4096)]
+
+
+ClientFrame = SendFrame | ReadFrame | TypingFrame | AuthFrame
 
 
 # WebSocket frames: server to client -----------------------------------------------------------------
@@ -192,6 +229,12 @@ class TypingEventFrame(Struct, tag="typing", tag_field="type"):
 class ResyncFrame(Struct, tag="resync", tag_field="type"):
     after_seq: int
     last_seq: int
+
+
+class AuthOkFrame(Struct, tag="auth_ok", tag_field="type"):
+    """The socket now lives until the new token's expiry."""
+
+    expires_at: datetime
 
 
 class ErrorFrame(Struct, tag="error", tag_field="type", omit_defaults=True):

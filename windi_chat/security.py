@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -16,7 +18,15 @@ from litestar.security.jwt import OAuth2PasswordBearerAuth, Token
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-__all__ = ("Auth", "CurrentUser", "PasswordHasher", "TokenCodec", "create_auth")
+__all__ = (
+    "Auth",
+    "CurrentUser",
+    "PasswordHasher",
+    "SessionCheck",
+    "TokenClaims",
+    "TokenCodec",
+    "create_auth",
+)
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ("exp", "iat", "sub")
@@ -27,6 +37,7 @@ class CurrentUser(msgspec.Struct, frozen=True):
     """The authenticated caller, as proven by the token; enough to authorise without a query."""
 
     id: int
+    session_id: str
 
 
 class PasswordHasher:
@@ -58,44 +69,83 @@ class PasswordHasher:
         return await self._run(self._hash.verify_and_update, password, password_hash)
 
 
-def _subject_id(subject: str) -> int | None:
+class TokenClaims(msgspec.Struct, frozen=True):
+    """What a valid access token proves: whose it is, which session it belongs to, until when."""
+
+    user_id: int
+    session_id: str
+    expires_at: datetime
+
+
+# Whether the session ``(session id, user id)`` is still live (``revocations.SessionGate.is_live``).
+SessionCheck = Callable[[str, int], Awaitable[bool]]
+
+
+async def _no_session_is_live(_session_id: str, _user_id: int) -> bool:
+    return False
+
+
+@dataclass
+class SessionToken(Token):
+    """Litestar's token with the session id as a top-level claim."""
+
+    sid: str | None = None
+
+
+def _claims(token: Token) -> TokenClaims | None:
+    """The claims of a decoded token, or None when ``sub`` is not a user id or ``sid`` is missing.
+
+    Tokens issued before sessions existed carry no ``sid``: they prove nothing.
+    """
+    session_id = token.sid if isinstance(token, SessionToken) else None
     try:
-        return int(subject)
+        user_id = int(token.sub)
     except ValueError:
         return None
+    if not isinstance(session_id, str) or not session_id:
+        return None
+    return TokenClaims(user_id=user_id, session_id=session_id, expires_at=token.exp)
 
 
-async def _retrieve_user(token: Token, _connection: ASGIConnection[Any, Any, Any, Any]) -> CurrentUser | None:
-    user_id = _subject_id(token.sub)
-    return None if user_id is None else CurrentUser(id=user_id)
+Auth = OAuth2PasswordBearerAuth[CurrentUser, SessionToken]
 
 
-Auth = OAuth2PasswordBearerAuth[CurrentUser, Token]
-
-
-def create_auth(secret: str, ttl: timedelta) -> Auth:
+def create_auth(secret: str, ttl: timedelta, session_is_live: SessionCheck = _no_session_is_live) -> Auth:
     """The bearer-token middleware and the OAuth2 password scheme that Swagger's Authorize uses.
+
+    A token passes when it is valid and ``session_is_live`` says its session was not revoked.
 
     The WebSocket path is excluded: a middleware failure there would refuse the handshake with an HTTP
     status, which browsers cannot read; the socket checks its token itself (with :class:`TokenCodec`,
     on this same object) and closes with 4401.
     """
+
+    async def retrieve_user(
+        token: Token, _connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> CurrentUser | None:
+        claims = _claims(token)
+        if claims is None or not await session_is_live(claims.session_id, claims.user_id):
+            return None
+        return CurrentUser(id=claims.user_id, session_id=claims.session_id)
+
     return Auth(
         token_secret=secret,
         token_url="/login",  # noqa: S106 - a URL, not a password
         algorithm=ALGORITHM,
         require_claims=REQUIRED_CLAIMS,
-        retrieve_user_handler=_retrieve_user,
+        retrieve_user_handler=retrieve_user,
+        token_cls=SessionToken,
         default_token_expiration=ttl,
-        exclude=[r"^/register$", r"^/login$", r"^/health$", r"^/docs", r"^/ws/"],
+        exclude=[r"^/register$", r"^/login$", r"^/token/refresh$", r"^/health$", r"^/docs", r"^/ws/"],
     )
 
 
 class TokenCodec:
-    """Issues and checks access tokens: HS256 only, with ``exp``, ``iat`` and ``sub`` required.
+    """Issues and reads access tokens: HS256 only, with ``exp``, ``iat``, ``sub``, ``sid`` and ``jti``.
 
     Both go through the one ``auth`` object whose middleware guards HTTP, so the socket and HTTP can
-    never accept different tokens.
+    never accept different tokens. Reading checks the signature and claims only; whether the session
+    is still live is the caller's question (:class:`windi_chat.revocations.SessionGate`).
     """
 
     __slots__ = ("auth",)
@@ -111,13 +161,19 @@ class TokenCodec:
     def ttl(self) -> timedelta:
         return self.auth.default_token_expiration
 
-    def issue(self, user_id: int) -> str:
+    def issue(self, user_id: int, session_id: str) -> str:
         now = datetime.now(UTC)
-        token = self.auth.token_cls(sub=str(user_id), exp=now + self.ttl, iat=now)
+        token = SessionToken(
+            sub=str(user_id),
+            exp=now + self.ttl,
+            iat=now,
+            jti=secrets.token_urlsafe(12),
+            sid=session_id,
+        )
         return token.encode(self.auth.token_secret, self.auth.algorithm)
 
-    def user_id(self, encoded: str) -> int | None:
-        """The user id the token proves, or None for any bad token (expired, tampered, wrong alg...)."""
+    def read(self, encoded: str) -> TokenClaims | None:
+        """What the token proves, or None for any bad token (expired, tampered, wrong alg, no sid...)."""
         auth = self.auth
         try:
             token = auth.token_cls.decode(
@@ -133,4 +189,9 @@ class TokenCodec:
             )
         except NotAuthorizedException:
             return None
-        return _subject_id(token.sub)
+        return _claims(token)
+
+    def user_id(self, encoded: str) -> int | None:
+        """The user id the token proves, or None for any bad token."""
+        claims = self.read(encoded)
+        return None if claims is None else claims.user_id

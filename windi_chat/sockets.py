@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine, Iterable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -20,7 +21,7 @@ from windi_chat.delivery import GuardedBackend
 from windi_chat.events import chat_channel
 
 if TYPE_CHECKING:
-    from windi_chat.realtime import ChatConnection
+    from windi_chat.connection import ChatConnection
 
 __all__ = ("FrameRateLimiter", "SocketRegistry")
 
@@ -123,14 +124,18 @@ class SocketRegistry:
         """Close the sockets whose client has not taken a frame within the send timeout.
 
         One sweep for the whole process is much cheaper than a timer around every frame sent; it stops
-        when the last socket is gone and starts again with the next one.
+        when the last socket is gone and starts again with the next one. The same sweep closes the
+        sockets whose token has expired (4401), within a second of the expiry.
         """
         while self._connections:
             await asyncio.sleep(min(1.0, self._send_timeout / 2))
             sent_before = time.monotonic() - self._send_timeout
+            now = datetime.now(UTC)
             for connection in list(self._connections):
                 if connection.sending_since(sent_before):
                     self._spawn(connection.close(CLOSE_TRY_AGAIN, "too slow to receive"))
+                elif connection.expired(now):
+                    self._spawn(connection.shutdown(CLOSE_UNAUTHORIZED, "token expired"))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -148,6 +153,12 @@ class SocketRegistry:
         async with anyio.create_task_group() as tasks:
             for connection in list(self._connections):
                 tasks.start_soon(connection.shutdown, code, reason)
+
+    def session_revoked(self, session_id: str) -> None:
+        """Close this process's sockets of a revoked session; they let their current frame finish."""
+        for connection in list(self._connections):
+            if connection.session_id == session_id:
+                self._spawn(connection.shutdown(CLOSE_UNAUTHORIZED, "session ended; log in again"))
 
     def events_lost(self, channels: Iterable[str] | None) -> None:
         """Live events may have been lost: close the affected sockets so their clients catch up."""

@@ -18,9 +18,13 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 
 
+def _sid(account: Account) -> str:
+    return str(jwt.decode(account.token, options={"verify_signature": False})["sid"])
+
+
 def _expired(account: Account) -> str:
     now = int(time.time())
-    claims = {"sub": str(account.id), "iat": now - 7200, "exp": now - 3600}
+    claims = {"sub": str(account.id), "sid": _sid(account), "iat": now - 7200, "exp": now - 3600}
     return jwt.encode(claims, TEST_SECRET, algorithm="HS256")
 
 
@@ -35,7 +39,12 @@ BAD_TOKENS: dict[str, Callable[[Account], str | None]] = {
     "expired": _expired,
     "tampered": _tampered,
     "other-secret": lambda account: jwt.encode(
-        {"sub": str(account.id), "iat": int(time.time()), "exp": int(time.time()) + 3600},
+        {
+            "sub": str(account.id),
+            "sid": _sid(account),
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 3600,
+        },
         "another-secret-that-is-long-enough-for-hs256-000000",
         algorithm="HS256",
     ),

@@ -1,0 +1,293 @@
+"""One open chat socket: its reader loop (client frames through the actions), its forwarder loop (the
+chat's events), and the checks that end it when its access ends.
+
+A socket lives as long as its access token: it is closed with 4401 when the token's ``exp`` passes
+(unless an ``auth`` frame renewed it) or when its session is revoked, on whichever process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from litestar import WebSocket
+from litestar.channels.subscriber import Subscriber
+from litestar.exceptions import WebSocketDisconnect
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from windi_chat.config import Settings
+from windi_chat.database import unit_of_work
+from windi_chat.errors import ChatNotFoundError, DomainError, UnauthenticatedError
+from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, split_event
+from windi_chat.messaging import last_seq as chat_last_seq
+from windi_chat.messaging import mark_read, messages_after
+from windi_chat.protocol import close_code, decode_client_frame, encode, error_frame, warn_if_unavailable
+from windi_chat.revocations import SessionGate
+from windi_chat.schemas import (
+    MAX_FRAME_BYTES,
+    AckFrame,
+    AuthFrame,
+    AuthOkFrame,
+    ClientFrame,
+    ErrorFrame,
+    MessageFrame,
+    ReadFrame,
+    ResyncFrame,
+    SendFrame,
+)
+from windi_chat.security import TokenClaims, TokenCodec
+from windi_chat.sockets import (
+    CLOSE_FORBIDDEN,
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN,
+    CLOSE_UNAUTHORIZED,
+    FrameRateLimiter,
+)
+from windi_chat.writer import MessageWriter
+
+__all__ = ("CATCH_UP_LIMIT", "ChatConnection", "SocketContext")
+
+logger = logging.getLogger("windi_chat.realtime")
+
+CATCH_UP_LIMIT = 1000  # more missed messages than this get a resync frame: the client pages /history
+CATCH_UP_PAGE = 100  # messages read per query during a catch-up
+
+
+@dataclass(frozen=True, slots=True)
+class SocketContext:
+    """What every socket of the process shares: the actions' dependencies and the token checks."""
+
+    events: EventBus
+    sessions: async_sessionmaker[AsyncSession]
+    settings: Settings
+    tokens: TokenCodec
+    gate: SessionGate
+    writer: MessageWriter
+
+
+class ChatConnection:
+    """One accepted socket: its reader loop, its forwarder loop and what they share."""
+
+    def __init__(
+        self,
+        socket: WebSocket[Any, Any, Any],
+        chat_id: int,
+        claims: TokenClaims,
+        subscriber: Subscriber,
+        shared: SocketContext,
+    ) -> None:
+        settings = shared.settings
+        self.socket = socket
+        self.chat_id = chat_id
+        self.user_id = claims.user_id
+        self.session_id = claims.session_id
+        self.expires_at = claims.expires_at  # renewed by ``auth`` frames; watched by the registry's sweep
+        self.socket_id = secrets.token_hex(8)
+        self._socket_id_bytes = self.socket_id.encode()
+        self._subscriber = subscriber
+        self._shared = shared
+        self._events = shared.events
+        self._sessions = shared.sessions
+        self._writer = shared.writer
+        self._limiter = FrameRateLimiter(settings.ws_frames_per_second)
+        # Events the socket may have waiting (settings.ws_socket_backlog); a socket this far behind is
+        # closed and catches up on reconnect. The queue itself is unbounded, since Litestar's bounded
+        # queues drop events silently and unsubscribing from a full one blocks; it grows past the limit
+        # only while a send waits, for at most the send timeout.
+        self._backlog = settings.ws_socket_backlog
+        self._sending_since: float | None = None  # watched by SocketRegistry._close_stuck_sockets
+        # Held while a client frame is handled, so a shutdown lets an in-flight send commit and ack.
+        self._handling = asyncio.Lock()
+        self._send_lock = asyncio.Lock()
+        self._scope: anyio.CancelScope | None = None
+        self._closed = False
+
+    async def serve(self, after_seq: int | None) -> None:
+        async with anyio.create_task_group() as tasks:
+            self._scope = tasks.cancel_scope
+            tasks.start_soon(self._forward_events, after_seq)
+            await self._read_frames()
+            tasks.cancel_scope.cancel()
+
+    # Sending ---------------------------------------------------------------------------------------
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at <= now
+
+    def sending_since(self, moment: float) -> bool:
+        """Whether a send started before ``moment`` is still waiting for the client to take it."""
+        return self._sending_since is not None and self._sending_since < moment
+
+    async def _send(self, frame: str) -> None:
+        """Send one text frame (a client that does not take it in time is closed by the registry)."""
+        if self._closed:
+            return
+        self._sending_since = time.monotonic()
+        try:
+            # One send at a time: some WebSocket implementations break on concurrent drains.
+            async with self._send_lock:
+                await self.socket.send({"type": "websocket.send", "text": frame, "bytes": None})
+        except (OSError, WebSocketDisconnect, RuntimeError):
+            # The client went away, or the server already closed the connection (a keepalive ping
+            # timed out): there is nobody left to tell.
+            self._closed = True
+            if self._scope is not None:
+                self._scope.cancel()
+        finally:
+            self._sending_since = None
+
+    async def _send_error(self, code: str, detail: str, client_id: str | None = None) -> None:
+        await self._send(encode(ErrorFrame(code=code, detail=detail, client_id=client_id)))
+
+    async def shutdown(self, code: int, reason: str) -> None:
+        async with self._handling:
+            await self.close(code, reason)
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close once and stop both loops."""
+        if not self._closed:
+            self._closed = True
+            logger.info("Closing socket %s: code=%s (%s)", self.socket_id, code, reason)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                try:
+                    await self.socket.close(code=code, reason=reason)
+                except Exception:
+                    logger.debug("Close of socket %s failed", self.socket_id)
+        if self._scope is not None:
+            self._scope.cancel()
+
+    # Forwarding events ------------------------------------------------------------------------------
+
+    async def _forward_events(self, after_seq: int | None) -> None:
+        sent_up_to = 0 if after_seq is None else await self._catch_up(after_seq)
+        if sent_up_to is None:
+            return
+        async for payload in self._subscriber.iter_events():
+            if self._subscriber.qsize > self._backlog:
+                await self.close(CLOSE_TRY_AGAIN, "fell too far behind")
+                return
+            kind, argument, frame = split_event(payload)
+            if kind == KIND_MESSAGE and sent_up_to and int(argument) <= sent_up_to:
+                continue  # already sent during catch-up
+            if kind == KIND_TYPING and argument == self._socket_id_bytes:
+                continue
+            await self._send(frame)
+            if kind == KIND_REMOVED and int(argument) == self.user_id:
+                await self.close(CLOSE_FORBIDDEN, "removed from this chat")
+                return
+
+    async def _catch_up(self, after_seq: int) -> int | None:
+        """Send what was stored after ``after_seq``; return the seq up to which live copies are dropped.
+
+        Seqs have no gaps, so the chat's last seq alone says whether a replay is too long: a client far
+        behind costs one small query, not a thousand rows. A replay goes out a page at a time, each from
+        its own short session, so neither rows nor a database connection are held while a client reads.
+        """
+        try:
+            async with unit_of_work(self._sessions) as session:
+                last_seq = await chat_last_seq(session, self.chat_id)
+            if after_seq > last_seq or last_seq - after_seq > CATCH_UP_LIMIT:
+                # Too much to replay, or the client knows of seqs this chat never had: it pages /history.
+                await self._send(encode(ResyncFrame(after_seq=after_seq, last_seq=last_seq)))
+                return last_seq
+            sent_up_to = after_seq
+            while sent_up_to < last_seq and not self._closed:
+                limit = min(CATCH_UP_PAGE, last_seq - sent_up_to)
+                async with unit_of_work(self._sessions) as session:
+                    page = await messages_after(session, self.chat_id, sent_up_to, limit)
+                if not page:
+                    break
+                for message in page:
+                    await self._send(encode(MessageFrame(message=message)))
+                sent_up_to = page[-1].seq
+        except DomainError as error:
+            warn_if_unavailable(error, f"catch-up of socket {self.socket_id}")
+            await self.close(close_code(error), error.detail)
+            return None
+        return sent_up_to
+
+    # Reading client frames -------------------------------------------------------------------------
+
+    async def _read_frames(self) -> None:
+        while True:
+            event = await self.socket.receive()
+            if event["type"] == "websocket.disconnect":
+                return
+            text, data = event.get("text"), event.get("bytes")
+            raw = text if isinstance(text, str) else data if isinstance(data, bytes) else b""
+            if len(raw) > MAX_FRAME_BYTES or (isinstance(raw, str) and len(raw.encode()) > MAX_FRAME_BYTES):
+                await self.close(CLOSE_TOO_BIG, f"frames are limited to {MAX_FRAME_BYTES} bytes")
+                return
+            if not self._limiter.allow():
+                if self._limiter.exhausted:
+                    await self.close(CLOSE_POLICY, "too many frames")
+                    return
+                await self._send_error("rate_limited", "Too many frames; slow down")
+                continue
+            async with self._handling:
+                if self.expired(datetime.now(UTC)):
+                    await self.close(CLOSE_UNAUTHORIZED, "token expired")
+                    return
+                await self._handle(raw)
+
+    async def _handle(self, raw: str | bytes) -> None:
+        frame = decode_client_frame(raw)
+        if isinstance(frame, ErrorFrame):
+            await self._send(encode(frame))
+            return
+        try:
+            await self._act(frame)
+        except DomainError as error:
+            if isinstance(error, ChatNotFoundError | UnauthenticatedError):
+                await self.close(close_code(error), error.detail)
+                return
+            warn_if_unavailable(error, f"frame on socket {self.socket_id}")
+            await self._send(encode(error_frame(error, _client_id(frame))))
+        except Exception:
+            logger.exception("Frame failed on socket %s", self.socket_id)
+            await self._send_error("internal", "The frame could not be handled", _client_id(frame))
+
+    async def _act(self, frame: ClientFrame) -> None:
+        """Carry out one client frame through the actions, as REST would."""
+        if isinstance(frame, SendFrame):
+            sent = await self._writer.send(self.chat_id, self.user_id, frame.client_id, frame.text)
+            await self._send(encode(AckFrame(client_id=frame.client_id, message=sent.message)))
+        elif isinstance(frame, ReadFrame):
+            async with unit_of_work(self._sessions) as session:
+                await mark_read(session, self._events, self.chat_id, self.user_id, frame.seq)
+        elif isinstance(frame, AuthFrame):
+            await self._renew(frame.token)
+        else:
+            self._events.typing(self.chat_id, self.user_id, self.socket_id)
+
+    async def still_live(self) -> bool:
+        """Whether the socket's session is still live; if not, the socket is closed."""
+        try:
+            if await self._shared.gate.is_live(self.session_id, self.user_id):
+                return True
+            raise UnauthenticatedError("session ended; log in again")
+        except DomainError as error:
+            await self.close(close_code(error), error.detail)
+            return False
+
+    async def _renew(self, token: str) -> None:
+        """Carry on with a newer token of the same person; any other token ends the socket."""
+        claims = self._shared.tokens.read(token)
+        if claims is None or claims.user_id != self.user_id:
+            raise UnauthenticatedError("invalid token")
+        if not await self._shared.gate.is_live(claims.session_id, claims.user_id):
+            raise UnauthenticatedError("session ended; log in again")
+        self.session_id, self.expires_at = claims.session_id, claims.expires_at
+        if await self.still_live():  # the new session may have been revoked while it was checked
+            await self._send(encode(AuthOkFrame(expires_at=claims.expires_at)))
+
+
+def _client_id(frame: ClientFrame) -> str | None:
+    return frame.client_id if isinstance(frame, SendFrame) else None
