@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from tests.conftest import fetch, make_settings
 from windi_chat.database import create_db_config
-from windi_chat.errors import ChatNotFoundError, DatabaseUnavailableError
+from windi_chat.errors import ChatNotFoundError, DatabaseUnavailableError, InvalidMessageError
 from windi_chat.events import EventBus, split_event
 from windi_chat.message_batch import Pending
 from windi_chat.messaging import Sent, send_messages
@@ -278,3 +278,21 @@ def test_a_member_removed_while_their_sends_wait_stores_none_of_them(pg_database
     assert (results[3].message.seq, results[3].created) == (1, True)
     assert fetch(pg_database_url, "SELECT sender_id, seq FROM messages") == [(BOB, 1)]
     assert [f["message"]["sender_id"] for f in recorder.of_type("message")] == [BOB]
+
+
+def test_a_send_the_database_could_not_store_is_refused_before_it_joins_a_batch(database_url: str) -> None:
+    async def work(sessions: Any, recorder: Recorder) -> list[Any]:
+        writer = MessageWriter(sessions, recorder.bus)
+        try:
+            return await asyncio.gather(
+                writer.send(1, ADA, "nul", "a\u0000b"),
+                writer.send(1, BOB, "fine", "hello"),
+                return_exceptions=True,
+            )
+        finally:
+            await writer.close()
+
+    (refused, stored), _ = _run(database_url, work)
+
+    assert isinstance(refused, InvalidMessageError)
+    assert (stored.message.seq, stored.created) == (1, True)

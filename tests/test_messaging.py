@@ -88,6 +88,8 @@ def test_concurrent_senders_get_gap_free_seqs(api: Api, make_account: Any, datab
         {"text": "fine"},
         {"client_id": "a"},
         {"text": 5, "client_id": "a"},
+        {"text": "a\u0000b", "client_id": "a"},
+        {"text": "fine", "client_id": "a\u0000"},
     ],
 )
 def test_invalid_messages_are_refused(api: Api, pair: Any, body: dict[str, Any]) -> None:

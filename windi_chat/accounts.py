@@ -22,7 +22,7 @@ from windi_chat.config import Settings
 from windi_chat.errors import EmailTakenError, UserNotFoundError
 from windi_chat.http_errors import error_responses
 from windi_chat.models import User
-from windi_chat.schemas import LoginForm, RegisterIn, TokenOut, UserOut
+from windi_chat.schemas import NO_NUL, LoginForm, RegisterIn, TokenOut, UserOut
 from windi_chat.security import CurrentUser, PasswordHasher, TokenCodec
 from windi_chat.sessions import start_session, token_out
 
@@ -159,7 +159,7 @@ class UserController(Controller):
         request: Request[CurrentUser, Any, Any],
         users: NamedDependency[UserService],
         # Litestar ignores msgspec's Meta on query parameters; its own QueryParameter enforces the bounds.
-        search: Annotated[str, QueryParameter(min_length=1, max_length=320)],
+        search: Annotated[str, QueryParameter(min_length=1, max_length=320, pattern=NO_NUL)],
         limit: Annotated[int, QueryParameter(ge=1, le=50)] = 20,
     ) -> list[UserOut]:
         """Matches the start of the name or of the email, ignoring case; the caller is left out."""

@@ -52,7 +52,7 @@ from windi_chat.sockets import (
 )
 from windi_chat.writer import MessageWriter
 
-__all__ = ("CATCH_UP_LIMIT", "ChatConnection", "SocketContext")
+__all__ = ("CATCH_UP_LIMIT", "CATCH_UP_PAGE", "ChatConnection", "SocketContext")
 
 logger = logging.getLogger("windi_chat.realtime")
 

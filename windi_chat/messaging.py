@@ -61,6 +61,8 @@ def clean_text(text: str) -> str:
     trimmed = text.strip()
     if not 1 <= len(trimmed) <= MAX_TEXT_LENGTH:
         raise InvalidMessageError(f"text must hold 1 to {MAX_TEXT_LENGTH} characters after trimming")
+    if "\x00" in trimmed:  # PostgreSQL text cannot hold it; one such send must not fail a batch
+        raise InvalidMessageError("text must not contain NUL characters")
     return trimmed
 
 

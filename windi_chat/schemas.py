@@ -41,10 +41,14 @@ __all__ = (
     "UserOut",
 )
 
-# A name must hold at least one visible character.
-Name = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"\S", examples=["Ada Lovelace"])]
+# PostgreSQL text cannot hold NUL: strings that reach a query refuse it here, as a 400, not a 500.
+NO_NUL = r"^[^\x00]*$"
+# A name must hold at least one visible character, and no NUL.
+Name = Annotated[
+    str, Meta(min_length=1, max_length=100, pattern=r"^(?=[\s\S]*\S)[^\x00]*$", examples=["Ada Lovelace"])
+]
 Email = Annotated[
-    str, Meta(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", examples=["ada@example.com"])
+    str, Meta(max_length=320, pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$", examples=["ada@example.com"])
 ]
 Password = Annotated[str, Meta(min_length=8, max_length=128, examples=["correct horse battery"])]
 UserId = Annotated[int, Meta(ge=1)]
@@ -65,8 +69,8 @@ class UserOut(Struct):
 class LoginForm(Struct):
     """The OAuth2 password form: ``username`` holds the email."""
 
-    username: str
-    password: str
+    username: Annotated[str, Meta(max_length=320, pattern=NO_NUL)]
+    password: Annotated[str, Meta(max_length=1024)]
 
 
 class TokenOut(Struct):
@@ -154,7 +158,7 @@ class MemberRemovedFrame(Struct, tag="member_removed", tag_field="type"):
 
 # Messages over REST ----------------------------------------------------------------------------------
 
-ClientId = Annotated[str, Meta(min_length=1, max_length=64, examples=["3f1c9a52-msg-1"])]
+ClientId = Annotated[str, Meta(min_length=1, max_length=64, pattern=NO_NUL, examples=["3f1c9a52-msg-1"])]
 MAX_TEXT_LENGTH = 4096
 
 
