@@ -199,9 +199,7 @@ def test_concurrent_sends_through_the_writer_are_stored_gap_free(database_url: s
         assert delivered == list(range(1, 16))  # published in seq order
 
 
-def test_a_batch_cut_off_by_the_database_fails_every_send_and_the_next_one_works(
-    pg_database_url: str,
-) -> None:
+def test_sends_cut_off_by_the_database_all_fail_and_the_next_one_works(pg_database_url: str) -> None:
     dsn = pg_database_url.replace("postgresql+asyncpg://", "postgresql://")
 
     async def work(sessions: Any, recorder: Recorder) -> tuple[list[Any], Any]:
@@ -212,18 +210,17 @@ def test_a_batch_cut_off_by_the_database_fails_every_send_and_the_next_one_works
             await transaction.start()
             await locker.execute("SELECT 1 FROM chats WHERE id = 1 FOR UPDATE")
             sends = [asyncio.ensure_future(writer.send(1, ADA, f"cut-{i}", "lost?")) for i in range(3)]
-            for _ in range(200):  # until the writer's batch waits for the lock
-                # From another connection: activity seen inside a transaction is a snapshot taken once.
-                waiting = await watcher.fetchval(
-                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND datname = current_database()"
-                )
-                if waiting:
+            mine = [locker.get_server_pid(), watcher.get_server_pid()]
+            others = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> ALL($1)"
+            for _ in range(200):  # until the writer has tried (and found the chat held)
+                if await watcher.fetch(others, mine):
                     break
                 await asyncio.sleep(0.05)
             else:
-                pytest.fail("the batch never waited for the chat row's lock")
-            await watcher.execute("SELECT pg_terminate_backend($1)", waiting)
+                pytest.fail("the writer never reached the database")
+            # Its connections go away, as in a failover, while the sends wait for their chat.
+            for row in await watcher.fetch(others, mine):
+                await watcher.execute("SELECT pg_terminate_backend($1)", row["pid"])
             await transaction.rollback()
             failed = await asyncio.gather(*sends, return_exceptions=True)
             after = await writer.send(1, ADA, "after", "still here")
@@ -246,8 +243,9 @@ def test_a_member_removed_while_their_sends_wait_stores_none_of_them(pg_database
 
     async def work(sessions: Any, recorder: Recorder) -> list[Any]:
         writer = MessageWriter(sessions, recorder.bus)
-        locker, watcher = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+        locker = await asyncpg.connect(dsn)
         try:
+            # The group's row is held, so none of the sends can be stored before the removal commits.
             transaction = locker.transaction()
             await transaction.start()
             await locker.execute("SELECT 1 FROM chats WHERE id = 2 FOR UPDATE")
@@ -255,21 +253,11 @@ def test_a_member_removed_while_their_sends_wait_stores_none_of_them(pg_database
                 asyncio.ensure_future(writer.send(2, CY, f"queued-{i}", "still here?")) for i in range(3)
             ]
             sends.append(asyncio.ensure_future(writer.send(2, BOB, "bob", "I stay")))
-            for _ in range(200):  # until the batch waits for the group's row
-                if await watcher.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND datname = current_database()"
-                ):
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                pytest.fail("the batch never waited for the group's row")
             await locker.execute("DELETE FROM chat_members WHERE chat_id = 2 AND user_id = 3")
             await transaction.commit()
             return await asyncio.gather(*sends, return_exceptions=True)
         finally:
             await locker.close()
-            await watcher.close()
             await writer.close()
 
     results, recorder = _run(pg_database_url, work)
@@ -295,4 +283,49 @@ def test_a_send_the_database_could_not_store_is_refused_before_it_joins_a_batch(
     (refused, stored), _ = _run(database_url, work)
 
     assert isinstance(refused, InvalidMessageError)
+    assert (stored.message.seq, stored.created) == (1, True)
+
+
+def test_a_chat_held_by_another_transaction_holds_up_only_its_own_sends(pg_database_url: str) -> None:
+    dsn = pg_database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def work(sessions: Any, recorder: Recorder) -> tuple[bool, Any, Any]:
+        writer = MessageWriter(sessions, recorder.bus)
+        locker = await asyncpg.connect(dsn)
+        try:
+            transaction = locker.transaction()
+            await transaction.start()
+            await locker.execute("SELECT 1 FROM chats WHERE id = 1 FOR UPDATE")
+            held = asyncio.ensure_future(writer.send(1, ADA, "held", "waits for its chat"))
+            free = await writer.send(2, CY, "free", "goes ahead")
+            held_was_waiting = not held.done()
+            await transaction.commit()
+            return held_was_waiting, free, await held
+        finally:
+            await locker.close()
+            await writer.close()
+
+    (held_was_waiting, free, held), recorder = _run(pg_database_url, work)
+
+    assert held_was_waiting
+    assert (free.message.chat_id, free.message.seq) == (2, 1)
+    assert (held.message.chat_id, held.message.seq, held.created) == (1, 1, True)
+    assert [f["message"]["client_id"] for f in recorder.of_type("message")] == ["free", "held"]
+
+
+def test_a_chat_id_beyond_64_bits_fails_alone(database_url: str) -> None:
+    async def work(sessions: Any, recorder: Recorder) -> list[Any]:
+        writer = MessageWriter(sessions, recorder.bus)
+        try:
+            return await asyncio.gather(
+                writer.send(2**63, ADA, "huge", "nowhere"),
+                writer.send(1, BOB, "fine", "hello"),
+                return_exceptions=True,
+            )
+        finally:
+            await writer.close()
+
+    (refused, stored), _ = _run(database_url, work)
+
+    assert isinstance(refused, ChatNotFoundError)
     assert (stored.message.seq, stored.created) == (1, True)

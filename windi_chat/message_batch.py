@@ -60,14 +60,24 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    outcomes: list[Outcome]
+    # One per send; None: its chat's row was locked by another transaction, so it was not stored now.
+    outcomes: list[Outcome | None]
     # For each chat of a member's send: its all_read_seq before the batch and after it.
     all_read: dict[int, tuple[int, int]]
 
 
-# The chats' rows are locked first, in id order, so that batches of several processes never deadlock,
-# and so that the statement after it, which takes a new snapshot, sees every marker and membership
-# exactly: each writer of those takes the chat row's lock first.
+# The chats' rows are locked first, so that the statement after it, which takes a new snapshot, sees
+# every marker and membership exactly: each writer of those takes the chat row's lock first. A batch
+# takes the rows it can lock at once and answers with the chats it could not: one chat held by someone
+# else (another process, an operator's transaction) must not hold up the sends to every other chat.
+_LOCK_FREE_CHATS = sql(
+    """
+    WITH wanted AS (SELECT id FROM chats WHERE id = ANY(:chats)),
+    locked AS (SELECT id FROM chats WHERE id = ANY(:chats) FOR UPDATE SKIP LOCKED)
+    SELECT id FROM wanted WHERE id NOT IN (SELECT id FROM locked)
+    """
+)
+# Waiting for every row, in id order so that two waiting transactions cannot deadlock.
 _LOCK_CHATS = sql("SELECT id FROM chats WHERE id = ANY(:chats) ORDER BY id FOR UPDATE")
 # One row out per send in. ``first_idx`` is the first send of the batch with the same key: a later one
 # is a repeat of it. ``old_*`` is a message stored before the batch under the same key.
@@ -131,12 +141,35 @@ STORE_BATCH_POSTGRES = sql(
 )
 
 
-async def store_batch(session: AsyncSession, sends: Sequence[Pending], now: datetime) -> Batch:
-    """Store ``sends`` in the session's transaction (the caller commits); one outcome per send."""
+async def store_batch(
+    session: AsyncSession, sends: Sequence[Pending], now: datetime, *, wait: bool = True
+) -> Batch:
+    """Store ``sends`` in the session's transaction (the caller commits); one outcome per send.
+
+    Without ``wait``, sends to a chat whose row another transaction holds are left out (their outcome
+    is None) instead of waiting for it.
+    """
     if session.get_bind().dialect.name != "postgresql":
         return await _store_one_by_one(session, sends, now)
     chats = sorted({send.chat_id for send in sends})
-    await session.execute(_LOCK_CHATS, {"chats": chats})
+    if wait:
+        await session.execute(_LOCK_CHATS, {"chats": chats})
+        ready = list(range(len(sends)))
+    else:
+        busy = set(await session.scalars(_LOCK_FREE_CHATS, {"chats": chats}))
+        ready = [index for index, send in enumerate(sends) if send.chat_id not in busy]
+    outcomes: list[Outcome | None] = [None] * len(sends)
+    all_read: dict[int, tuple[int, int]] = {}
+    if ready:
+        batch = await _store_ready(session, [sends[index] for index in ready], now)
+        for index, outcome in zip(ready, batch.outcomes, strict=True):
+            outcomes[index] = outcome
+        all_read = batch.all_read
+    return Batch(outcomes, all_read)
+
+
+async def _store_ready(session: AsyncSession, sends: Sequence[Pending], now: datetime) -> Batch:
+    """``STORE_BATCH_POSTGRES`` for sends whose chats' rows this transaction holds."""
     rows = (
         await session.execute(
             STORE_BATCH_POSTGRES,
@@ -149,7 +182,7 @@ async def store_batch(session: AsyncSession, sends: Sequence[Pending], now: date
             },
         )
     ).all()
-    outcomes: list[Outcome] = []
+    outcomes: list[Outcome | None] = []
     all_read: dict[int, tuple[int, int]] = {}
     for send, row in zip(sends, rows, strict=True):
         if not row.member:
@@ -261,6 +294,6 @@ async def _store_one_by_one(session: AsyncSession, sends: Sequence[Pending], now
     # Write first, so that the transaction holds SQLite's write lock before it reads anything.
     await session.execute(_LOCK_CHATS_SQLITE, {"chats": sorted(chats)})
     before = {chat_id: await all_read_of(session, chat_id) for chat_id in chats}
-    outcomes = [await _store_one(session, send, now) for send in sends]
+    outcomes: list[Outcome | None] = [await _store_one(session, send, now) for send in sends]
     all_read = {chat_id: (before[chat_id], await all_read_of(session, chat_id)) for chat_id in chats}
     return Batch(outcomes, all_read)

@@ -67,8 +67,8 @@ def clean_text(text: str) -> str:
 
 
 async def send_messages(
-    session: AsyncSession, events: EventBus, sends: Sequence[Pending]
-) -> list[Sent | ChatNotFoundError]:
+    session: AsyncSession, events: EventBus, sends: Sequence[Pending], *, wait: bool = True
+) -> list[Sent | ChatNotFoundError | None]:
     """Store checked sends in one transaction and deliver the new messages to the chats' sockets.
 
     Each send is stored once per (chat, sender, client id): a repeat stores nothing and answers with the
@@ -76,12 +76,18 @@ async def send_messages(
     so they are gap-free and in the order the sends arrived. Sending moves the sender's read marker to
     their message. The events go out on the commit: each chat's new messages in seq order, then at most
     one ``read`` event per chat when the batch moved its all_read_seq (a sender was the last reader).
+
+    Without ``wait``, a send to a chat whose row another transaction holds is not stored now: its
+    result is None, and the caller tries it again.
     """
     now = utcnow()
-    batch = await message_batch.store_batch(session, sends, now)
-    results: list[Sent | ChatNotFoundError] = []
+    batch = await message_batch.store_batch(session, sends, now, wait=wait)
+    results: list[Sent | ChatNotFoundError | None] = []
     last_sent: dict[int, MessageOut] = {}
     for outcome in batch.outcomes:
+        if outcome is None:
+            results.append(None)
+            continue
         if outcome.message is None:
             results.append(ChatNotFoundError())
             continue
@@ -117,8 +123,8 @@ async def send_message(
     [result] = await send_messages(
         session, events, [Pending(chat_id, sender_id, client_id, clean_text(text))]
     )
-    if isinstance(result, ChatNotFoundError):
-        raise result
+    if result is None or isinstance(result, ChatNotFoundError):
+        raise result or ChatNotFoundError()  # a waiting send always has an outcome
     return result
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.database import unit_of_work
-from windi_chat.errors import DomainError, UnavailableError
+from windi_chat.errors import ChatNotFoundError, DomainError, UnavailableError
 from windi_chat.events import EventBus
 from windi_chat.message_batch import Pending
 from windi_chat.messaging import Sent, clean_text, send_messages
@@ -26,6 +26,10 @@ logger = logging.getLogger("windi_chat.writer")
 
 # Past this many sends, a batch's statement costs more to plan and carry than it saves.
 MAX_BATCH = 256
+# Chat ids are 64-bit: a larger one names no chat, and must not reach (and fail) a batch.
+MAX_ID = 2**63 - 1
+
+Waiting = tuple[Pending, "asyncio.Future[Sent]"]
 
 
 class MessageWriter:
@@ -37,7 +41,7 @@ class MessageWriter:
         self._sessions = sessions
         self._events = events
         self._max_batch = max_batch
-        self._queue: list[tuple[Pending, asyncio.Future[Sent]]] = []
+        self._queue: list[Waiting] = []
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -49,6 +53,8 @@ class MessageWriter:
         """
         if self._closing:
             raise UnavailableError("The server is shutting down; send again after reconnecting")
+        if not 0 < chat_id <= MAX_ID:
+            raise ChatNotFoundError
         pending = Pending(chat_id, sender_id, client_id, clean_text(text))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Sent] = loop.create_future()
@@ -72,30 +78,55 @@ class MessageWriter:
             await self._task
 
     async def _run(self) -> None:
+        delay = 0.0
         while True:
             await self._ready.wait()
             self._ready.clear()
             while self._queue:
+                if delay:
+                    await asyncio.sleep(delay)  # only sends to chats held by someone else are left
                 batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-                await self._write(batch)
+                busy = await self._write(batch)
+                # Sends to a chat held elsewhere go first next time, in the order they came.
+                self._queue[:0] = busy
+                delay = 0.0 if len(busy) < len(batch) else min(0.2, max(0.005, delay * 2))
             if self._closing:
                 return
 
-    async def _write(self, batch: list[tuple[Pending, asyncio.Future[Sent]]]) -> None:
+    async def _write(self, batch: list[Waiting]) -> list[Waiting]:
+        """Store a batch and answer its senders; return the sends whose chat was busy."""
         try:
             async with unit_of_work(self._sessions) as session:
-                results = await send_messages(session, self._events, [pending for pending, _ in batch])
-        except Exception as error:  # every waiting sender hears of it, as if it had sent alone
-            if not isinstance(error, DomainError):
-                logger.exception("A batch of %d sends failed", len(batch))
+                results = await send_messages(
+                    session, self._events, [pending for pending, _ in batch], wait=False
+                )
+        except DomainError as error:  # the database is unavailable: every sender hears it
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():
+            return []
+        except Exception as error:
+            if len(batch) > 1:
+                # Something in one send that no check caught: store them one by one, so that only the
+                # send at fault fails. A send stored before the failure answers as a repeat.
+                logger.warning("A batch of %d sends failed (%s); storing them one by one", len(batch), error)
+                busy: list[Waiting] = []
+                for waiting in batch:
+                    busy += await self._write([waiting])
+                return busy
+            logger.exception("A send failed")
+            if not batch[0][1].done():
+                batch[0][1].set_exception(error)
+            return []
+        busy = []
+        for waiting, result in zip(batch, results, strict=True):
+            future = waiting[1]
+            if result is None:
+                busy.append(waiting)
+            elif future.done():
                 continue  # the sender went away; the message is stored all the same
-            if isinstance(result, DomainError):
+            elif isinstance(result, DomainError):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+        return busy
