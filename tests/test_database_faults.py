@@ -62,7 +62,10 @@ def test_a_pool_timeout_is_unavailability() -> None:
 
 
 def _chat_to_lock(api: Api) -> tuple[Account, Account, int, str]:
-    """Ada and Bob's chat, and the statement that locks its row (every send to the chat waits on it)."""
+    """Ada and Bob's chat, and the statement that locks its row (a read marker's move waits on it).
+
+    Sends do not wait on it: the writer stores the other chats' sends and tries this one again.
+    """
     ada, bob = api.people("Ada", "Bob")
     chat_id = api.private_chat(ada, bob)["id"]
     return ada, bob, chat_id, f"SELECT 1 FROM chats WHERE id = {chat_id} FOR UPDATE"  # noqa: S608 - an int
@@ -132,25 +135,28 @@ def test_a_session_terminated_mid_query_gives_503_and_unavailable(
             api = Api(http)
             ada, bob, chat_id, locked_chat = _chat_to_lock(api)
 
-            with own_postgres.row_locked(locked_chat), server.http() as sender:
-                # The send waits on the chat's row lock; an administrator ends its session: 57P01.
-                sending = pool.submit(Api(sender).send, ada, chat_id, "hi", "cut-rest", expect=None)
+            api.send(bob, chat_id, "one", "one")
+            api.send(bob, chat_id, "two", "two")
+            with own_postgres.row_locked(locked_chat), server.http() as reader:
+                # The read waits on the chat's row lock; an administrator ends its session: 57P01.
+                reading = pool.submit(Api(reader).read, ada, chat_id, 1, expect=None)
                 assert own_postgres.terminate_lock_waiters() == 1
-                response: Any = sending.result()
+                response: Any = reading.result()
             assert (response.status_code, response.headers["Retry-After"]) == (503, RETRY_AFTER)
 
             with open_socket(server.ws_url, chat_id, ada.token) as socket:
                 with own_postgres.row_locked(locked_chat):
-                    send_frame(socket, type="send", client_id="cut-socket", text="hi")
+                    send_frame(socket, type="read", seq=2)
                     assert own_postgres.terminate_lock_waiters() == 1
                     [error] = receive_until(socket, lambda frame: frame["type"] == "error")
-                assert (error["code"], error["client_id"]) == ("unavailable", "cut-socket")
+                assert error["code"] == "unavailable"
 
-                # Nothing was stored by the cut sessions, and the same sends now go through.
-                api.send(ada, chat_id, "hi", "cut-rest", expect=201)
-                send_frame(socket, type="send", client_id="cut-socket", text="hi")
-                receive_until(socket, is_ack("cut-socket"))
-            assert [m["client_id"] for m in api.history(bob, chat_id)] == ["cut-rest", "cut-socket"]
+                # Nothing was changed by the cut sessions, and the same frames now go through.
+                assert api.chat(ada, chat_id)["unread_count"] == 2
+                api.read(ada, chat_id, 1)
+                send_frame(socket, type="read", seq=2)
+                receive_until(socket, lambda frame: frame["type"] == "read" and frame["seq"] == 2)
+            assert api.chat(ada, chat_id)["unread_count"] == 0
     finally:
         stop_server(server)
     _assert_warned_without_traceback(server, "AdminShutdownError (57P01)")
@@ -213,12 +219,12 @@ def test_a_request_that_finds_no_free_connection_within_the_pool_timeout_gets_50
 
             with server.http() as sender:
                 with own_postgres.row_locked(locked_chat):
-                    # The send holds the only connection while it waits on the lock.
-                    sending = pool.submit(Api(sender).send, ada, chat_id, "hi", "held", expect=None)
+                    # The read holds the only connection while it waits on the lock.
+                    reading = pool.submit(Api(sender).read, ada, chat_id, 0, expect=None)
                     wait_for(lambda: fetch(own_postgres.url, WAITING_ON_A_LOCK))
                     response = http.get("/users/me", headers=ada.headers)
                     assert (response.status_code, response.headers["Retry-After"]) == (503, RETRY_AFTER)
-                assert sending.result().status_code == 201
+                assert reading.result().status_code == 200
             assert http.get("/users/me", headers=ada.headers).status_code == 200
     finally:
         stop_server(server)
