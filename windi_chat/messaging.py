@@ -92,16 +92,7 @@ async def send_messages(
             results.append(ChatNotFoundError())
             continue
         stored = outcome.message
-        message = MessageOut(
-            id=stored.id,
-            chat_id=stored.chat_id,
-            seq=stored.seq,
-            sender_id=stored.sender_id,
-            text=stored.text,
-            timestamp=stored.created_at,
-            client_id=stored.client_id,
-            read=stored.seq <= batch.all_read[stored.chat_id][1],
-        )
+        message = message_out(stored, batch.all_read[stored.chat_id][1])
         results.append(Sent(message, outcome.created))
         if outcome.created:
             events.message(session, message)
