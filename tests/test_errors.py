@@ -22,7 +22,11 @@ from windi_chat.http_errors import error_responses, exception_handlers
 from windi_chat.protocol import FRAME_ERROR_CODES
 
 KINDS = (InvalidError, UnauthenticatedError, NotAllowedError, NotFoundError, ConflictError, UnavailableError)
-ALL_ERRORS = [getattr(errors, name) for name in errors.__all__ if getattr(errors, name) is not DomainError]
+ALL_ERRORS = [
+    value
+    for value in (getattr(errors, name) for name in errors.__all__)
+    if isinstance(value, type) and value is not DomainError
+]
 
 
 @pytest.mark.parametrize("error", ALL_ERRORS, ids=lambda error: error.__name__)

@@ -7,7 +7,8 @@ The six kinds below are the whole vocabulary: a new error subclasses one of them
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import ClassVar, TypeVar
 
 __all__ = (
     "AlreadyMemberError",
@@ -27,7 +28,11 @@ __all__ = (
     "UnavailableError",
     "UserNotFoundError",
     "WrongPasswordError",
+    "answer_for",
 )
+
+
+T = TypeVar("T")
 
 
 class DomainError(Exception):
@@ -120,3 +125,8 @@ class NotAMemberError(ConflictError):
 
 class DatabaseUnavailableError(UnavailableError):
     default_detail = "The database is unavailable; try again"
+
+
+def answer_for(error: type[DomainError], answers: Mapping[type[DomainError], T], default: T) -> T:
+    """A transport's answer for an error: the one for its own class, else for its nearest kind."""
+    return next((answers[kind] for kind in error.__mro__ if kind in answers), default)

@@ -31,6 +31,7 @@ from windi_chat.errors import (
     NotFoundError,
     UnauthenticatedError,
     UnavailableError,
+    answer_for,
 )
 
 __all__ = (
@@ -66,7 +67,7 @@ class ErrorOut(msgspec.Struct, omit_defaults=True):
 
 
 def status_of(error: type[DomainError]) -> int:
-    return next((STATUS_OF_KIND[kind] for kind in error.__mro__ if kind in STATUS_OF_KIND), 400)
+    return answer_for(error, STATUS_OF_KIND, 400)
 
 
 def _answer(error: DomainError) -> Response[ErrorOut]:

@@ -116,7 +116,7 @@ _PAGE_BEFORE = (
 _PAGE_AFTER = _page.where(_messages.c.seq > bindparam("after_seq")).order_by(_messages.c.seq).limit(_limit)
 _PAGE_OFFSET = _page.order_by(_messages.c.seq).limit(_limit).offset(bindparam("offset", type_=Integer))
 _MEMBER = select(_is_member)
-_ALL_READ = select(func.coalesce(func.min(_members.c.read_seq), 0)).where(_members.c.chat_id == _chat)
+_ALL_READ = select(all_read_seq)
 _AFTER = _message_rows.where(_messages.c.seq > bindparam("after_seq")).order_by(_messages.c.seq).limit(_limit)
 _LAST_SEQ = select(_chats.c.last_seq).where(_chats.c.id == _chat)
 

@@ -7,7 +7,7 @@ one table, the same for each new frame type.
 from __future__ import annotations
 
 import logging
-from typing import TypeVar, get_args
+from typing import get_args
 
 import msgspec
 
@@ -21,6 +21,7 @@ from windi_chat.errors import (
     NotFoundError,
     UnauthenticatedError,
     UnavailableError,
+    answer_for,
 )
 from windi_chat.schemas import ClientFrame, ErrorFrame
 from windi_chat.sockets import CLOSE_FORBIDDEN, CLOSE_TRY_AGAIN, CLOSE_UNAUTHORIZED
@@ -36,8 +37,6 @@ __all__ = (
 )
 
 logger = logging.getLogger("windi_chat.realtime")
-
-T = TypeVar("T")
 
 # How an action's error answers a client frame: an error frame with this code, found by the error's
 # kind. Losing access to the chat is the exception: it closes the socket (``close_code``).
@@ -68,18 +67,15 @@ def encode(frame: msgspec.Struct) -> str:
     return _encoder.encode(frame).decode()
 
 
-def _answer(error: DomainError, answers: dict[type[DomainError], T], default: T) -> T:
-    """The answer for the error's own class or its nearest kind."""
-    return next((answers[kind] for kind in type(error).__mro__ if kind in answers), default)
-
-
 def close_code(error: DomainError) -> int:
-    return _answer(error, CLOSE_CODES, CLOSE_TRY_AGAIN)
+    return answer_for(type(error), CLOSE_CODES, CLOSE_TRY_AGAIN)
 
 
 def error_frame(error: DomainError, client_id: str | None = None) -> ErrorFrame:
     return ErrorFrame(
-        code=_answer(error, FRAME_ERROR_CODES, "invalid_frame"), detail=error.detail, client_id=client_id
+        code=answer_for(type(error), FRAME_ERROR_CODES, "invalid_frame"),
+        detail=error.detail,
+        client_id=client_id,
     )
 
 
