@@ -45,6 +45,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     auth_rate_limit: int = 30
     ws_frames_per_second: float = 20.0
     ws_socket_backlog: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    ws_sends_in_flight: Annotated[int, msgspec.Meta(ge=1)] = 32  # a socket's sends awaiting their ack
     ws_send_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     ws_close_timeout: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     http_header_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,8 +26,8 @@ from windi_chat.config import Settings
 from windi_chat.database import unit_of_work
 from windi_chat.errors import ChatNotFoundError, DomainError, UnauthenticatedError
 from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, split_event
+from windi_chat.messaging import Sent, mark_read, messages_after
 from windi_chat.messaging import last_seq as chat_last_seq
-from windi_chat.messaging import mark_read, messages_after
 from windi_chat.protocol import close_code, decode_client_frame, encode, error_frame, warn_if_unavailable
 from windi_chat.revocations import SessionGate
 from windi_chat.schemas import (
@@ -105,6 +106,11 @@ class ChatConnection:
         self._sending_since: float | None = None  # watched by SocketRegistry._close_stuck_sockets
         # Held while a client frame is handled, so a shutdown lets an in-flight send commit and ack.
         self._handling = asyncio.Lock()
+        # Sends queued for the writer whose acks are still to go out, in the order they came. Several
+        # sends of one socket can then share a batch; a full queue pauses reading the socket.
+        self._unacked: asyncio.Queue[tuple[SendFrame, asyncio.Future[Sent]]] = asyncio.Queue(
+            settings.ws_sends_in_flight
+        )
         self._send_lock = asyncio.Lock()
         self._scope: anyio.CancelScope | None = None
         self._closed = False
@@ -113,6 +119,7 @@ class ChatConnection:
         async with anyio.create_task_group() as tasks:
             self._scope = tasks.cancel_scope
             tasks.start_soon(self._forward_events, after_seq)
+            tasks.start_soon(self._answer_sends)
             await self._read_frames()
             tasks.cancel_scope.cancel()
 
@@ -147,7 +154,10 @@ class ChatConnection:
         await self._send(encode(ErrorFrame(code=code, detail=detail, client_id=client_id)))
 
     async def shutdown(self, code: int, reason: str) -> None:
+        """Close once the frame in hand is handled and the sends already queued are acknowledged."""
         async with self._handling:
+            with anyio.move_on_after(self._shared.settings.ws_send_timeout):
+                await self._unacked.join()
             await self.close(code, reason)
 
     async def close(self, code: int, reason: str) -> None:
@@ -235,15 +245,35 @@ class ChatConnection:
                 if self.expired(datetime.now(UTC)):
                     await self.close(CLOSE_UNAUTHORIZED, "token expired")
                     return
-                await self._handle(raw)
+                frame = decode_client_frame(raw)
+                if isinstance(frame, SendFrame):
+                    future = self._writer.submit(self.chat_id, self.user_id, frame.client_id, frame.text)
+                    future.add_done_callback(_retrieve)
+                    await self._unacked.put((frame, future))  # waits while too many sends are unacked
+                    continue
+                await self._unacked.join()  # what came before is answered first
+                if isinstance(frame, ErrorFrame):
+                    await self._send(encode(frame))
+                else:
+                    await self._answer(frame, self._act(frame))
 
-    async def _handle(self, raw: str | bytes) -> None:
-        frame = decode_client_frame(raw)
-        if isinstance(frame, ErrorFrame):
-            await self._send(encode(frame))
-            return
+    async def _answer_sends(self) -> None:
+        """Acknowledge queued sends in the order they came, each once it is committed."""
+        while True:
+            frame, future = await self._unacked.get()
+            try:
+                await self._answer(frame, self._ack(frame, future))
+            finally:
+                self._unacked.task_done()
+
+    async def _ack(self, frame: SendFrame, future: asyncio.Future[Sent]) -> None:
+        sent = await future
+        await self._send(encode(AckFrame(client_id=frame.client_id, message=sent.message)))
+
+    async def _answer(self, frame: ClientFrame, action: Awaitable[None]) -> None:
+        """Carry out a frame's action; an error becomes an error frame, or ends the socket."""
         try:
-            await self._act(frame)
+            await action
         except DomainError as error:
             if isinstance(error, ChatNotFoundError | UnauthenticatedError):
                 await self.close(close_code(error), error.detail)
@@ -255,16 +285,13 @@ class ChatConnection:
             await self._send_error("internal", "The frame could not be handled", _client_id(frame))
 
     async def _act(self, frame: ClientFrame) -> None:
-        """Carry out one client frame through the actions, as REST would."""
-        if isinstance(frame, SendFrame):
-            sent = await self._writer.send(self.chat_id, self.user_id, frame.client_id, frame.text)
-            await self._send(encode(AckFrame(client_id=frame.client_id, message=sent.message)))
-        elif isinstance(frame, ReadFrame):
+        """Carry out one client frame other than a send through the actions, as REST would."""
+        if isinstance(frame, ReadFrame):
             async with unit_of_work(self._sessions) as session:
                 await mark_read(session, self._events, self.chat_id, self.user_id, frame.seq)
         elif isinstance(frame, AuthFrame):
             await self._renew(frame.token)
-        else:
+        elif not isinstance(frame, SendFrame):
             self._events.typing(self.chat_id, self.user_id, self.socket_id)
 
     async def still_live(self) -> bool:
@@ -291,3 +318,9 @@ class ChatConnection:
 
 def _client_id(frame: ClientFrame) -> str | None:
     return frame.client_id if isinstance(frame, SendFrame) else None
+
+
+def _retrieve(future: asyncio.Future[Sent]) -> None:
+    """Mark a send's failure as seen: a socket that went away leaves its outcomes unread."""
+    if not future.cancelled():
+        future.exception()

@@ -47,24 +47,34 @@ class MessageWriter:
         self._closing = False
 
     async def send(self, chat_id: int, sender_id: int, client_id: str, text: str) -> Sent:
-        """Store one message (or find its original) and return it once committed.
+        """Store one message (or find its original) and return it once committed."""
+        return await self.submit(chat_id, sender_id, client_id, text)
 
-        The text is checked before it is queued, so one bad send never fails a batch.
+    def submit(self, chat_id: int, sender_id: int, client_id: str, text: str) -> asyncio.Future[Sent]:
+        """Queue one send and return its outcome to come, without waiting for it.
+
+        A socket queues its next sends while earlier ones wait, so they can share a batch. The text is
+        checked before it is queued, so one bad send never fails a batch; a send refused here comes
+        back as an already failed future, in its place among the caller's outcomes.
         """
-        if self._closing:
-            raise UnavailableError("The server is shutting down; send again after reconnecting")
-        if not 0 < chat_id <= MAX_ID:
-            raise ChatNotFoundError
-        pending = Pending(chat_id, sender_id, client_id, clean_text(text))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Sent] = loop.create_future()
+        try:
+            if self._closing:
+                raise UnavailableError("The server is shutting down; send again after reconnecting")
+            if not 0 < chat_id <= MAX_ID:
+                raise ChatNotFoundError
+            pending = Pending(chat_id, sender_id, client_id, clean_text(text))
+        except DomainError as error:
+            future.set_exception(error)
+            return future
         self._queue.append((pending, future))
         if self._task is None or self._task.done():
             # Started by the first send, in the loop that serves it.
             self._ready = asyncio.Event()
             self._task = loop.create_task(self._run(), name="windi-message-writer")
         self._ready.set()
-        return await future
+        return future
 
     def open(self) -> None:
         """Take sends again (an application that starts after it was shut down)."""
