@@ -13,7 +13,12 @@ from sqlalchemy import text
 
 from tests.conftest import fetch, make_settings
 from windi_chat.database import create_db_config
-from windi_chat.errors import ChatNotFoundError, DatabaseUnavailableError, InvalidMessageError
+from windi_chat.errors import (
+    ChatNotFoundError,
+    DatabaseUnavailableError,
+    InvalidMessageError,
+    UnavailableError,
+)
 from windi_chat.events import EventBus, split_event
 from windi_chat.message_batch import Pending
 from windi_chat.messaging import Sent, send_messages
@@ -311,6 +316,32 @@ def test_a_chat_held_by_another_transaction_holds_up_only_its_own_sends(pg_datab
     assert (free.message.chat_id, free.message.seq) == (2, 1)
     assert (held.message.chat_id, held.message.seq, held.created) == (1, 1, True)
     assert [f["message"]["client_id"] for f in recorder.of_type("message")] == ["free", "held"]
+
+
+def test_a_closing_writer_gives_up_on_a_chat_held_past_its_patience(pg_database_url: str) -> None:
+    dsn = pg_database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def work(sessions: Any, recorder: Recorder) -> tuple[Any, Any]:
+        writer = MessageWriter(sessions, recorder.bus)
+        locker = await asyncpg.connect(dsn)
+        try:
+            async with locker.transaction():
+                await locker.execute("SELECT 1 FROM chats WHERE id = 1 FOR UPDATE")
+                held = asyncio.ensure_future(writer.send(1, ADA, "held", "waits for its chat"))
+                stored = await writer.send(2, CY, "free", "goes ahead")
+                # Shutdown while the chat is still held: it ends, and the held send is refused.
+                await writer.close(patience=0.2)
+                outcome = (await asyncio.gather(held, return_exceptions=True))[0]
+            return stored, outcome
+        finally:
+            await locker.close()
+
+    (stored, outcome), recorder = _run(pg_database_url, work)
+
+    assert stored.created
+    assert isinstance(outcome, UnavailableError)
+    assert [f["message"]["client_id"] for f in recorder.of_type("message")] == ["free"]
+    assert fetch(pg_database_url, "SELECT count(*) FROM messages WHERE chat_id = 1")[0][0] == 0
 
 
 def test_a_chat_id_beyond_64_bits_fails_alone(database_url: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +27,9 @@ logger = logging.getLogger("windi_chat.writer")
 
 # Past this many sends, a batch's statement costs more to plan and carry than it saves.
 MAX_BATCH = 256
+# Seconds a closing writer keeps retrying sends whose chat another transaction holds.
+CLOSE_PATIENCE = 5.0
+SHUTTING_DOWN = "The server is shutting down; send again after reconnecting"
 # Chat ids are 64-bit: a larger one names no chat, and must not reach (and fail) a batch.
 MAX_ID = 2**63 - 1
 
@@ -45,6 +49,7 @@ class MessageWriter:
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._give_up_at = 0.0
 
     async def send(self, chat_id: int, sender_id: int, client_id: str, text: str) -> Sent:
         """Store one message (or find its original) and return it once committed."""
@@ -61,7 +66,7 @@ class MessageWriter:
         future: asyncio.Future[Sent] = loop.create_future()
         try:
             if self._closing:
-                raise UnavailableError("The server is shutting down; send again after reconnecting")
+                raise UnavailableError(SHUTTING_DOWN)
             if not 0 < chat_id <= MAX_ID:
                 raise ChatNotFoundError
             pending = Pending(chat_id, sender_id, client_id, clean_text(text))
@@ -80,9 +85,15 @@ class MessageWriter:
         """Take sends again (an application that starts after it was shut down)."""
         self._closing = False
 
-    async def close(self) -> None:
-        """Store what is queued, then stop."""
+    async def close(self, patience: float = CLOSE_PATIENCE) -> None:
+        """Store what is queued, then stop.
+
+        Sends whose chat is still held by another transaction after ``patience`` seconds fail as
+        unavailable (their senders send again after reconnecting), so a lock held elsewhere cannot hold
+        up the shutdown.
+        """
         self._closing = True
+        self._give_up_at = time.monotonic() + patience
         self._ready.set()
         if self._task is not None:
             await self._task
@@ -97,6 +108,9 @@ class MessageWriter:
                     await asyncio.sleep(delay)  # only sends to chats held by someone else are left
                 batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
                 busy = await self._write(batch)
+                if busy and self._closing and time.monotonic() >= self._give_up_at:
+                    _refuse(busy, UnavailableError(SHUTTING_DOWN))
+                    busy = []
                 # Sends to a chat held elsewhere go first next time, in the order they came.
                 self._queue[:0] = busy
                 delay = 0.0 if len(busy) < len(batch) else min(0.2, max(0.005, delay * 2))
@@ -111,9 +125,7 @@ class MessageWriter:
                     session, self._events, [pending for pending, _ in batch], wait=False
                 )
         except DomainError as error:  # the database is unavailable: every sender hears it
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            _refuse(batch, error)
             return []
         except Exception as error:
             if len(batch) > 1:
@@ -140,3 +152,9 @@ class MessageWriter:
             else:
                 future.set_result(result)
         return busy
+
+
+def _refuse(sends: list[Waiting], error: DomainError) -> None:
+    for _, future in sends:
+        if not future.done():
+            future.set_exception(error)
