@@ -10,9 +10,11 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from windi_chat.chats import ChatService
+from windi_chat.config import Settings
 from windi_chat.errors import (
     AlreadyMemberError,
     ChatNotFoundError,
+    GroupFullError,
     InvalidError,
     NotAllowedError,
     NotAMemberError,
@@ -37,22 +39,25 @@ class ChatController(Controller):
         operation_id="createChat",
         summary="Start a private chat or create a group",
         status_code=HTTP_201_CREATED,
-        responses=error_responses(InvalidError, UserNotFoundError),
+        responses=error_responses(InvalidError, UserNotFoundError, GroupFullError),
     )
     async def create(
         self,
         request: Request[CurrentUser, Any, Any],
         data: JSONBody[ChatCreate],
         chats: NamedDependency[ChatService],
+        settings: NamedDependency[Settings],
     ) -> Response[ChatOut]:
         """201 with the new chat. A private chat the two already share comes back as 200, whoever made it.
 
-        A private chat with yourself is 400; unknown users are 404. Group members listed twice count once.
+        A private chat with yourself is 400; unknown users are 404. Group members listed twice count once;
+        a group of more than ``WINDI_MAX_GROUP_MEMBERS`` (the owner included) is 409, ``group is full``.
         """
         if isinstance(data, PrivateChatCreate):
             chat, created = await chats.open_private(request.user.id, data.user_id)
             return Response(chat, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
-        return Response(await chats.create_group(request.user.id, data), status_code=HTTP_201_CREATED)
+        group = await chats.create_group(request.user.id, data, settings.max_group_members)
+        return Response(group, status_code=HTTP_201_CREATED)
 
     @get("/", operation_id="listChats", summary="The caller's chats, most recent activity first")
     async def inbox(
@@ -88,7 +93,9 @@ class GroupController(Controller):
         operation_id="addGroupMember",
         summary="Add a member (owner only)",
         status_code=HTTP_200_OK,
-        responses=error_responses(ChatNotFoundError, UserNotFoundError, NotAllowedError, AlreadyMemberError),
+        responses=error_responses(
+            ChatNotFoundError, UserNotFoundError, NotAllowedError, AlreadyMemberError, GroupFullError
+        ),
     )
     async def add_user(
         self,
@@ -97,11 +104,13 @@ class GroupController(Controller):
         user_id: FromPath[int],
         chats: NamedDependency[ChatService],
         events: NamedDependency[EventBus],
+        settings: NamedDependency[Settings],
     ) -> ChatOut:
         """403 for a member who is not the owner; 404 for a group the caller is not in or an unknown user;
-        409 for someone already in. The new member sees the whole history, with nothing unread.
+        409 for someone already in, or a group already at ``WINDI_MAX_GROUP_MEMBERS`` (``group is full``).
+        The new member sees the whole history, with nothing unread.
         """
-        return await chats.add_member(group_id, request.user.id, user_id, events)
+        return await chats.add_member(group_id, request.user.id, user_id, events, settings.max_group_members)
 
     @post(
         "/{group_id:int}/remove_user/{user_id:int}",

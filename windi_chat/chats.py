@@ -14,13 +14,14 @@ from typing import Any, cast
 from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import Select, and_, select
+from sqlalchemy import Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import aliased
 
 from windi_chat.errors import (
     AlreadyMemberError,
     ChatNotFoundError,
+    GroupFullError,
     InvalidError,
     NotAllowedError,
     NotAMemberError,
@@ -128,8 +129,11 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
         logger.info("Private chat created: chat_id=%s user_ids=%s,%s", chat.id, caller_id, other_id)
         return await self.view(caller_id, chat.id), True
 
-    async def create_group(self, caller_id: int, data: GroupChatCreate) -> ChatOut:
+    async def create_group(self, caller_id: int, data: GroupChatCreate, max_members: int) -> ChatOut:
+        """A group of the caller (its owner) and ``data.member_ids``, at most ``max_members`` in all."""
         member_ids = sorted(set(data.member_ids) - {caller_id})
+        if len(member_ids) + 1 > max_members:
+            raise GroupFullError
         await self._require_users(member_ids)
         chat = await self.repository.add(
             Chat(type=ChatType.GROUP, name=data.name.strip(), creator_id=caller_id), auto_refresh=False
@@ -162,8 +166,14 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
             raise ChatNotFoundError
         return chat, caller
 
-    async def add_member(self, group_id: int, caller_id: int, user_id: int, events: EventBus) -> ChatOut:
-        """The owner adds someone; they start with everything so far marked as read."""
+    async def add_member(
+        self, group_id: int, caller_id: int, user_id: int, events: EventBus, max_members: int
+    ) -> ChatOut:
+        """The owner adds someone; they start with everything so far marked as read.
+
+        The group's row lock (``_group_for_change``) makes concurrent adds count one after another, so
+        the cap of ``max_members`` holds exactly.
+        """
         chat, caller = await self._group_for_change(group_id, caller_id)
         if caller.role != MemberRole.OWNER:
             raise NotAllowedError("Only the group's owner can add members")
@@ -171,6 +181,8 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
         already = AlreadyMemberError(f"User {user_id} is already a member of this group")
         if await self.members.exists(chat_id=group_id, user_id=user_id):
             raise already
+        if await self._member_count(group_id) >= max_members:
+            raise GroupFullError
         events.member_added(self.session, group_id, user_id)
         member = ChatMember(chat_id=group_id, user_id=user_id, role=MemberRole.MEMBER, read_seq=chat.last_seq)
         try:
@@ -180,6 +192,12 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
             raise already from exc
         logger.info("Member added: chat_id=%s user_id=%s by=%s", group_id, user_id, caller_id)
         return await self._snapshot(group_id, caller_id)
+
+    async def _member_count(self, chat_id: int) -> int:
+        count = await self.session.scalar(
+            select(func.count()).select_from(ChatMember).where(ChatMember.chat_id == chat_id)
+        )
+        return count or 0
 
     async def remove_member(self, group_id: int, caller_id: int, user_id: int, events: EventBus) -> ChatOut:
         """The owner removes anyone; anyone removes themselves. An owner who leaves hands over the group."""

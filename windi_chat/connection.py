@@ -23,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from windi_chat.config import Settings
 from windi_chat.database import unit_of_work
-from windi_chat.errors import ChatNotFoundError, DomainError, UnauthenticatedError
+from windi_chat.errors import ChatNotFoundError, DomainError, RateLimitedError, UnauthenticatedError
 from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, split_event
+from windi_chat.limits import PersonLimits
 from windi_chat.messaging import last_seq as chat_last_seq
 from windi_chat.messaging import mark_read, messages_after
 from windi_chat.protocol import close_code, decode_client_frame, encode, error_frame, warn_if_unavailable
@@ -70,6 +71,7 @@ class SocketContext:
     tokens: TokenCodec
     gate: SessionGate
     writer: MessageWriter
+    limits: PersonLimits
 
 
 class ChatConnection:
@@ -248,6 +250,9 @@ class ChatConnection:
             if isinstance(error, ChatNotFoundError | UnauthenticatedError):
                 await self.close(close_code(error), error.detail)
                 return
+            if isinstance(error, RateLimitedError) and error.exhausted:
+                await self.close(CLOSE_POLICY, "too many messages")
+                return
             warn_if_unavailable(error, f"frame on socket {self.socket_id}")
             await self._send(encode(error_frame(error, _client_id(frame))))
         except Exception:
@@ -264,7 +269,7 @@ class ChatConnection:
                 await mark_read(session, self._events, self.chat_id, self.user_id, frame.seq)
         elif isinstance(frame, AuthFrame):
             await self._renew(frame.token)
-        else:
+        elif self._shared.limits.typing.allow(self.chat_id, self.user_id):
             self._events.typing(self.chat_id, self.user_id, self.socket_id)
 
     async def still_live(self) -> bool:

@@ -36,6 +36,7 @@ CLOSE_TRY_AGAIN = 1013  # fell too far behind, or the database is unavailable: r
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_MANY = 4429  # the person already holds WINDI_WS_MAX_SOCKETS_PER_USER sockets here
 
 BURST_FRAMES = 50
 

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.database import unit_of_work
-from windi_chat.errors import ChatNotFoundError, DomainError, UnavailableError
+from windi_chat.errors import ChatNotFoundError, DomainError, RateLimitedError, UnavailableError
 from windi_chat.events import EventBus
+from windi_chat.limits import SendLimiter
 from windi_chat.message_batch import Pending
 from windi_chat.messaging import Sent, clean_text, send_messages
 
@@ -36,10 +37,15 @@ class MessageWriter:
     """The queue of sends and the task that stores them."""
 
     def __init__(
-        self, sessions: Callable[[], AsyncSession], events: EventBus, max_batch: int = MAX_BATCH
+        self,
+        sessions: Callable[[], AsyncSession],
+        events: EventBus,
+        max_batch: int = MAX_BATCH,
+        limiter: SendLimiter | None = None,
     ) -> None:
         self._sessions = sessions
         self._events = events
+        self._limiter = limiter
         self._max_batch = max_batch
         self._queue: list[Waiting] = []
         self._ready = asyncio.Event()
@@ -49,13 +55,17 @@ class MessageWriter:
     async def send(self, chat_id: int, sender_id: int, client_id: str, text: str) -> Sent:
         """Store one message (or find its original) and return it once committed.
 
-        The text is checked before it is queued, so one bad send never fails a batch.
+        The text is checked before it is queued, so one bad send never fails a batch; so is the
+        sender's rate, so a flood costs neither the queue nor the database anything.
         """
         if self._closing:
             raise UnavailableError("The server is shutting down; send again after reconnecting")
         if not 0 < chat_id <= MAX_ID:
             raise ChatNotFoundError
         pending = Pending(chat_id, sender_id, client_id, clean_text(text))
+        refused = self._limiter.take(sender_id) if self._limiter is not None else None
+        if refused is not None:
+            raise RateLimitedError(refused.retry_after, refused.exhausted)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Sent] = loop.create_future()
         self._queue.append((pending, future))
