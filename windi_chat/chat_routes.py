@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.exceptions import ClientException
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from windi_chat.chats import ChatService
+from windi_chat.chats import ChatService, InboxCursor
 from windi_chat.config import Settings
 from windi_chat.errors import (
     AlreadyMemberError,
@@ -28,6 +31,7 @@ from windi_chat.security import CurrentUser
 __all__ = ("ChatController", "GroupController")
 
 ChatCreate = PrivateChatCreate | GroupChatCreate
+MAX_INBOX_PAGE = 200
 
 
 class ChatController(Controller):
@@ -59,12 +63,48 @@ class ChatController(Controller):
         group = await chats.create_group(request.user.id, data, settings.max_group_members)
         return Response(group, status_code=HTTP_201_CREATED)
 
-    @get("/", operation_id="listChats", summary="The caller's chats, most recent activity first")
+    @get(
+        "/",
+        operation_id="listChats",
+        summary="The caller's chats, most recent activity first, a page at a time",
+        response_headers=[
+            ResponseHeader(
+                name="Link",
+                documentation_only=True,
+                description='`<...>; rel="next"`: the next page, when there is one',
+            )
+        ],
+    )
     async def inbox(
-        self, request: Request[CurrentUser, Any, Any], chats: NamedDependency[ChatService]
-    ) -> list[ChatOut]:
-        """Each chat with its last message (or null) and the caller's unread count."""
-        return await chats.views(request.user.id)
+        self,
+        request: Request[CurrentUser, Any, Any],
+        chats: NamedDependency[ChatService],
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_INBOX_PAGE, description="Page size, 1..200")] = 100,
+        before: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=40, description='The cursor from the previous page\'s `Link: <...>; rel="next"`'
+            ),
+        ] = None,
+    ) -> Response[list[ChatOut]]:
+        """Each chat with its last message (or null) and the caller's unread count. A group lists its first
+        20 members (by joining order) and ``member_count``; ``GET /chats/{id}`` lists them all.
+
+        When more chats follow, the ``Link`` header names the next page. Its ``before`` cursor is the
+        sort key of the page's last chat, so a chat that becomes active while paging moves to the first
+        page (read it again to see it) and no chat is listed twice or skipped.
+        """
+        cursor = None
+        if before is not None:
+            cursor = InboxCursor.parse(before)
+            if cursor is None:
+                raise ClientException("before must be a cursor from a Link header of GET /chats")
+        page, next_cursor = await chats.inbox(request.user.id, limit, cursor)
+        headers = {}
+        if next_cursor is not None:
+            query = urlencode({"limit": limit, "before": str(next_cursor)})
+            headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+        return Response(page, headers=headers)
 
     @get(
         "/{chat_id:int}",

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, cast
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple, cast
 
 from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import Select, and_, func, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import aliased
 
@@ -32,9 +33,42 @@ from windi_chat.messaging import message_out
 from windi_chat.models import Chat, ChatMember, ChatType, MemberRole, Message, User
 from windi_chat.schemas import ChatOut, GroupChatCreate, MemberOut
 
-__all__ = ("ChatService",)
+__all__ = ("INBOX_MEMBERS", "ChatService", "InboxCursor")
 
 logger = logging.getLogger("windi_chat.chats")
+
+# Members a group shows in the inbox: enough to draw it, and a page stays small however big its groups.
+INBOX_MEMBERS = 20
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_ID = 2**63 - 1
+
+
+class InboxCursor(NamedTuple):
+    """Where a page of the inbox ends: the last chat's activity time and id, the inbox's sort key.
+
+    On the wire, ``<microseconds since 1970>-<chat id>``. A key, not a position: a chat that moves to the
+    top while someone pages is neither listed twice nor makes another chat be skipped.
+    """
+
+    last_activity_at: datetime
+    chat_id: int
+
+    def __str__(self) -> str:
+        micros = (self.last_activity_at - _EPOCH) // timedelta(microseconds=1)
+        return f"{micros}-{self.chat_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> InboxCursor | None:
+        """The cursor, or None when ``text`` is not one this server wrote."""
+        micros, _, chat_id = text.partition("-")
+        if not (micros.isascii() and micros.isdigit() and chat_id.isascii() and chat_id.isdigit()):
+            return None
+        if len(micros) > 18 or int(chat_id) > _MAX_ID:
+            return None
+        try:
+            return cls(_EPOCH + timedelta(microseconds=int(micros)), int(chat_id))
+        except OverflowError:
+            return None
 
 
 class MemberRepository(SQLAlchemyAsyncRepository[ChatMember]):
@@ -60,10 +94,23 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
     # Reading -------------------------------------------------------------------------------------
 
     async def views(self, viewer_id: int, chat_id: int | None = None) -> list[ChatOut]:
+        """The viewer's chats (or one of them), each with every member."""
+        return [view for _, view in await self._views(viewer_id, chat_id)]
+
+    async def _views(
+        self,
+        viewer_id: int,
+        chat_id: int | None = None,
+        *,
+        limit: int | None = None,
+        before: InboxCursor | None = None,
+        member_limit: int | None = None,
+    ) -> list[tuple[Chat, ChatOut]]:
         """The viewer's chats (or one of them), most recent activity first, in two queries.
 
-        One query reads the chats with the viewer's marker and each chat's last message; the other
-        reads every member of those chats, which also gives each chat's lowest read marker.
+        One query reads a page of chats with the viewer's marker and each chat's last message; the other
+        reads the first ``member_limit`` members of each (all when None), with each chat's member count
+        and lowest read marker, so a page costs the same whatever the size of its groups.
         """
         mine = aliased(ChatMember)
         last = aliased(Message)
@@ -73,23 +120,68 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
             .outerjoin(last, and_(last.chat_id == Chat.id, last.seq == Chat.last_seq))
             .order_by(Chat.last_activity_at.desc(), Chat.id.desc())
         )
-        members_of = select(mine.chat_id).where(mine.user_id == viewer_id)
         if chat_id is not None:
             statement = statement.where(Chat.id == chat_id)
-            members_of = members_of.where(mine.chat_id == chat_id)
+        if before is not None:
+            statement = statement.where(
+                or_(
+                    Chat.last_activity_at < before.last_activity_at,
+                    and_(Chat.last_activity_at == before.last_activity_at, Chat.id < before.chat_id),
+                )
+            )
+        if limit is not None:
+            statement = statement.limit(limit)
         rows = (await self.session.execute(statement)).all()
         if not rows:
             return []
-        member_rows = await self.session.execute(
-            _members_with_names().where(ChatMember.chat_id.in_(members_of))
-        )
-        members: dict[int, list[tuple[ChatMember, str]]] = defaultdict(list)
-        for member, name in member_rows:
-            members[member.chat_id].append((member, name))
+        members = await self._members_of([chat.id for chat, _, _ in rows], member_limit)
         return [
-            _chat_out(chat, viewer_id, my_read_seq, last_message, members[chat.id])
+            (chat, _chat_out(chat, viewer_id, my_read_seq, last_message, *members[chat.id]))
             for chat, my_read_seq, last_message in rows
         ]
+
+    async def inbox(
+        self, viewer_id: int, limit: int, before: InboxCursor | None
+    ) -> tuple[list[ChatOut], InboxCursor | None]:
+        """A page of the viewer's chats, and the cursor of the next page when there is one."""
+        page = await self._views(viewer_id, limit=limit + 1, before=before, member_limit=INBOX_MEMBERS)
+        chats = [view for _, view in page[:limit]]
+        if len(page) <= limit:
+            return chats, None
+        last_chat = page[limit - 1][0]
+        return chats, InboxCursor(last_chat.last_activity_at, last_chat.id)
+
+    async def _members_of(
+        self, chat_ids: list[int], member_limit: int | None
+    ) -> dict[int, tuple[list[tuple[ChatMember, str]], int, int | None]]:
+        """Per chat: its first ``member_limit`` members with names, its member count, its lowest marker."""
+        order = (ChatMember.joined_at, ChatMember.user_id)
+        ranked = select(
+            ChatMember.chat_id.label("chat_id"),
+            ChatMember.user_id.label("user_id"),
+            func.row_number().over(partition_by=ChatMember.chat_id, order_by=order).label("rank"),
+            func.count().over(partition_by=ChatMember.chat_id).label("count"),
+            func.min(ChatMember.read_seq).over(partition_by=ChatMember.chat_id).label("all_read_seq"),
+        ).where(ChatMember.chat_id.in_(chat_ids))
+        ranked_sq = ranked.subquery()
+        statement = (
+            _members_with_names()
+            .add_columns(ranked_sq.c.count, ranked_sq.c.all_read_seq)
+            .join(
+                ranked_sq,
+                and_(ranked_sq.c.chat_id == ChatMember.chat_id, ranked_sq.c.user_id == ChatMember.user_id),
+            )
+        )
+        if member_limit is not None:
+            statement = statement.where(ranked_sq.c.rank <= member_limit)
+        members: dict[int, tuple[list[tuple[ChatMember, str]], int, int | None]] = defaultdict(
+            lambda: ([], 0, None)
+        )
+        for member, name, count, all_read_seq in await self.session.execute(statement):
+            listed = members[member.chat_id][0]
+            listed.append((member, name))
+            members[member.chat_id] = (listed, count, all_read_seq)
+        return members
 
     async def view(self, viewer_id: int, chat_id: int) -> ChatOut:
         views = await self.views(viewer_id, chat_id)
@@ -243,8 +335,8 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
         last = await self.session.scalar(
             select(Message).where(Message.chat_id == chat_id, Message.seq == chat.last_seq)
         )
-        rows = await self.session.execute(_members_with_names().where(ChatMember.chat_id == chat_id))
-        return _chat_out(chat, caller_id, chat.last_seq, last, [(member, name) for member, name in rows])
+        members = await self._members_of([chat_id], None)
+        return _chat_out(chat, caller_id, chat.last_seq, last, *members[chat_id])
 
 
 def _members_with_names() -> Select[ChatMember, str]:
@@ -257,9 +349,16 @@ def _members_with_names() -> Select[ChatMember, str]:
 
 
 def _chat_out(
-    chat: Chat, viewer_id: int, my_read_seq: int, last: Message | None, members: list[tuple[ChatMember, str]]
+    chat: Chat,
+    viewer_id: int,
+    my_read_seq: int,
+    last: Message | None,
+    members: list[tuple[ChatMember, str]],
+    member_count: int,
+    all_read_seq: int | None,
 ) -> ChatOut:
-    all_read_seq = min((m.read_seq for m, _ in members), default=chat.last_seq)
+    if all_read_seq is None:  # no members left
+        all_read_seq = chat.last_seq
     name = chat.name
     if chat.type == ChatType.PRIVATE:
         name = next((n for m, n in members if m.user_id != viewer_id), None)
@@ -272,6 +371,7 @@ def _chat_out(
         members=[
             MemberOut(user_id=m.user_id, name=n, role=m.role, joined_at=m.joined_at) for m, n in members
         ],
+        member_count=member_count,
         last_message=message_out(last, all_read_seq) if last is not None else None,
         unread_count=max(0, chat.last_seq - my_read_seq),
     )
