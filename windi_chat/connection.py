@@ -58,7 +58,7 @@ __all__ = ("CATCH_UP_LIMIT", "CATCH_UP_PAGE", "ChatConnection", "SocketContext")
 logger = logging.getLogger("windi_chat.realtime")
 
 CATCH_UP_LIMIT = 1000  # more missed messages than this get a resync frame: the client pages /history
-CATCH_UP_PAGE = 100  # messages read per query during a catch-up
+CATCH_UP_PAGE = 100  # messages read per query during a catch-up (at most 200: what one page may hold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +191,8 @@ class ChatConnection:
         Seqs have no gaps, so the chat's last seq alone says whether a replay is too long: a client far
         behind costs one small query, not a thousand rows. A replay goes out a page at a time, each from
         its own short session, so neither rows nor a database connection are held while a client reads.
+        Each frame waits until the connection takes it, so a client that stops reading holds at most one
+        page; the registry closes it with 1013 at the send timeout, as it would during live events.
         """
         try:
             async with unit_of_work(self._sessions) as session:
@@ -201,6 +203,9 @@ class ChatConnection:
                 return last_seq
             sent_up_to = after_seq
             while sent_up_to < last_seq and not self._closed:
+                if self._subscriber.qsize > self._backlog:  # live events pile up behind a slow replay
+                    await self.close(CLOSE_TRY_AGAIN, "fell too far behind")
+                    return None
                 limit = min(CATCH_UP_PAGE, last_seq - sent_up_to)
                 async with unit_of_work(self._sessions) as session:
                     page = await messages_after(session, self.chat_id, sent_up_to, limit)
