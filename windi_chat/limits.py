@@ -13,18 +13,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 from windi_chat.config import Settings
+from windi_chat.sockets import FrameRateLimiter
 
 __all__ = ("PersonLimits", "SendLimiter", "SendRefused", "SocketQuota", "TypingThrottle")
 
 # Past this many remembered people, a sweep drops the ones whose buckets have refilled.
 _SWEEP_ABOVE = 10_000
-
-
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    patience: float
-    last: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,39 +32,35 @@ class SendRefused:
 class SendLimiter:
     """A token bucket per person: bursts of ``burst`` sends pass, a sustained rate above ``rate`` does not.
 
-    Refused sends draw on a second bucket, of patience (``burst`` refused sends, refilled at one a
-    second): a person who exhausts it keeps going after being told to stop, and their socket is closed.
+    The bucket is the socket's frame limiter, kept per person: refused sends draw on its patience
+    (``burst`` refused sends, refilled at one a second), and a person who exhausts it keeps going after
+    being told to stop, so the socket that carried the send is closed.
     """
 
     def __init__(self, rate: float, burst: int) -> None:
         self._rate = rate
-        self._burst = float(burst)
-        self._buckets: dict[int, _Bucket] = {}
+        self._burst = burst
+        self._buckets: dict[int, FrameRateLimiter] = {}
         self._last_sweep = time.monotonic()
 
     def take(self, user_id: int) -> SendRefused | None:
         """Spend one send of the person's allowance; None when it passes."""
-        now = time.monotonic()
         bucket = self._buckets.get(user_id)
         if bucket is None:
-            self._sweep(now)
-            bucket = self._buckets[user_id] = _Bucket(self._burst, self._burst, now)
-        elapsed, bucket.last = now - bucket.last, now
-        bucket.tokens = min(self._burst, bucket.tokens + elapsed * self._rate)
-        bucket.patience = min(self._burst, bucket.patience + elapsed)
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
+            self._sweep()
+            bucket = self._buckets[user_id] = FrameRateLimiter(self._rate, self._burst)
+        if bucket.allow():
             return None
-        bucket.patience -= 1
-        return SendRefused((1 - bucket.tokens) / self._rate, exhausted=bucket.patience < 0)
+        return SendRefused(bucket.retry_after, bucket.exhausted)
 
-    def _sweep(self, now: float) -> None:
+    def _sweep(self) -> None:
+        now = time.monotonic()
         if len(self._buckets) < _SWEEP_ABOVE or now - self._last_sweep < 1:
             return
         self._last_sweep = now
-        # A bucket idle this long has refilled both its tokens and its patience: forgetting it is free.
+        # A bucket idle this long has refilled its sends and its patience: forgetting it is free.
         full_after = self._burst / min(self._rate, 1.0)
-        for user_id in [u for u, b in self._buckets.items() if now - b.last >= full_after]:
+        for user_id in [u for u, b in self._buckets.items() if now - b.last_used >= full_after]:
             del self._buckets[user_id]
 
 

@@ -70,6 +70,16 @@ class FrameRateLimiter:
     def exhausted(self) -> bool:
         return self._patience < 0
 
+    @property
+    def retry_after(self) -> float:
+        """Seconds until the next frame would pass, as of the last one."""
+        return max(0.0, (1 - self._tokens) / self._rate)
+
+    @property
+    def last_used(self) -> float:
+        """When a frame was last counted (``time.monotonic()``)."""
+        return self._last
+
 
 class SocketRegistry:
     """The open sockets of this process: subscribing them, and closing them when they must catch up.
