@@ -12,7 +12,7 @@ from litestar.exceptions import ClientException
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from windi_chat.chats import ChatService, InboxCursor
+from windi_chat.chats import ChatService
 from windi_chat.config import Settings
 from windi_chat.errors import (
     AlreadyMemberError,
@@ -25,6 +25,7 @@ from windi_chat.errors import (
 )
 from windi_chat.events import EventBus
 from windi_chat.http_errors import error_responses
+from windi_chat.inbox import InboxCursor
 from windi_chat.schemas import ChatOut, GroupChatCreate, PrivateChatCreate
 from windi_chat.security import CurrentUser
 

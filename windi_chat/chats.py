@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
@@ -29,46 +28,17 @@ from windi_chat.errors import (
     UserNotFoundError,
 )
 from windi_chat.events import EventBus
+from windi_chat.inbox import InboxCursor
 from windi_chat.messaging import message_out
 from windi_chat.models import Chat, ChatMember, ChatType, MemberRole, Message, User
 from windi_chat.schemas import ChatOut, GroupChatCreate, MemberOut
 
-__all__ = ("INBOX_MEMBERS", "ChatService", "InboxCursor")
+__all__ = ("INBOX_MEMBERS", "ChatService")
 
 logger = logging.getLogger("windi_chat.chats")
 
 # Members a group shows in the inbox: enough to draw it, and a page stays small however big its groups.
 INBOX_MEMBERS = 20
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MAX_ID = 2**63 - 1
-
-
-class InboxCursor(NamedTuple):
-    """Where a page of the inbox ends: the last chat's activity time and id, the inbox's sort key.
-
-    On the wire, ``<microseconds since 1970>-<chat id>``. A key, not a position: a chat that moves to the
-    top while someone pages is neither listed twice nor makes another chat be skipped.
-    """
-
-    last_activity_at: datetime
-    chat_id: int
-
-    def __str__(self) -> str:
-        micros = (self.last_activity_at - _EPOCH) // timedelta(microseconds=1)
-        return f"{micros}-{self.chat_id}"
-
-    @classmethod
-    def parse(cls, text: str) -> InboxCursor | None:
-        """The cursor, or None when ``text`` is not one this server wrote."""
-        micros, _, chat_id = text.partition("-")
-        if not (micros.isascii() and micros.isdigit() and chat_id.isascii() and chat_id.isdigit()):
-            return None
-        if len(micros) > 18 or int(chat_id) > _MAX_ID:
-            return None
-        try:
-            return cls(_EPOCH + timedelta(microseconds=int(micros)), int(chat_id))
-        except OverflowError:
-            return None
 
 
 class MemberRepository(SQLAlchemyAsyncRepository[ChatMember]):

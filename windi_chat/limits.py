@@ -103,10 +103,6 @@ class SocketQuota:
         if self._open[user_id] <= 0:
             del self._open[user_id]
 
-    def __len__(self) -> int:
-        """How many people hold a socket now (0 once every socket has closed)."""
-        return len(self._open)
-
 
 @dataclass(frozen=True, slots=True)
 class PersonLimits:
