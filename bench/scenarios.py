@@ -74,7 +74,7 @@ class Params:
             offset_requests=5,
             login_concurrency=2,
             limit_seconds=1.0,
-            abuse_samples=40,
+            abuse_samples=25,
             abuse_sockets=8,
         )
 
