@@ -122,6 +122,9 @@ def server_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
         WINDI_LOG_LEVEL="WARNING",
         WINDI_AUTH_RATE_LIMIT="0",
         WINDI_WS_FRAMES_PER_SECOND="1000000",
+        # The load scenarios send as fast as they can from few people; ``abuse`` sets the real limits.
+        WINDI_SEND_RATE="1000000",
+        WINDI_SEND_BURST="1000000",
     )
     env.update(overrides or {})
     return env

@@ -55,6 +55,8 @@ class Params:
     limit_seconds: float = 5.0
     db_pool_size: int = 10
     redis_url: str = "redis://127.0.0.1:6379/0"
+    abuse_samples: int = 200
+    abuse_sockets: int = 32
 
     @classmethod
     def smoke(cls) -> Params:
@@ -72,6 +74,8 @@ class Params:
             offset_requests=5,
             login_concurrency=2,
             limit_seconds=1.0,
+            abuse_samples=25,
+            abuse_sockets=8,
         )
 
 

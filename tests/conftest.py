@@ -39,6 +39,13 @@ REQUIRE_PG = os.environ.get("WINDI_TEST_REQUIRE_POSTGRES") == "1"
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 TABLES = ("refresh_tokens", "sessions", "messages", "chat_members", "chats", "users")
 TCP_LISTEN = "0A"  # the LISTEN state in /proc/net/tcp
+# The per-person limits, out of the way of tests that do not test them (those set them small).
+UNLIMITED: dict[str, Any] = {
+    "send_rate": 1_000_000.0,
+    "send_burst": 1_000_000,
+    "typing_interval": 0.0,
+    "ws_max_sockets_per_user": 100_000,
+}
 
 
 def run(coro: Any) -> Any:
@@ -54,6 +61,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "argon2_time_cost": 1,
         "argon2_memory_kib": 1024,
         "auth_rate_limit": 0,
+        **UNLIMITED,
         "migrate_on_start": False,
         "log_level": "DEBUG",
     }
@@ -236,6 +244,7 @@ def start_server(
         "WINDI_ARGON2_MEMORY_KIB": "1024",
         "WINDI_AUTH_RATE_LIMIT": "0",
         "WINDI_LOG_LEVEL": "DEBUG",
+        **{f"WINDI_{name.upper()}": str(value) for name, value in UNLIMITED.items()},
         **(extra_env or {}),
     }
     with log_path.open("wb") as log_file:  # the child keeps its own copy of the descriptor

@@ -57,6 +57,10 @@ async def _seed(url: str) -> None:
                     "(2, 3, 'member', CURRENT_TIMESTAMP, 0)"
                 )
             )
+            if engine.dialect.name == "postgresql":
+                # Later tests on the same database register people: their ids must come after these.
+                await connection.execute(text("SELECT setval(pg_get_serial_sequence('users', 'id'), 3)"))
+                await connection.execute(text("SELECT setval(pg_get_serial_sequence('chats', 'id'), 2)"))
     finally:
         await engine.dispose()
 

@@ -36,6 +36,7 @@ def test_private_chat_is_created_with_both_members(api: Api, make_account: Any) 
         "created_at",
         "creator_id",
         "members",
+        "member_count",
         "last_message",
         "unread_count",
     }

@@ -15,13 +15,22 @@ from windi_chat.errors import (
     InvalidError,
     NotAllowedError,
     NotFoundError,
+    RateLimitedError,
     UnauthenticatedError,
     UnavailableError,
 )
 from windi_chat.http_errors import error_responses, exception_handlers
 from windi_chat.protocol import FRAME_ERROR_CODES
 
-KINDS = (InvalidError, UnauthenticatedError, NotAllowedError, NotFoundError, ConflictError, UnavailableError)
+KINDS = (
+    InvalidError,
+    UnauthenticatedError,
+    NotAllowedError,
+    NotFoundError,
+    ConflictError,
+    UnavailableError,
+    RateLimitedError,
+)
 ALL_ERRORS = [
     value
     for value in (getattr(errors, name) for name in errors.__all__)
@@ -30,7 +39,7 @@ ALL_ERRORS = [
 
 
 @pytest.mark.parametrize("error", ALL_ERRORS, ids=lambda error: error.__name__)
-def test_every_error_is_one_of_the_six_kinds(error: type[DomainError]) -> None:
+def test_every_error_is_one_of_the_kinds(error: type[DomainError]) -> None:
     assert issubclass(error, KINDS)
     assert error.default_detail
 
@@ -53,6 +62,8 @@ def test_every_error_has_its_own_frame_answer(error: type[DomainError]) -> None:
         (errors.EmailTakenError(), 409),
         (errors.AlreadyMemberError(), 409),
         (errors.DatabaseUnavailableError(), 503),
+        (errors.RateLimitedError(2.5), 429),
+        (errors.GroupFullError(), 409),
     ],
     ids=lambda value: type(value).__name__ if isinstance(value, DomainError) else str(value),
 )
@@ -71,6 +82,18 @@ def test_a_domain_error_answers_http_with_its_kinds_status_and_detail(
     assert response.json() == {"status_code": status, "detail": error.detail}
     documented = schema["paths"]["/fail"]["get"]["responses"][str(status)]
     assert error.default_detail in documented["description"]
+
+
+def test_a_rate_limited_request_is_told_when_to_retry_in_whole_seconds() -> None:
+    @get("/fail")
+    async def fail() -> None:
+        raise errors.RateLimitedError(2.1)
+
+    with TestClient(Litestar([fail], exception_handlers=exception_handlers)) as client:
+        response = client.get("/fail")
+
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "3"
 
 
 def test_an_error_without_detail_says_its_default() -> None:

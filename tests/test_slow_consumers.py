@@ -34,13 +34,16 @@ BIG_TEXT = "\N{GRINNING FACE}" * 4096  # 16 kB of UTF-8 per frame (these sockets
 MESSAGES = 330
 
 
-def paused_socket(server: LiveServer, chat_id: int, token: str) -> ClientConnection:
+def paused_socket(
+    server: LiveServer, chat_id: int, token: str, after_seq: int | None = None
+) -> ClientConnection:
     """A connection whose client reads nothing until ``recv`` is called, with a tiny receive buffer."""
     address = urlsplit(server.ws_url)
     raw = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_STREAM)
     raw.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 4096)
     raw.connect((address.hostname, address.port))
-    url = f"{server.ws_url}/ws/{chat_id}?{urlencode({'token': token})}"
+    query = {"token": token} if after_seq is None else {"token": token, "after_seq": str(after_seq)}
+    url = f"{server.ws_url}/ws/{chat_id}?{urlencode(query)}"
     return connect(url, sock=raw, max_queue=1, compression=None, open_timeout=10)
 
 
@@ -142,3 +145,22 @@ def test_a_closed_client_that_reads_nothing_loses_its_connection_after_the_close
         wait_for(lambda: "too slow to receive" in slow_server.log(), timeout=30)
         wait_for(lambda: paused_port not in slow_server.open_connections(), timeout=30)
     assert "did not complete the close within 2s" in slow_server.log()
+
+
+@pytest.mark.parametrize("slow_server", [(100_000, 1)], indirect=True)
+def test_a_catch_up_the_client_does_not_read_is_closed_and_its_connection_dropped(
+    slow_server: LiveServer,
+) -> None:
+    ada, bob, chat_id = _pair(slow_server)
+    _send_many(slow_server, ada, chat_id)  # stored while Bob is away: his catch-up replays them
+
+    with paused_socket(slow_server, chat_id, bob.token, after_seq=0) as paused:
+        paused_port = paused.socket.getsockname()[1]
+
+        # The replay waits for each page to be taken, so it stops at the send timeout, not at the end.
+        wait_for(lambda: "too slow to receive" in slow_server.log(), timeout=30)
+        wait_for(lambda: paused_port not in slow_server.open_connections(), timeout=30)
+        # The server let go of it: the socket's loops ended and their page with them.
+        closed = f"Socket closed: chat_id={chat_id} user_id={bob.id}"
+        wait_for(lambda: closed in slow_server.log(), timeout=30)
+        _catch_up_after_close(slow_server, paused, chat_id, bob.token, {CLOSE_TRY_AGAIN, CLOSED_WITHOUT_CODE})

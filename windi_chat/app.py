@@ -30,6 +30,7 @@ from windi_chat.delivery import GuardedBackend, create_backend, redact_url
 from windi_chat.events import EventBus
 from windi_chat.http_errors import DATABASE_ERRORS, RETRY_AFTER_SECONDS, exception_handlers, log_unhandled
 from windi_chat.lifecycle import install_graceful_shutdown, prepare_database
+from windi_chat.limits import PersonLimits
 from windi_chat.logs import install_redaction, logging_dict
 from windi_chat.message_routes import MessageController
 from windi_chat.origins import OriginPolicy, cors_config
@@ -88,7 +89,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     shared_store = create_shared_store(settings.channels_url)
     session_maker = db_config.create_session_maker()
     events = EventBus(channels.publish)
-    writer = MessageWriter(session_maker, events)
+    limits = PersonLimits.of(settings)
+    writer = MessageWriter(session_maker, events, limiter=limits.sends)
     origins = OriginPolicy(settings.origins)
     gate = SessionGate(
         session_maker,
@@ -149,6 +151,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "gate": Provide(lambda: gate, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "origins": Provide(lambda: origins, sync_to_thread=False),
+            "limits": Provide(lambda: limits, sync_to_thread=False),
         },
         # The gate subscribes to revocations once the channels plugin has started: it comes after it.
         plugins=[SQLAlchemyPlugin(config=db_config), channels, gate],

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.exceptions import ClientException
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from windi_chat.chats import ChatService
+from windi_chat.config import Settings
 from windi_chat.errors import (
     AlreadyMemberError,
     ChatNotFoundError,
+    GroupFullError,
     InvalidError,
     NotAllowedError,
     NotAMemberError,
@@ -20,12 +25,14 @@ from windi_chat.errors import (
 )
 from windi_chat.events import EventBus
 from windi_chat.http_errors import error_responses
+from windi_chat.inbox import InboxCursor
 from windi_chat.schemas import ChatOut, GroupChatCreate, PrivateChatCreate
 from windi_chat.security import CurrentUser
 
 __all__ = ("ChatController", "GroupController")
 
 ChatCreate = PrivateChatCreate | GroupChatCreate
+MAX_INBOX_PAGE = 200
 
 
 class ChatController(Controller):
@@ -37,29 +44,68 @@ class ChatController(Controller):
         operation_id="createChat",
         summary="Start a private chat or create a group",
         status_code=HTTP_201_CREATED,
-        responses=error_responses(InvalidError, UserNotFoundError),
+        responses=error_responses(InvalidError, UserNotFoundError, GroupFullError),
     )
     async def create(
         self,
         request: Request[CurrentUser, Any, Any],
         data: JSONBody[ChatCreate],
         chats: NamedDependency[ChatService],
+        settings: NamedDependency[Settings],
     ) -> Response[ChatOut]:
         """201 with the new chat. A private chat the two already share comes back as 200, whoever made it.
 
-        A private chat with yourself is 400; unknown users are 404. Group members listed twice count once.
+        A private chat with yourself is 400; unknown users are 404. Group members listed twice count once;
+        a group of more than ``WINDI_MAX_GROUP_MEMBERS`` (the owner included) is 409, ``group is full``.
         """
         if isinstance(data, PrivateChatCreate):
             chat, created = await chats.open_private(request.user.id, data.user_id)
             return Response(chat, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
-        return Response(await chats.create_group(request.user.id, data), status_code=HTTP_201_CREATED)
+        group = await chats.create_group(request.user.id, data, settings.max_group_members)
+        return Response(group, status_code=HTTP_201_CREATED)
 
-    @get("/", operation_id="listChats", summary="The caller's chats, most recent activity first")
+    @get(
+        "/",
+        operation_id="listChats",
+        summary="The caller's chats, most recent activity first, a page at a time",
+        response_headers=[
+            ResponseHeader(
+                name="Link",
+                documentation_only=True,
+                description='`<...>; rel="next"`: the next page, when there is one',
+            )
+        ],
+    )
     async def inbox(
-        self, request: Request[CurrentUser, Any, Any], chats: NamedDependency[ChatService]
-    ) -> list[ChatOut]:
-        """Each chat with its last message (or null) and the caller's unread count."""
-        return await chats.views(request.user.id)
+        self,
+        request: Request[CurrentUser, Any, Any],
+        chats: NamedDependency[ChatService],
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_INBOX_PAGE, description="Page size, 1..200")] = 100,
+        before: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=40, description='The cursor from the previous page\'s `Link: <...>; rel="next"`'
+            ),
+        ] = None,
+    ) -> Response[list[ChatOut]]:
+        """Each chat with its last message (or null) and the caller's unread count. A group lists its first
+        20 members (by joining order) and ``member_count``; ``GET /chats/{id}`` lists them all.
+
+        When more chats follow, the ``Link`` header names the next page. Its ``before`` cursor is the
+        sort key of the page's last chat, so a chat that becomes active while paging moves to the first
+        page (read it again to see it) and no chat is listed twice or skipped.
+        """
+        cursor = None
+        if before is not None:
+            cursor = InboxCursor.parse(before)
+            if cursor is None:
+                raise ClientException("before must be a cursor from a Link header of GET /chats")
+        page, next_cursor = await chats.inbox(request.user.id, limit, cursor)
+        headers = {}
+        if next_cursor is not None:
+            query = urlencode({"limit": limit, "before": str(next_cursor)})
+            headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+        return Response(page, headers=headers)
 
     @get(
         "/{chat_id:int}",
@@ -88,7 +134,9 @@ class GroupController(Controller):
         operation_id="addGroupMember",
         summary="Add a member (owner only)",
         status_code=HTTP_200_OK,
-        responses=error_responses(ChatNotFoundError, UserNotFoundError, NotAllowedError, AlreadyMemberError),
+        responses=error_responses(
+            ChatNotFoundError, UserNotFoundError, NotAllowedError, AlreadyMemberError, GroupFullError
+        ),
     )
     async def add_user(
         self,
@@ -97,11 +145,13 @@ class GroupController(Controller):
         user_id: FromPath[int],
         chats: NamedDependency[ChatService],
         events: NamedDependency[EventBus],
+        settings: NamedDependency[Settings],
     ) -> ChatOut:
         """403 for a member who is not the owner; 404 for a group the caller is not in or an unknown user;
-        409 for someone already in. The new member sees the whole history, with nothing unread.
+        409 for someone already in, or a group already at ``WINDI_MAX_GROUP_MEMBERS`` (``group is full``).
+        The new member sees the whole history, with nothing unread.
         """
-        return await chats.add_member(group_id, request.user.id, user_id, events)
+        return await chats.add_member(group_id, request.user.id, user_id, events, settings.max_group_members)
 
     @post(
         "/{group_id:int}/remove_user/{user_id:int}",

@@ -14,26 +14,31 @@ from typing import Any, cast
 from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import Select, and_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import aliased
 
 from windi_chat.errors import (
     AlreadyMemberError,
     ChatNotFoundError,
+    GroupFullError,
     InvalidError,
     NotAllowedError,
     NotAMemberError,
     UserNotFoundError,
 )
 from windi_chat.events import EventBus
+from windi_chat.inbox import InboxCursor
 from windi_chat.messaging import message_out
 from windi_chat.models import Chat, ChatMember, ChatType, MemberRole, Message, User
 from windi_chat.schemas import ChatOut, GroupChatCreate, MemberOut
 
-__all__ = ("ChatService",)
+__all__ = ("INBOX_MEMBERS", "ChatService")
 
 logger = logging.getLogger("windi_chat.chats")
+
+# Members a group shows in the inbox: enough to draw it, and a page stays small however big its groups.
+INBOX_MEMBERS = 20
 
 
 class MemberRepository(SQLAlchemyAsyncRepository[ChatMember]):
@@ -59,10 +64,23 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
     # Reading -------------------------------------------------------------------------------------
 
     async def views(self, viewer_id: int, chat_id: int | None = None) -> list[ChatOut]:
+        """The viewer's chats (or one of them), each with every member."""
+        return [view for _, view in await self._views(viewer_id, chat_id)]
+
+    async def _views(
+        self,
+        viewer_id: int,
+        chat_id: int | None = None,
+        *,
+        limit: int | None = None,
+        before: InboxCursor | None = None,
+        member_limit: int | None = None,
+    ) -> list[tuple[Chat, ChatOut]]:
         """The viewer's chats (or one of them), most recent activity first, in two queries.
 
-        One query reads the chats with the viewer's marker and each chat's last message; the other
-        reads every member of those chats, which also gives each chat's lowest read marker.
+        One query reads a page of chats with the viewer's marker and each chat's last message; the other
+        reads the first ``member_limit`` members of each (all when None), with each chat's member count
+        and lowest read marker, so a page costs the same whatever the size of its groups.
         """
         mine = aliased(ChatMember)
         last = aliased(Message)
@@ -72,23 +90,68 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
             .outerjoin(last, and_(last.chat_id == Chat.id, last.seq == Chat.last_seq))
             .order_by(Chat.last_activity_at.desc(), Chat.id.desc())
         )
-        members_of = select(mine.chat_id).where(mine.user_id == viewer_id)
         if chat_id is not None:
             statement = statement.where(Chat.id == chat_id)
-            members_of = members_of.where(mine.chat_id == chat_id)
+        if before is not None:
+            statement = statement.where(
+                or_(
+                    Chat.last_activity_at < before.last_activity_at,
+                    and_(Chat.last_activity_at == before.last_activity_at, Chat.id < before.chat_id),
+                )
+            )
+        if limit is not None:
+            statement = statement.limit(limit)
         rows = (await self.session.execute(statement)).all()
         if not rows:
             return []
-        member_rows = await self.session.execute(
-            _members_with_names().where(ChatMember.chat_id.in_(members_of))
-        )
-        members: dict[int, list[tuple[ChatMember, str]]] = defaultdict(list)
-        for member, name in member_rows:
-            members[member.chat_id].append((member, name))
+        members = await self._members_of([chat.id for chat, _, _ in rows], member_limit)
         return [
-            _chat_out(chat, viewer_id, my_read_seq, last_message, members[chat.id])
+            (chat, _chat_out(chat, viewer_id, my_read_seq, last_message, *members[chat.id]))
             for chat, my_read_seq, last_message in rows
         ]
+
+    async def inbox(
+        self, viewer_id: int, limit: int, before: InboxCursor | None
+    ) -> tuple[list[ChatOut], InboxCursor | None]:
+        """A page of the viewer's chats, and the cursor of the next page when there is one."""
+        page = await self._views(viewer_id, limit=limit + 1, before=before, member_limit=INBOX_MEMBERS)
+        chats = [view for _, view in page[:limit]]
+        if len(page) <= limit:
+            return chats, None
+        last_chat = page[limit - 1][0]
+        return chats, InboxCursor(last_chat.last_activity_at, last_chat.id)
+
+    async def _members_of(
+        self, chat_ids: list[int], member_limit: int | None
+    ) -> dict[int, tuple[list[tuple[ChatMember, str]], int, int | None]]:
+        """Per chat: its first ``member_limit`` members with names, its member count, its lowest marker."""
+        order = (ChatMember.joined_at, ChatMember.user_id)
+        ranked = select(
+            ChatMember.chat_id.label("chat_id"),
+            ChatMember.user_id.label("user_id"),
+            func.row_number().over(partition_by=ChatMember.chat_id, order_by=order).label("rank"),
+            func.count().over(partition_by=ChatMember.chat_id).label("count"),
+            func.min(ChatMember.read_seq).over(partition_by=ChatMember.chat_id).label("all_read_seq"),
+        ).where(ChatMember.chat_id.in_(chat_ids))
+        ranked_sq = ranked.subquery()
+        statement = (
+            _members_with_names()
+            .add_columns(ranked_sq.c.count, ranked_sq.c.all_read_seq)
+            .join(
+                ranked_sq,
+                and_(ranked_sq.c.chat_id == ChatMember.chat_id, ranked_sq.c.user_id == ChatMember.user_id),
+            )
+        )
+        if member_limit is not None:
+            statement = statement.where(ranked_sq.c.rank <= member_limit)
+        members: dict[int, tuple[list[tuple[ChatMember, str]], int, int | None]] = defaultdict(
+            lambda: ([], 0, None)
+        )
+        for member, name, count, all_read_seq in await self.session.execute(statement):
+            listed = members[member.chat_id][0]
+            listed.append((member, name))
+            members[member.chat_id] = (listed, count, all_read_seq)
+        return members
 
     async def view(self, viewer_id: int, chat_id: int) -> ChatOut:
         views = await self.views(viewer_id, chat_id)
@@ -128,8 +191,11 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
         logger.info("Private chat created: chat_id=%s user_ids=%s,%s", chat.id, caller_id, other_id)
         return await self.view(caller_id, chat.id), True
 
-    async def create_group(self, caller_id: int, data: GroupChatCreate) -> ChatOut:
+    async def create_group(self, caller_id: int, data: GroupChatCreate, max_members: int) -> ChatOut:
+        """A group of the caller (its owner) and ``data.member_ids``, at most ``max_members`` in all."""
         member_ids = sorted(set(data.member_ids) - {caller_id})
+        if len(member_ids) + 1 > max_members:
+            raise GroupFullError
         await self._require_users(member_ids)
         chat = await self.repository.add(
             Chat(type=ChatType.GROUP, name=data.name.strip(), creator_id=caller_id), auto_refresh=False
@@ -162,8 +228,14 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
             raise ChatNotFoundError
         return chat, caller
 
-    async def add_member(self, group_id: int, caller_id: int, user_id: int, events: EventBus) -> ChatOut:
-        """The owner adds someone; they start with everything so far marked as read."""
+    async def add_member(
+        self, group_id: int, caller_id: int, user_id: int, events: EventBus, max_members: int
+    ) -> ChatOut:
+        """The owner adds someone; they start with everything so far marked as read.
+
+        The group's row lock (``_group_for_change``) makes concurrent adds count one after another, so
+        the cap of ``max_members`` holds exactly.
+        """
         chat, caller = await self._group_for_change(group_id, caller_id)
         if caller.role != MemberRole.OWNER:
             raise NotAllowedError("Only the group's owner can add members")
@@ -171,6 +243,8 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
         already = AlreadyMemberError(f"User {user_id} is already a member of this group")
         if await self.members.exists(chat_id=group_id, user_id=user_id):
             raise already
+        if await self._member_count(group_id) >= max_members:
+            raise GroupFullError
         events.member_added(self.session, group_id, user_id)
         member = ChatMember(chat_id=group_id, user_id=user_id, role=MemberRole.MEMBER, read_seq=chat.last_seq)
         try:
@@ -180,6 +254,12 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
             raise already from exc
         logger.info("Member added: chat_id=%s user_id=%s by=%s", group_id, user_id, caller_id)
         return await self._snapshot(group_id, caller_id)
+
+    async def _member_count(self, chat_id: int) -> int:
+        count = await self.session.scalar(
+            select(func.count()).select_from(ChatMember).where(ChatMember.chat_id == chat_id)
+        )
+        return count or 0
 
     async def remove_member(self, group_id: int, caller_id: int, user_id: int, events: EventBus) -> ChatOut:
         """The owner removes anyone; anyone removes themselves. An owner who leaves hands over the group."""
@@ -225,8 +305,8 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
         last = await self.session.scalar(
             select(Message).where(Message.chat_id == chat_id, Message.seq == chat.last_seq)
         )
-        rows = await self.session.execute(_members_with_names().where(ChatMember.chat_id == chat_id))
-        return _chat_out(chat, caller_id, chat.last_seq, last, [(member, name) for member, name in rows])
+        members = await self._members_of([chat_id], None)
+        return _chat_out(chat, caller_id, chat.last_seq, last, *members[chat_id])
 
 
 def _members_with_names() -> Select[ChatMember, str]:
@@ -239,9 +319,16 @@ def _members_with_names() -> Select[ChatMember, str]:
 
 
 def _chat_out(
-    chat: Chat, viewer_id: int, my_read_seq: int, last: Message | None, members: list[tuple[ChatMember, str]]
+    chat: Chat,
+    viewer_id: int,
+    my_read_seq: int,
+    last: Message | None,
+    members: list[tuple[ChatMember, str]],
+    member_count: int,
+    all_read_seq: int | None,
 ) -> ChatOut:
-    all_read_seq = min((m.read_seq for m, _ in members), default=chat.last_seq)
+    if all_read_seq is None:  # no members left
+        all_read_seq = chat.last_seq
     name = chat.name
     if chat.type == ChatType.PRIVATE:
         name = next((n for m, n in members if m.user_id != viewer_id), None)
@@ -254,6 +341,7 @@ def _chat_out(
         members=[
             MemberOut(user_id=m.user_id, name=n, role=m.role, joined_at=m.joined_at) for m, n in members
         ],
+        member_count=member_count,
         last_message=message_out(last, all_read_seq) if last is not None else None,
         unread_count=max(0, chat.last_seq - my_read_seq),
     )

@@ -59,6 +59,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_max_overflow: Annotated[int, msgspec.Meta(ge=0)] = 10
     db_pool_timeout: Annotated[int, msgspec.Meta(ge=1)] = 30
     allowed_origins: str = ""
+    # Abuse limits: what one person may take of a process, whatever the number of their sockets.
+    max_group_members: Annotated[int, msgspec.Meta(ge=2)] = 1000
+    ws_max_sockets_per_user: Annotated[int, msgspec.Meta(ge=1)] = 32
+    send_rate: Annotated[float, msgspec.Meta(gt=0)] = 20.0  # messages a second per person
+    send_burst: Annotated[int, msgspec.Meta(ge=1)] = 50
+    typing_interval: Annotated[float, msgspec.Meta(ge=0)] = 2.0  # seconds between forwarded typing events
 
     def __post_init__(self) -> None:
         parse_origins(self.allowed_origins)  # a bad entry is refused at start-up, naming it

@@ -24,8 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from windi_chat.config import Settings
 from windi_chat.database import unit_of_work
-from windi_chat.errors import ChatNotFoundError, DomainError, UnauthenticatedError
+from windi_chat.errors import ChatNotFoundError, DomainError, RateLimitedError, UnauthenticatedError
 from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, split_event
+from windi_chat.limits import PersonLimits
 from windi_chat.messaging import Sent, mark_read, messages_after
 from windi_chat.messaging import last_seq as chat_last_seq
 from windi_chat.protocol import close_code, decode_client_frame, encode, error_frame, warn_if_unavailable
@@ -58,7 +59,7 @@ __all__ = ("CATCH_UP_LIMIT", "CATCH_UP_PAGE", "ChatConnection", "SocketContext")
 logger = logging.getLogger("windi_chat.realtime")
 
 CATCH_UP_LIMIT = 1000  # more missed messages than this get a resync frame: the client pages /history
-CATCH_UP_PAGE = 100  # messages read per query during a catch-up
+CATCH_UP_PAGE = 100  # messages read per query during a catch-up (at most 200: what one page may hold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,7 @@ class SocketContext:
     tokens: TokenCodec
     gate: SessionGate
     writer: MessageWriter
+    limits: PersonLimits
 
 
 class ChatConnection:
@@ -199,6 +201,8 @@ class ChatConnection:
         Seqs have no gaps, so the chat's last seq alone says whether a replay is too long: a client far
         behind costs one small query, not a thousand rows. A replay goes out a page at a time, each from
         its own short session, so neither rows nor a database connection are held while a client reads.
+        Each frame waits until the connection takes it, so a client that stops reading holds at most one
+        page; the registry closes it with 1013 at the send timeout, as it would during live events.
         """
         try:
             async with unit_of_work(self._sessions) as session:
@@ -209,6 +213,9 @@ class ChatConnection:
                 return last_seq
             sent_up_to = after_seq
             while sent_up_to < last_seq and not self._closed:
+                if self._subscriber.qsize > self._backlog:  # live events pile up behind a slow replay
+                    await self.close(CLOSE_TRY_AGAIN, "fell too far behind")
+                    return None
                 limit = min(CATCH_UP_PAGE, last_seq - sent_up_to)
                 async with unit_of_work(self._sessions) as session:
                     page = await messages_after(session, self.chat_id, sent_up_to, limit)
@@ -278,6 +285,9 @@ class ChatConnection:
             if isinstance(error, ChatNotFoundError | UnauthenticatedError):
                 await self.close(close_code(error), error.detail)
                 return
+            if isinstance(error, RateLimitedError) and error.exhausted:
+                await self.close(CLOSE_POLICY, "too many messages")
+                return
             warn_if_unavailable(error, f"frame on socket {self.socket_id}")
             await self._send(encode(error_frame(error, _client_id(frame))))
         except Exception:
@@ -291,7 +301,9 @@ class ChatConnection:
                 await mark_read(session, self._events, self.chat_id, self.user_id, frame.seq)
         elif isinstance(frame, AuthFrame):
             await self._renew(frame.token)
-        elif not isinstance(frame, SendFrame):
+        elif not isinstance(frame, SendFrame) and self._shared.limits.typing.allow(
+            self.chat_id, self.user_id
+        ):
             self._events.typing(self.chat_id, self.user_id, self.socket_id)
 
     async def still_live(self) -> bool:

@@ -56,7 +56,8 @@ async def create_demo_data(settings: Settings) -> list[str]:
                 )
             )
             if group_id is None:
-                group_id = (await chats.create_group(ada, GroupChatCreate(GROUP_NAME, [bob, cy]))).id
+                group = GroupChatCreate(GROUP_NAME, [bob, cy])
+                group_id = (await chats.create_group(ada, group, settings.max_group_members)).id
 
             script = [
                 (private.id, ada, "demo-1", "Hi Bob! Welcome to WinDI Chat."),

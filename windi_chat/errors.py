@@ -2,7 +2,7 @@
 
 Actions raise these; ``http_errors`` turns them into responses and ``realtime`` into error frames and
 close codes, each in one place, so a new error is right on both transports without new code there.
-The six kinds below are the whole vocabulary: a new error subclasses one of them.
+The seven kinds below are the whole vocabulary: a new error subclasses one of them.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ __all__ = (
     "DatabaseUnavailableError",
     "DomainError",
     "EmailTakenError",
+    "GroupFullError",
     "InvalidError",
     "InvalidMessageError",
     "InvalidRefreshTokenError",
     "NotAMemberError",
     "NotAllowedError",
     "NotFoundError",
+    "RateLimitedError",
     "SessionNotFoundError",
     "UnauthenticatedError",
     "UnavailableError",
@@ -76,6 +78,20 @@ class UnavailableError(DomainError):
     default_detail = "Temporarily unavailable; try again"
 
 
+class RateLimitedError(DomainError):
+    """Too much, too fast from one person: the same request passes after ``retry_after`` seconds.
+
+    ``exhausted``: the person kept going after being refused, and a socket of theirs is closed.
+    """
+
+    default_detail = "Too many messages; slow down"
+
+    def __init__(self, retry_after: float, exhausted: bool = False, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+        self.exhausted = exhausted
+
+
 # The errors -----------------------------------------------------------------------------------------
 
 
@@ -117,6 +133,10 @@ class EmailTakenError(ConflictError):
 
 class AlreadyMemberError(ConflictError):
     default_detail = "Already a member of this group"
+
+
+class GroupFullError(ConflictError):
+    default_detail = "group is full"
 
 
 class NotAMemberError(ConflictError):

@@ -6,6 +6,7 @@ Every error body has Litestar's shape, ``{"status_code": ..., "detail": ...}``, 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections import defaultdict
 from typing import Any
@@ -29,6 +30,7 @@ from windi_chat.errors import (
     InvalidError,
     NotAllowedError,
     NotFoundError,
+    RateLimitedError,
     UnauthenticatedError,
     UnavailableError,
     answer_for,
@@ -54,6 +56,7 @@ STATUS_OF_KIND: dict[type[DomainError], int] = {
     NotAllowedError: 403,
     NotFoundError: 404,
     ConflictError: 409,
+    RateLimitedError: 429,
     UnavailableError: 503,
 }
 
@@ -72,7 +75,11 @@ def status_of(error: type[DomainError]) -> int:
 
 def _answer(error: DomainError) -> Response[ErrorOut]:
     status = status_of(type(error))
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if isinstance(error, UnavailableError) else None
+    headers = None
+    if isinstance(error, UnavailableError):
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    elif isinstance(error, RateLimitedError):
+        headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
     return Response(ErrorOut(status_code=status, detail=error.detail), status_code=status, headers=headers)
 
 

@@ -12,7 +12,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from windi_chat.errors import ChatNotFoundError, InvalidMessageError
+from windi_chat.errors import ChatNotFoundError, InvalidMessageError, RateLimitedError
 from windi_chat.events import EventBus
 from windi_chat.http_errors import error_responses
 from windi_chat.messaging import history, mark_read
@@ -61,7 +61,7 @@ class MessageController(Controller):
         status_code=HTTP_201_CREATED,
         responses={
             HTTP_200_OK: ResponseSpec(MessageOut, description="A repeated client_id: the original message"),
-            **error_responses(ChatNotFoundError, InvalidMessageError),
+            **error_responses(ChatNotFoundError, InvalidMessageError, RateLimitedError),
         },
     )
     async def send(
@@ -72,7 +72,9 @@ class MessageController(Controller):
         writer: NamedDependency[MessageWriter],
     ) -> Response[MessageOut]:
         """201 with the stored message, delivered to every open socket of the chat. Sending again with
-        the same ``client_id`` stores nothing and answers 200 with the original message.
+        the same ``client_id`` stores nothing and answers 200 with the original message. A person past
+        ``WINDI_SEND_RATE`` sends a second (after a burst of ``WINDI_SEND_BURST``), over REST and sockets
+        together, gets 429 with ``Retry-After``.
         """
         sent = await writer.send(chat_id, request.user.id, data.client_id, data.text)
         return Response(sent.message, status_code=HTTP_201_CREATED if sent.created else HTTP_200_OK)

@@ -19,6 +19,7 @@ from windi_chat.errors import (
     InvalidError,
     NotAllowedError,
     NotFoundError,
+    RateLimitedError,
     UnauthenticatedError,
     UnavailableError,
     answer_for,
@@ -47,6 +48,7 @@ FRAME_ERROR_CODES: dict[type[DomainError], str] = {
     NotAllowedError: "forbidden",
     ConflictError: "conflict",
     UnavailableError: "unavailable",
+    RateLimitedError: "rate_limited",
 }
 # How an error ends a socket: on the handshake, in catch-up, when a frame finds the chat gone, or when
 # the socket's session or token ends.

@@ -28,12 +28,13 @@ from windi_chat.errors import (
 )
 from windi_chat.events import EventBus
 from windi_chat.handshake import Refusal, check_handshake, refuse
+from windi_chat.limits import PersonLimits
 from windi_chat.messaging import can_read
 from windi_chat.origins import OriginPolicy
 from windi_chat.protocol import close_code, warn_if_unavailable
 from windi_chat.revocations import SessionGate
-from windi_chat.security import TokenCodec
-from windi_chat.sockets import CLOSE_TRY_AGAIN, SocketRegistry
+from windi_chat.security import TokenClaims, TokenCodec
+from windi_chat.sockets import CLOSE_TOO_MANY, CLOSE_TRY_AGAIN, SocketRegistry
 from windi_chat.writer import MessageWriter
 
 __all__ = ("chat_socket",)
@@ -53,6 +54,7 @@ async def chat_socket(
     registry: NamedDependency[SocketRegistry],
     writer: NamedDependency[MessageWriter],
     origins: NamedDependency[OriginPolicy],
+    limits: NamedDependency[PersonLimits],
 ) -> None:
     """The live connection of one device to one chat. The token comes as ``?token=`` or a bearer header."""
     admission = check_handshake(socket, tokens, origins, registry.closing)
@@ -60,6 +62,27 @@ async def chat_socket(
         await refuse(socket, *admission)
         return
     claims, after_seq = admission
+    user_id = claims.user_id
+    # Counted before the first await, so concurrent handshakes of one person cannot all slip past.
+    if not limits.sockets.acquire(user_id):
+        await refuse(socket, CLOSE_TOO_MANY, "too many connections")
+        return
+    shared = SocketContext(events, sessions, settings, tokens, gate, writer, limits)
+    try:
+        await _serve(socket, chat_id, claims, after_seq, registry, shared)
+    finally:
+        limits.sockets.release(user_id)
+
+
+async def _serve(
+    socket: WebSocket[Any, Any, Any],
+    chat_id: int,
+    claims: TokenClaims,
+    after_seq: int | None,
+    registry: SocketRegistry,
+    shared: SocketContext,
+) -> None:
+    """Subscribe, check membership, accept, and run the socket until it ends."""
     user_id = claims.user_id
     # Subscribed before membership is checked: a removal that commits after the check is published
     # after it too, so this socket hears it and closes; one that commits before fails the check.
@@ -69,9 +92,9 @@ async def chat_socket(
         return
     try:
         try:
-            if not await gate.is_live(claims.session_id, user_id):
+            if not await shared.gate.is_live(claims.session_id, user_id):
                 raise UnauthenticatedError("session ended; log in again")
-            async with unit_of_work(sessions) as session:
+            async with unit_of_work(shared.sessions) as session:
                 if not await can_read(session, chat_id, user_id):
                     raise ChatNotFoundError
         except DomainError as error:
@@ -79,7 +102,6 @@ async def chat_socket(
             await refuse(socket, close_code(error), error.detail)
             return
         await socket.accept()
-        shared = SocketContext(events, sessions, settings, tokens, gate, writer)
         connection = ChatConnection(socket, chat_id, claims, subscriber, shared)
         registry.add(connection)
         logger.info("Socket opened: chat_id=%s user_id=%s socket=%s", chat_id, user_id, connection.socket_id)

@@ -141,7 +141,9 @@ class ChatOut(Struct):
     name: str | None
     created_at: datetime
     creator_id: int | None
+    # In the inbox, a group lists only its first members (by joining order); ``member_count`` counts all.
     members: list[MemberOut]
+    member_count: int
     last_message: MessageOut | None
     unread_count: int
 

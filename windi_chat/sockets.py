@@ -36,6 +36,7 @@ CLOSE_TRY_AGAIN = 1013  # fell too far behind, or the database is unavailable: r
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_MANY = 4429  # the person already holds WINDI_WS_MAX_SOCKETS_PER_USER sockets here
 
 BURST_FRAMES = 50
 
@@ -68,6 +69,16 @@ class FrameRateLimiter:
     @property
     def exhausted(self) -> bool:
         return self._patience < 0
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until the next frame would pass, as of the last one."""
+        return max(0.0, (1 - self._tokens) / self._rate)
+
+    @property
+    def last_used(self) -> float:
+        """When a frame was last counted (``time.monotonic()``)."""
+        return self._last
 
 
 class SocketRegistry:

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.database import unit_of_work
-from windi_chat.errors import ChatNotFoundError, DomainError, UnavailableError
+from windi_chat.errors import ChatNotFoundError, DomainError, RateLimitedError, UnavailableError
 from windi_chat.events import EventBus
+from windi_chat.limits import SendLimiter
 from windi_chat.message_batch import Pending
 from windi_chat.messaging import Sent, clean_text, send_messages
 
@@ -40,10 +41,15 @@ class MessageWriter:
     """The queue of sends and the task that stores them."""
 
     def __init__(
-        self, sessions: Callable[[], AsyncSession], events: EventBus, max_batch: int = MAX_BATCH
+        self,
+        sessions: Callable[[], AsyncSession],
+        events: EventBus,
+        max_batch: int = MAX_BATCH,
+        limiter: SendLimiter | None = None,
     ) -> None:
         self._sessions = sessions
         self._events = events
+        self._limiter = limiter
         self._max_batch = max_batch
         self._queue: list[Waiting] = []
         self._ready = asyncio.Event()
@@ -59,8 +65,9 @@ class MessageWriter:
         """Queue one send and return its outcome to come, without waiting for it.
 
         A socket queues its next sends while earlier ones wait, so they can share a batch. The text is
-        checked before it is queued, so one bad send never fails a batch; a send refused here comes
-        back as an already failed future, in its place among the caller's outcomes.
+        checked before it is queued, so one bad send never fails a batch; so is the sender's rate, so a
+        flood costs neither the queue nor the database anything. A send refused here comes back as an
+        already failed future, in its place among the caller's outcomes.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Sent] = loop.create_future()
@@ -70,6 +77,9 @@ class MessageWriter:
             if not 0 < chat_id <= MAX_ID:
                 raise ChatNotFoundError
             pending = Pending(chat_id, sender_id, client_id, clean_text(text))
+            refused = self._limiter.take(sender_id) if self._limiter is not None else None
+            if refused is not None:
+                raise RateLimitedError(refused.retry_after, refused.exhausted)
         except DomainError as error:
             future.set_exception(error)
             return future
