@@ -13,7 +13,7 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
 from litestar.params import JSONBody, QueryParameter, URLEncodedBody
 from litestar.status_codes import HTTP_200_OK
@@ -23,6 +23,7 @@ from sqlalchemy import func, or_
 from windi_chat.config import Settings
 from windi_chat.errors import EmailTakenError, InvalidError, UserNotFoundError
 from windi_chat.http_errors import error_responses
+from windi_chat.login_attempts import LoginAttempts
 from windi_chat.models import User
 from windi_chat.schemas import EMAIL_MAX_LENGTH, NO_NUL, LoginForm, PersonOut, RegisterIn, TokenOut, UserOut
 from windi_chat.security import CurrentUser, PasswordHasher, TokenCodec
@@ -153,7 +154,7 @@ class AuthController(Controller):
         operation_id="login",
         summary="Log in (OAuth2 password form)",
         status_code=HTTP_200_OK,
-        raises=[NotAuthorizedException],
+        raises=[NotAuthorizedException, TooManyRequestsException],
     )
     async def login(
         self,
@@ -163,14 +164,25 @@ class AuthController(Controller):
         hasher: NamedDependency[PasswordHasher],
         tokens: NamedDependency[TokenCodec],
         settings: NamedDependency[Settings],
+        attempts: NamedDependency[LoginAttempts],
     ) -> TokenOut:
         """``username`` is the email. A wrong password and an unknown email give the same 401.
 
-        Each login is a new session (see ``GET /sessions``); its refresh token gets the next access token.
+        After ``WINDI_LOGIN_MAX_FAILURES`` failures within the window, whatever the address, that email's
+        logins answer 429 with ``Retry-After`` until the window ends. Each login is a new session (see
+        ``GET /sessions``); its refresh token gets the next access token.
         """
-        user = await users.authenticate(data.username, data.password, hasher)
+        email = normalise_email(data.username)
+        locked_for = await attempts.begin(email)
+        if locked_for:
+            raise TooManyRequestsException(
+                "Too many failed logins for this account; try again later",
+                headers={"Retry-After": str(locked_for)},
+            )
+        user = await users.authenticate(email, data.password, hasher)
         if user is None:
             raise NotAuthorizedException(INVALID_CREDENTIALS)
+        await attempts.succeeded(email)
         user_agent = request.headers.get("user-agent", "")
         ttl = timedelta(seconds=settings.refresh_ttl_seconds)
         return token_out(tokens, await start_session(users.repository.session, user.id, user_agent, ttl))

@@ -30,6 +30,7 @@ from windi_chat.delivery import GuardedBackend, create_backend, redact_url
 from windi_chat.events import EventBus
 from windi_chat.http_errors import DATABASE_ERRORS, RETRY_AFTER_SECONDS, exception_handlers, log_unhandled
 from windi_chat.lifecycle import install_graceful_shutdown, prepare_database
+from windi_chat.login_attempts import LoginAttempts
 from windi_chat.logs import install_redaction, logging_dict
 from windi_chat.message_routes import MessageController
 from windi_chat.origins import OriginPolicy, cors_config
@@ -39,7 +40,7 @@ from windi_chat.schemas import HealthOut
 from windi_chat.security import PasswordHasher, TokenCodec, create_auth
 from windi_chat.session_routes import RefreshController, SessionController
 from windi_chat.sockets import SocketRegistry
-from windi_chat.stores import create_shared_store
+from windi_chat.stores import ExpiringMemoryStore, create_shared_store
 from windi_chat.writer import MessageWriter
 
 __all__ = ("create_app",)
@@ -85,7 +86,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     backend = GuardedBackend(create_backend(settings.channels_url), on_lost=events_lost)
     channels = ChannelsPlugin(backend=backend, arbitrary_channels_allowed=True)
     sockets = SocketRegistry(channels, backend, settings.ws_send_timeout)
-    shared_store = create_shared_store(settings.channels_url)
+    # Login limits hold across processes when they share Redis; otherwise each process counts.
+    login_store = create_shared_store(settings.channels_url) or ExpiringMemoryStore()
+    attempts = LoginAttempts(login_store, settings.login_max_failures, settings.login_failure_window_seconds)
     session_maker = db_config.create_session_maker()
     events = EventBus(channels.publish)
     writer = MessageWriter(session_maker, events)
@@ -149,11 +152,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "gate": Provide(lambda: gate, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "origins": Provide(lambda: origins, sync_to_thread=False),
+            "attempts": Provide(lambda: attempts, sync_to_thread=False),
         },
         # The gate subscribes to revocations once the channels plugin has started: it comes after it.
         plugins=[SQLAlchemyPlugin(config=db_config), channels, gate],
-        # Login rate limits hold across processes when they share Redis; otherwise each process counts.
-        stores={"rate_limit": shared_store} if shared_store else None,
+        stores={"rate_limit": login_store},
         on_app_init=[auth.on_app_init],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

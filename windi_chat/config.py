@@ -43,6 +43,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "INFO"
     log_format: Literal["text", "json", ""] = ""
     auth_rate_limit: int = 30
+    # Failed password logins of one account (from any address) before its logins are locked for the
+    # rest of the window; 0 turns the lock off.
+    login_max_failures: Annotated[int, msgspec.Meta(ge=0)] = 10
+    login_failure_window_seconds: Annotated[int, msgspec.Meta(ge=1)] = 900
     ws_frames_per_second: float = 20.0
     ws_socket_backlog: Annotated[int, msgspec.Meta(ge=1)] = 1000
     ws_send_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
