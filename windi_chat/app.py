@@ -83,11 +83,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         gate.events_lost(channels)
         sockets.events_lost(channels)
 
-    backend = GuardedBackend(create_backend(settings.channels_url), on_lost=events_lost)
+    backend = GuardedBackend(create_backend(settings.channels_url, settings.namespace), on_lost=events_lost)
     channels = ChannelsPlugin(backend=backend, arbitrary_channels_allowed=True)
     sockets = SocketRegistry(channels, backend, settings.ws_send_timeout)
     # Login limits hold across processes when they share Redis; otherwise each process counts.
-    login_store = create_shared_store(settings.channels_url) or ExpiringMemoryStore()
+    login_store = create_shared_store(settings.channels_url, settings.namespace) or ExpiringMemoryStore()
     attempts = LoginAttempts(login_store, settings.login_max_failures, settings.login_failure_window_seconds)
     session_maker = db_config.create_session_maker()
     events = EventBus(channels.publish)
@@ -118,10 +118,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await prepare_database(db_config.get_engine(), settings)
         install_graceful_shutdown(sockets.close_all)
         logger.info(
-            "WinDI Chat %s ready (env=%s, delivery=%s)",
+            "WinDI Chat %s ready (env=%s, delivery=%s, channel namespace %s)",
             __version__,
             settings.env,
             redact_url(settings.channels_url),
+            settings.namespace,
         )
 
     async def on_shutdown() -> None:

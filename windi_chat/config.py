@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from windi_chat.namespaces import MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN, default_namespace
 from windi_chat.origins import parse_origins
 
 __all__ = ("ConfigurationError", "Settings", "read_env_file")
@@ -40,6 +41,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # ...and for how long, before asking again.
     session_recheck_seconds: Annotated[float, msgspec.Meta(ge=0)] = 60.0
     channels_url: str = "memory://"
+    # Prefix of every channel name; empty: derived from the database's name (see ``namespaces``).
+    channels_namespace: Annotated[
+        str, msgspec.Meta(max_length=MAX_NAMESPACE_LENGTH, pattern=NAMESPACE_PATTERN)
+    ] = ""
     log_level: str = "INFO"
     log_format: Literal["text", "json", ""] = ""
     auth_rate_limit: int = 30
@@ -94,6 +99,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def origins(self) -> tuple[str, ...]:
         """The browser origins allowed to use the server; empty: only the server's own."""
         return parse_origins(self.allowed_origins)
+
+    @property
+    def namespace(self) -> str:
+        """The channel namespace of this deployment: the setting, or one from the database's name."""
+        return self.channels_namespace or default_namespace(self.database_url)
 
     @property
     def is_sqlite(self) -> bool:
