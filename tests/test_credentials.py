@@ -116,3 +116,47 @@ def test_a_registration_whose_connection_is_cut_is_503_not_409(pg_database_url: 
     assert response.status_code == 503, response.text
     assert response.headers["Retry-After"] == "3"
     assert "Traceback" not in server.log()
+
+
+# --- Emails stored before the normal form ---
+
+
+async def _migrate_a_database_with_old_emails(url: str) -> list[tuple[str, str]]:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    from windi_chat.database import migrate
+
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        await migrate(engine, "0002")
+        async with engine.begin() as connection:
+            for name, email in (
+                ("Plain", "plain@example.com"),
+                ("Sharp", "straße@example.com"),
+                ("Decomposed", NFD_EMAIL),
+                ("Composed", NFC_EMAIL),  # folds to the same address as the one before
+            ):
+                await connection.execute(
+                    text(
+                        "INSERT INTO users (name, email, password_hash, created_at) VALUES (:n, :e, 'x', :t)"
+                    ),
+                    {"n": name, "e": email, "t": "2026-01-01 00:00:00.000000"},
+                )
+        await migrate(engine)
+        async with engine.connect() as connection:
+            rows = await connection.execute(text("SELECT name, email FROM users ORDER BY id"))
+            return [(row[0], row[1]) for row in rows]
+    finally:
+        await engine.dispose()
+
+
+def test_the_migration_brings_stored_emails_to_the_normal_form_unless_two_collide(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    assert run(_migrate_a_database_with_old_emails(url)) == [
+        ("Plain", "plain@example.com"),
+        ("Sharp", "strasse@example.com"),
+        ("Decomposed", NFD_EMAIL),  # left as it was: its normal form belongs to another account
+        ("Composed", NFC_EMAIL),
+    ]
