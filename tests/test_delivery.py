@@ -14,6 +14,7 @@ from tests.conftest import make_settings, register_and_login, wait_for
 from windi_chat.app import create_app
 from windi_chat.config import ConfigurationError
 from windi_chat.delivery import create_backend
+from windi_chat.namespaces import NamespacedBackend
 from windi_chat.pg_channels import PayloadAssembler, encode_payloads
 
 BREAK = b"break the stream"
@@ -153,7 +154,10 @@ def test_sockets_to_many_chats_leave_no_channel_behind_once_closed(client: TestC
     ],
 )
 def test_channels_url_selects_the_backend(url: str, kind: str) -> None:
-    assert type(create_backend(url)).__name__ == kind
+    backend = create_backend(url, "windi")
+    shared = not url.startswith("memory")
+    assert isinstance(backend, NamespacedBackend) is shared  # a shared backend's names carry a namespace
+    assert type(backend.backend if isinstance(backend, NamespacedBackend) else backend).__name__ == kind
 
 
 def test_unknown_channels_url_is_refused_without_showing_its_password() -> None:

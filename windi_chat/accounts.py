@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -12,53 +13,84 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
 from litestar.params import JSONBody, QueryParameter, URLEncodedBody
 from litestar.status_codes import HTTP_200_OK
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, or_
 
 from windi_chat.config import Settings
-from windi_chat.errors import EmailTakenError, UserNotFoundError
+from windi_chat.errors import EmailTakenError, InvalidError, UserNotFoundError
 from windi_chat.http_errors import error_responses
+from windi_chat.login_attempts import LoginAttempts
 from windi_chat.models import User
-from windi_chat.schemas import NO_NUL, LoginForm, RegisterIn, TokenOut, UserOut
+from windi_chat.schemas import EMAIL_MAX_LENGTH, NO_NUL, LoginForm, PersonOut, RegisterIn, TokenOut, UserOut
 from windi_chat.security import CurrentUser, PasswordHasher, TokenCodec
 from windi_chat.sessions import start_session, token_out
 
-__all__ = ("AuthController", "UserController", "UserService", "create_rate_limit")
+__all__ = ("AuthController", "UserController", "UserService", "create_rate_limit", "normalise_email")
 
 logger = logging.getLogger("windi_chat.accounts")
 
 INVALID_CREDENTIALS = "Incorrect email or password"
 
 
+def normalise_email(email: str) -> str:
+    """The one form an email is stored and compared in: NFKC, case-folded, without surrounding space.
+
+    NFC and NFD spellings, full-width letters and case variants of one address are one account.
+    Case folding can lengthen an address ("İ" becomes two characters), so the length is checked on
+    the result.
+    """
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", email.strip()).casefold())
+    if len(folded) > EMAIL_MAX_LENGTH:
+        raise InvalidError(f"The email is longer than {EMAIL_MAX_LENGTH} characters once normalised")
+    return folded
+
+
 class UserService(SQLAlchemyAsyncRepositoryService[User]):
-    """Users, with the rules on emails and passwords that the database alone does not state."""
+    """Users, with the rules on emails and passwords that the database alone does not state.
+
+    argon2 takes tens of milliseconds and may queue for a free core: no pooled connection is held
+    meanwhile, or a burst of logins would starve every other request of the pool. Reads end their
+    transaction (handing the connection back) before hashing; the writes after it open another.
+    """
 
     class Repo(SQLAlchemyAsyncRepository[User]):
         model_type = User
 
     repository_type = Repo
 
+    async def _release_connection(self) -> None:
+        # Nothing is written yet; committing ends the transaction and returns its connection to the pool.
+        await self.repository.session.commit()
+
     async def register(self, data: RegisterIn, hasher: PasswordHasher) -> User:
-        email = data.email.strip().lower()
-        if await self.exists(email=email):
+        email = normalise_email(data.email)
+        taken = await self.exists(email=email)
+        await self._release_connection()
+        if taken:
             raise EmailTakenError
         password_hash = await hasher.hash(data.password)
         try:
             user = await self.create(
                 User(name=data.name.strip(), email=email, password_hash=password_hash), auto_commit=True
             )
-        except IntegrityError as exc:  # two registrations of one email at the same moment
-            # Not DuplicateKeyError: advanced-alchemy recognises asyncpg's unique violation only as this base.
-            raise EmailTakenError from exc
+        except IntegrityError as exc:
+            # advanced-alchemy reports a lost connection as an IntegrityError too (any StatementError):
+            # only the database's own integrity error (two registrations of one email at the same
+            # moment) is a taken email; the rest goes to the database error handler (503 when down).
+            if isinstance(exc.__cause__, sa_exc.IntegrityError):
+                raise EmailTakenError from exc
+            raise
         logger.info("User registered: user_id=%s", user.id)
         return user
 
     async def authenticate(self, email: str, password: str, hasher: PasswordHasher) -> User | None:
         """The user if the password matches; rehashes a hash made with outdated parameters."""
-        user = await self.get_one_or_none(email=email.strip().lower())
+        user = await self.get_one_or_none(email=normalise_email(email))
+        await self._release_connection()
         valid, new_hash = await hasher.verify(password, user.password_hash if user else None)
         if user is None or not valid:
             logger.info("Login failed: %s", f"user_id={user.id}" if user else "unknown email")
@@ -70,16 +102,20 @@ class UserService(SQLAlchemyAsyncRepositoryService[User]):
         logger.info("Login succeeded: user_id=%s", user.id)
         return user
 
-    async def search(self, prefix: str, limit: int, exclude_id: int) -> list[User]:
-        """People whose name or email starts with ``prefix``, case-insensitively."""
-        needle = prefix.strip().lower()
+    async def search(self, needle: str, limit: int, exclude_id: int) -> list[User]:
+        """People whose name starts with ``needle``, or whose email is ``needle``, ignoring case.
+
+        Only a whole email finds its owner, so walking prefixes lists no one's address.
+        """
+        name_prefix = needle.strip().lower()
+        try:
+            email = normalise_email(needle)
+        except InvalidError:
+            email = ""
         return list(
             await self.get_many(
                 User.id != exclude_id,
-                or_(
-                    func.lower(User.name).startswith(needle, autoescape=True),
-                    User.email.startswith(needle, autoescape=True),
-                ),
+                or_(func.lower(User.name).startswith(name_prefix, autoescape=True), User.email == email),
                 OrderBy("name"),
                 OrderBy("id"),
                 LimitOffset(limit=limit, offset=0),
@@ -88,6 +124,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User]):
 
 
 def to_user_out(user: User) -> UserOut:
+    """The caller's own account, email included; anyone else is shown as a :class:`PersonOut`."""
     return UserOut(id=user.id, name=user.name, email=user.email)
 
 
@@ -109,7 +146,7 @@ class AuthController(Controller):
         users: NamedDependency[UserService],
         hasher: NamedDependency[PasswordHasher],
     ) -> UserOut:
-        """Emails are compared case-insensitively; a taken email gives 409."""
+        """Emails are compared after NFKC normalisation and case folding; a taken email gives 409."""
         return to_user_out(await users.register(data, hasher))
 
     @post(
@@ -117,7 +154,7 @@ class AuthController(Controller):
         operation_id="login",
         summary="Log in (OAuth2 password form)",
         status_code=HTTP_200_OK,
-        raises=[NotAuthorizedException],
+        raises=[NotAuthorizedException, TooManyRequestsException],
     )
     async def login(
         self,
@@ -127,14 +164,25 @@ class AuthController(Controller):
         hasher: NamedDependency[PasswordHasher],
         tokens: NamedDependency[TokenCodec],
         settings: NamedDependency[Settings],
+        attempts: NamedDependency[LoginAttempts],
     ) -> TokenOut:
         """``username`` is the email. A wrong password and an unknown email give the same 401.
 
-        Each login is a new session (see ``GET /sessions``); its refresh token gets the next access token.
+        After ``WINDI_LOGIN_MAX_FAILURES`` failures within the window, whatever the address, that email's
+        logins answer 429 with ``Retry-After`` until the window ends. Each login is a new session (see
+        ``GET /sessions``); its refresh token gets the next access token.
         """
-        user = await users.authenticate(data.username, data.password, hasher)
+        email = normalise_email(data.username)
+        locked_for = await attempts.begin(email)
+        if locked_for:
+            raise TooManyRequestsException(
+                "Too many failed logins for this account; try again later",
+                headers={"Retry-After": str(locked_for)},
+            )
+        user = await users.authenticate(email, data.password, hasher)
         if user is None:
             raise NotAuthorizedException(INVALID_CREDENTIALS)
+        await attempts.succeeded(email)
         user_agent = request.headers.get("user-agent", "")
         ttl = timedelta(seconds=settings.refresh_ttl_seconds)
         return token_out(tokens, await start_session(users.repository.session, user.id, user_agent, ttl))
@@ -153,7 +201,7 @@ class UserController(Controller):
             raise UserNotFoundError("This account no longer exists")
         return to_user_out(user)
 
-    @get("/", operation_id="searchUsers", summary="Find people by name or email prefix")
+    @get("/", operation_id="searchUsers", summary="Find people by name prefix or exact email")
     async def search(
         self,
         request: Request[CurrentUser, Any, Any],
@@ -161,9 +209,13 @@ class UserController(Controller):
         # Litestar ignores msgspec's Meta on query parameters; its own QueryParameter enforces the bounds.
         search: Annotated[str, QueryParameter(min_length=1, max_length=320, pattern=NO_NUL)],
         limit: Annotated[int, QueryParameter(ge=1, le=50)] = 20,
-    ) -> list[UserOut]:
-        """Matches the start of the name or of the email, ignoring case; the caller is left out."""
-        return [to_user_out(user) for user in await users.search(search, limit, exclude_id=request.user.id)]
+    ) -> list[PersonOut]:
+        """Matches the start of a name, or a whole email, ignoring case; the caller is left out.
+
+        Shows each person's id and name only: no one learns another person's email.
+        """
+        found = await users.search(search, limit, exclude_id=request.user.id)
+        return [PersonOut(id=user.id, name=user.name) for user in found]
 
 
 class _RateLimitWithRetryAfter(RateLimitMiddleware):

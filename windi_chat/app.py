@@ -31,6 +31,7 @@ from windi_chat.events import EventBus
 from windi_chat.http_errors import DATABASE_ERRORS, RETRY_AFTER_SECONDS, exception_handlers, log_unhandled
 from windi_chat.lifecycle import install_graceful_shutdown, prepare_database
 from windi_chat.limits import PersonLimits
+from windi_chat.login_attempts import LoginAttempts
 from windi_chat.logs import install_redaction, logging_dict
 from windi_chat.message_routes import MessageController
 from windi_chat.origins import OriginPolicy, cors_config
@@ -40,7 +41,7 @@ from windi_chat.schemas import HealthOut
 from windi_chat.security import PasswordHasher, TokenCodec, create_auth
 from windi_chat.session_routes import RefreshController, SessionController
 from windi_chat.sockets import SocketRegistry
-from windi_chat.stores import create_shared_store
+from windi_chat.stores import ExpiringMemoryStore, create_shared_store
 from windi_chat.writer import MessageWriter
 
 __all__ = ("create_app",)
@@ -83,10 +84,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         gate.events_lost(channels)
         sockets.events_lost(channels)
 
-    backend = GuardedBackend(create_backend(settings.channels_url), on_lost=events_lost)
+    backend = GuardedBackend(create_backend(settings.channels_url, settings.namespace), on_lost=events_lost)
     channels = ChannelsPlugin(backend=backend, arbitrary_channels_allowed=True)
     sockets = SocketRegistry(channels, backend, settings.ws_send_timeout)
-    shared_store = create_shared_store(settings.channels_url)
+    # Login limits hold across processes when they share Redis; otherwise each process counts.
+    login_store = create_shared_store(settings.channels_url, settings.namespace) or ExpiringMemoryStore()
+    attempts = LoginAttempts(login_store, settings.login_max_failures, settings.login_failure_window_seconds)
     session_maker = db_config.create_session_maker()
     events = EventBus(channels.publish)
     limits = PersonLimits.of(settings)
@@ -117,10 +120,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await prepare_database(db_config.get_engine(), settings)
         install_graceful_shutdown(sockets.close_all)
         logger.info(
-            "WinDI Chat %s ready (env=%s, delivery=%s)",
+            "WinDI Chat %s ready (env=%s, delivery=%s, channel namespace %s)",
             __version__,
             settings.env,
             redact_url(settings.channels_url),
+            settings.namespace,
         )
 
     async def on_shutdown() -> None:
@@ -152,11 +156,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "origins": Provide(lambda: origins, sync_to_thread=False),
             "limits": Provide(lambda: limits, sync_to_thread=False),
+            "attempts": Provide(lambda: attempts, sync_to_thread=False),
         },
         # The gate subscribes to revocations once the channels plugin has started: it comes after it.
         plugins=[SQLAlchemyPlugin(config=db_config), channels, gate],
-        # Login rate limits hold across processes when they share Redis; otherwise each process counts.
-        stores={"rate_limit": shared_store} if shared_store else None,
+        stores={"rate_limit": login_store},
         on_app_init=[auth.on_app_init],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

@@ -57,10 +57,12 @@ def raise_open_files_limit() -> None:
 @click.option("--access-log", is_flag=True, help="Log every HTTP request.")
 @click.option(
     "--forwarded-allow-ips",
-    default="127.0.0.1",
-    show_default=True,
+    # Empty by default, not even 127.0.0.1: anything on the host (or a proxy that passes the header
+    # through) could otherwise pick its own address and walk around the login rate limit.
+    default="",
     envvar="WINDI_FORWARDED_ALLOW_IPS",
-    help="Proxies whose X-Forwarded-* headers are trusted.",
+    help="Proxies whose X-Forwarded-* headers are trusted (comma-separated addresses or networks; "
+    "none by default).",
 )
 def run_command(
     host: str, port: int, workers: int, reload: bool, access_log: bool, forwarded_allow_ips: str
@@ -87,7 +89,7 @@ def run_command(
         reload=reload,
         log_config=log_config,
         access_log=access_log,
-        proxy_headers=True,
+        proxy_headers=bool(forwarded_allow_ips),
         forwarded_allow_ips=forwarded_allow_ips,
         ws_max_size=MAX_FRAME_BYTES,  # uvicorn refuses larger frames before buffering them
         # Chat frames are small: per-message deflate would cost CPU on every delivery and tens of

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from windi_chat.namespaces import MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN, default_namespace
 from windi_chat.origins import parse_origins
 
 __all__ = ("ConfigurationError", "Settings", "read_env_file")
@@ -40,9 +41,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # ...and for how long, before asking again.
     session_recheck_seconds: Annotated[float, msgspec.Meta(ge=0)] = 60.0
     channels_url: str = "memory://"
+    # Prefix of every channel name; empty: derived from the database's name (see ``namespaces``).
+    channels_namespace: Annotated[
+        str, msgspec.Meta(max_length=MAX_NAMESPACE_LENGTH, pattern=NAMESPACE_PATTERN)
+    ] = ""
     log_level: str = "INFO"
     log_format: Literal["text", "json", ""] = ""
     auth_rate_limit: int = 30
+    # Failed password logins of one account (from any address) before its logins are locked for the
+    # rest of the window; 0 turns the lock off.
+    login_max_failures: Annotated[int, msgspec.Meta(ge=0)] = 10
+    login_failure_window_seconds: Annotated[int, msgspec.Meta(ge=1)] = 900
     ws_frames_per_second: float = 20.0
     ws_socket_backlog: Annotated[int, msgspec.Meta(ge=1)] = 1000
     ws_sends_in_flight: Annotated[int, msgspec.Meta(ge=1)] = 32  # a socket's sends awaiting their ack
@@ -97,6 +106,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def origins(self) -> tuple[str, ...]:
         """The browser origins allowed to use the server; empty: only the server's own."""
         return parse_origins(self.allowed_origins)
+
+    @property
+    def namespace(self) -> str:
+        """The channel namespace of this deployment: the setting, or one from the database's name."""
+        return self.channels_namespace or default_namespace(self.database_url)
 
     @property
     def is_sqlite(self) -> bool:

@@ -17,6 +17,7 @@ from litestar.channels import ChannelsBackend
 from litestar.channels.backends.memory import MemoryChannelsBackend
 
 from windi_chat.config import ConfigurationError
+from windi_chat.namespaces import NamespacedBackend
 from windi_chat.pg_channels import PostgresChannelsBackend
 from windi_chat.stores import REDIS_SCHEMES
 
@@ -37,8 +38,11 @@ def _scheme(url: str) -> str:
     return url.partition("://")[0].lower()
 
 
-def create_backend(url: str) -> ChannelsBackend:
-    """The backend named by ``url``; a clear error for an unknown scheme or a missing extra."""
+def create_backend(url: str, namespace: str = "") -> ChannelsBackend:
+    """The backend named by ``url``; a clear error for an unknown scheme or a missing extra.
+
+    A shared backend's channel names carry ``namespace``, so deployments sharing it stay apart.
+    """
     scheme = _scheme(url)
     if scheme == "memory":
         return MemoryChannelsBackend()
@@ -50,9 +54,10 @@ def create_backend(url: str) -> ChannelsBackend:
             raise ConfigurationError(
                 "WINDI_CHANNELS_URL=redis://... needs the redis extra: pip install 'windi-chat[redis]'"
             ) from exc
-        return RedisChannelsPubSubBackend(redis=Redis.from_url(url))
+        return NamespacedBackend(RedisChannelsPubSubBackend(redis=Redis.from_url(url)), namespace)
     if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
-        return PostgresChannelsBackend(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+        dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        return NamespacedBackend(PostgresChannelsBackend(dsn), namespace)
     raise ConfigurationError(
         f"WINDI_CHANNELS_URL={redact_url(url)} is not supported: use memory://, redis://host:6379/0 "
         "or postgresql://user:password@host:5432/database"

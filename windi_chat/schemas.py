@@ -26,6 +26,7 @@ __all__ = (
     "MessageFrame",
     "MessageOut",
     "PasswordChangeIn",
+    "PersonOut",
     "PrivateChatCreate",
     "ReadEventFrame",
     "ReadIn",
@@ -47,10 +48,20 @@ NO_NUL = r"^[^\x00]*$"
 Name = Annotated[
     str, Meta(min_length=1, max_length=100, pattern=r"^(?=[\s\S]*\S)[^\x00]*$", examples=["Ada Lovelace"])
 ]
+EMAIL_MAX_LENGTH = 320
 Email = Annotated[
-    str, Meta(max_length=320, pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$", examples=["ada@example.com"])
+    str,
+    Meta(
+        max_length=EMAIL_MAX_LENGTH,
+        pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$",
+        examples=["ada@example.com"],
+    ),
 ]
-Password = Annotated[str, Meta(min_length=8, max_length=128, examples=["correct horse battery"])]
+# At least 8 characters that are not whitespace: eight spaces are no password.
+Password = Annotated[
+    str,
+    Meta(min_length=8, max_length=128, pattern=r"^(?:\s*\S){8}", examples=["correct horse battery"]),
+]
 UserId = Annotated[int, Meta(ge=1)]
 
 
@@ -61,9 +72,18 @@ class RegisterIn(Struct, forbid_unknown_fields=True):
 
 
 class UserOut(Struct):
+    """The caller's own account: only its owner sees its email."""
+
     id: int
     name: str
     email: str
+
+
+class PersonOut(Struct):
+    """Someone else: their id and name, never their email."""
+
+    id: int
+    name: str
 
 
 class LoginForm(Struct):

@@ -165,6 +165,7 @@ async def change_password(
     """Set a new password once the current one is proven; every other session of the person ends."""
     current_password, new_password = passwords
     user = await db.get(User, user_id)
+    await db.commit()  # hands the connection back to the pool while argon2 runs (nothing is written yet)
     valid, _ = await hasher.verify(current_password, user.password_hash if user else None)
     if user is None or not valid:
         raise WrongPasswordError
