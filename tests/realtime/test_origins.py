@@ -95,19 +95,41 @@ def test_the_servers_own_origin_is_allowed_by_default(
     assert send_and_confirm(socket, "same-origin")["sender_id"] == ada.id
 
 
+@pytest.fixture(scope="module")
+def proxied_server(
+    shared_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """A server behind a TLS proxy on the same host: 127.0.0.1's X-Forwarded-* headers are believed."""
+    env = {"WINDI_FORWARDED_ALLOW_IPS": "127.0.0.1"}
+    server = start_server(shared_database_url, tmp_path_factory.mktemp("proxied") / "server.log", env)
+    yield server
+    stop_server(server)
+
+
 @pytest.mark.parametrize(("scheme", "allowed"), [("https", True), ("http", False)])
 def test_behind_a_tls_proxy_the_own_origin_is_https(
-    rest: Api, connect: Any, shared_server: LiveServer, scheme: str, allowed: bool
+    proxied_server: LiveServer, scheme: str, allowed: bool
 ) -> None:
-    """The test client connects from 127.0.0.1, a trusted proxy: X-Forwarded-Proto sets the scheme."""
+    """The test client connects from 127.0.0.1, a listed proxy: X-Forwarded-Proto sets the scheme."""
+    with proxied_server.http() as http:
+        ada, chat_id = _chat_of_two(Api(http))
+    host = proxied_server.base_url.removeprefix("http://")
+    headers = {"Origin": f"{scheme}://{host}", "X-Forwarded-Proto": "https"}
+    with open_socket(proxied_server.ws_url, chat_id, ada.token, headers=headers) as socket:
+        if allowed:
+            assert send_and_confirm(socket, "through-the-proxy")["sender_id"] == ada.id
+        else:
+            assert receive_until_closed(socket) == ([], CLOSE_FORBIDDEN)
+
+
+def test_x_forwarded_proto_from_an_unlisted_address_is_ignored(
+    rest: Api, connect: Any, shared_server: LiveServer
+) -> None:
+    """By default no address is a proxy, not even 127.0.0.1: the header cannot make http look https."""
     ada, chat_id = _chat_of_two(rest)
     host = shared_server.base_url.removeprefix("http://")
-    headers = {"Origin": f"{scheme}://{host}", "X-Forwarded-Proto": "https"}
-    socket = connect(chat_id, ada.token, headers=headers)
-    if allowed:
-        assert send_and_confirm(socket, "through-the-proxy")["sender_id"] == ada.id
-    else:
-        assert receive_until_closed(socket) == ([], CLOSE_FORBIDDEN)
+    socket = connect(chat_id, ada.token, headers={"Origin": f"https://{host}", "X-Forwarded-Proto": "https"})
+    assert receive_until_closed(socket) == ([], CLOSE_FORBIDDEN)
 
 
 # CORS for REST --------------------------------------------------------------------------------------

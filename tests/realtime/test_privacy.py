@@ -42,7 +42,7 @@ def test_no_response_or_frame_shows_another_persons_email(
         frames,
     ]
     text = json.dumps(seen_by_bob)
-    assert ada.id in [person["id"] for person in seen_by_bob[5]]  # search found her...
+    assert seen_by_bob[6] == [{"id": ada.id, "name": "Ada"}]  # search by her email found her...
     assert ada.email not in text.lower()  # ...and nothing showed her address
     assert cy.email not in text.lower()
     assert "email" not in text
