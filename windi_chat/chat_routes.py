@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from windi_chat.chats import ChatService
@@ -20,6 +20,7 @@ from windi_chat.errors import (
 )
 from windi_chat.events import EventBus
 from windi_chat.http_errors import error_responses
+from windi_chat.inputs import PathId
 from windi_chat.schemas import ChatOut, GroupChatCreate, PrivateChatCreate
 from windi_chat.security import CurrentUser
 
@@ -70,7 +71,7 @@ class ChatController(Controller):
     async def get_chat(
         self,
         request: Request[CurrentUser, Any, Any],
-        chat_id: FromPath[int],
+        chat_id: PathId,
         chats: NamedDependency[ChatService],
     ) -> ChatOut:
         """404 both for a chat that does not exist and for one the caller is not in."""
@@ -93,8 +94,8 @@ class GroupController(Controller):
     async def add_user(
         self,
         request: Request[CurrentUser, Any, Any],
-        group_id: FromPath[int],
-        user_id: FromPath[int],
+        group_id: PathId,
+        user_id: PathId,
         chats: NamedDependency[ChatService],
         events: NamedDependency[EventBus],
     ) -> ChatOut:
@@ -113,8 +114,8 @@ class GroupController(Controller):
     async def remove_user(
         self,
         request: Request[CurrentUser, Any, Any],
-        group_id: FromPath[int],
-        user_id: FromPath[int],
+        group_id: PathId,
+        user_id: PathId,
         chats: NamedDependency[ChatService],
         events: NamedDependency[EventBus],
     ) -> ChatOut:

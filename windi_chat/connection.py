@@ -240,6 +240,8 @@ class ChatConnection:
     async def _handle(self, raw: str | bytes) -> None:
         frame = decode_client_frame(raw)
         if isinstance(frame, ErrorFrame):
+            # One short line, never the frame itself: it may hold a message text, and a client may send many.
+            logger.info("Refused a frame on socket %s: %s", self.socket_id, frame.code)
             await self._send(encode(frame))
             return
         try:
