@@ -7,8 +7,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from tests.api import Account, Api
+from tests.conftest import make_settings, run
+from windi_chat.database import create_db_config
 
 TOO_BIG = 2**63  # one past a BIGINT
 LARGEST = 2**63 - 1
@@ -148,3 +152,25 @@ def test_brackets_inside_a_text_are_not_nesting(api: Api, make_account: Any) -> 
     sent = api.send(ada, chat["id"], text)
 
     assert sent["text"] == text
+
+
+def test_a_failed_statement_does_not_carry_its_parameters(database_url: str) -> None:
+    """What the log would show of a failed query: the SQL, never the message text or email in it."""
+    engine = create_db_config(make_settings(database_url)).get_engine()
+    secret = "a private message text"
+    query = text("SELECT * FROM no_such_table WHERE body = :body")
+
+    async def fail() -> str:
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(query, {"body": secret})
+        except DBAPIError as exc:
+            return str(exc)
+        finally:
+            await engine.dispose()
+        return ""
+
+    error = run(fail())
+
+    assert "no_such_table" in error
+    assert secret not in error
