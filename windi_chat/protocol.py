@@ -87,13 +87,18 @@ def decode_client_frame(raw: str | bytes) -> ClientFrame | ErrorFrame:
     """The frame, or the error frame that tells the client what is wrong with it."""
     if json_too_deep(raw):  # before msgspec, whose limit is the recursion limit, raised as RecursionError
         return ErrorFrame(code="invalid_frame", detail=f"Frames nest at most {MAX_JSON_DEPTH} levels deep")
+    not_json = ErrorFrame(code="invalid_json", detail="Frames must be JSON objects")
     try:
         return _decode(raw)
-    except msgspec.ValidationError as exc:  # valid JSON that is not a frame
+    except msgspec.ValidationError as exc:  # not a frame, and perhaps not JSON either
         problem = str(exc)
     except msgspec.DecodeError:
-        return ErrorFrame(code="invalid_json", detail="Frames must be JSON objects")
-    value = msgspec.json.decode(raw)
+        return not_json
+    # The typed decoder stops at the first wrong type, so "not a frame" may still be broken JSON.
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return not_json
     kind = value.get("type") if isinstance(value, dict) else None
     if kind is None:
         return ErrorFrame(code="invalid_frame", detail="A frame is a JSON object with a type")

@@ -109,3 +109,24 @@ def test_bad_frames_log_one_short_line_each_without_their_text(
 def _refusals(log: str) -> list[str] | None:
     lines = [line for line in log.splitlines() if "Refused a frame" in line]
     return lines if len(lines) >= 4 else None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "\U000f3c9a",  # found by the frame fuzzer: the typed decoder calls it "not a frame", not "not JSON"
+        '{"type": "\\u0014", "client_id": "\\u00fe',  # found by the frame fuzzer: cut short after a bad type
+        '"a string that never ends',
+        "tru",
+    ],
+)
+def test_text_that_is_not_json_gets_invalid_json(rest: Api, connect: Any, raw: str) -> None:
+    ada, bob = rest.people("Ada", "Bob")
+    chat_id = rest.private_chat(ada, bob)["id"]
+    socket = connect(chat_id, ada.token)
+
+    socket.send(raw)
+    error = receive_until(socket, lambda _frame: True)[-1]
+
+    assert (error["type"], error["code"]) == ("error", "invalid_json")
+    assert send_and_confirm(socket, "after-error")["seq"] == 1
