@@ -100,7 +100,7 @@ def json_too_deep(raw: str | bytes, limit: int = MAX_JSON_DEPTH) -> bool:
 
     Cheap for ordinary bodies (fewer brackets than the limit need no scan); linear, in C, otherwise.
     """
-    data = raw.encode() if isinstance(raw, str) else raw
+    data = raw.encode(errors="surrogatepass") if isinstance(raw, str) else raw
     if data.count(b"[") + data.count(b"{") <= limit:
         return False
     brackets = _JSON_STRING.sub(b"", data).translate(_OPEN_CLOSE, _NOT_BRACKET)
