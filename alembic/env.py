@@ -47,7 +47,9 @@ def run_migrations_online() -> None:
     if engine is None:
         from windi_chat.config import Settings
 
-        engine = create_async_engine(Settings.from_env().database_url, poolclass=pool.NullPool)
+        engine = create_async_engine(
+            Settings.from_env().database_url, poolclass=pool.NullPool, hide_parameters=True
+        )
     asyncio.run(run_async_migrations(engine))
 
 

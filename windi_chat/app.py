@@ -28,7 +28,13 @@ from windi_chat.config import Settings
 from windi_chat.database import create_db_config, unavailable_cause
 from windi_chat.delivery import GuardedBackend, create_backend, redact_url
 from windi_chat.events import EventBus
-from windi_chat.http_errors import DATABASE_ERRORS, RETRY_AFTER_SECONDS, exception_handlers, log_unhandled
+from windi_chat.http_errors import (
+    DATABASE_ERRORS,
+    RETRY_AFTER_SECONDS,
+    JSONDepthRequest,
+    exception_handlers,
+    log_unhandled,
+)
 from windi_chat.lifecycle import install_graceful_shutdown, prepare_database
 from windi_chat.limits import PersonLimits
 from windi_chat.login_attempts import LoginAttempts
@@ -165,6 +171,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         exception_handlers=exception_handlers,
+        request_class=JSONDepthRequest,
         cors_config=cors_config(settings.origins),
         openapi_config=OpenAPIConfig(
             title="WinDI Chat",

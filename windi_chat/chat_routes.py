@@ -9,7 +9,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from windi_chat.chats import ChatService
@@ -26,6 +26,7 @@ from windi_chat.errors import (
 from windi_chat.events import EventBus
 from windi_chat.http_errors import error_responses
 from windi_chat.inbox import InboxCursor
+from windi_chat.inputs import PathId
 from windi_chat.schemas import ChatOut, GroupChatCreate, PrivateChatCreate
 from windi_chat.security import CurrentUser
 
@@ -116,7 +117,7 @@ class ChatController(Controller):
     async def get_chat(
         self,
         request: Request[CurrentUser, Any, Any],
-        chat_id: FromPath[int],
+        chat_id: PathId,
         chats: NamedDependency[ChatService],
     ) -> ChatOut:
         """404 both for a chat that does not exist and for one the caller is not in."""
@@ -141,8 +142,8 @@ class GroupController(Controller):
     async def add_user(
         self,
         request: Request[CurrentUser, Any, Any],
-        group_id: FromPath[int],
-        user_id: FromPath[int],
+        group_id: PathId,
+        user_id: PathId,
         chats: NamedDependency[ChatService],
         events: NamedDependency[EventBus],
         settings: NamedDependency[Settings],
@@ -163,8 +164,8 @@ class GroupController(Controller):
     async def remove_user(
         self,
         request: Request[CurrentUser, Any, Any],
-        group_id: FromPath[int],
-        user_id: FromPath[int],
+        group_id: PathId,
+        user_id: PathId,
         chats: NamedDependency[ChatService],
         events: NamedDependency[EventBus],
     ) -> ChatOut:

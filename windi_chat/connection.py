@@ -260,6 +260,9 @@ class ChatConnection:
                     continue
                 await self._unacked.join()  # what came before is answered first
                 if isinstance(frame, ErrorFrame):
+                    # One short line, never the frame itself: it may hold a message text, and a client
+                    # may send many.
+                    logger.info("Refused a frame on socket %s: %s", self.socket_id, frame.code)
                     await self._send(encode(frame))
                 else:
                     await self._answer(frame, self._act(frame))

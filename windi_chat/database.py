@@ -50,11 +50,16 @@ def migrations_path() -> Path:
 
 
 def create_db_config(settings: Settings) -> SQLAlchemyAsyncConfig:
-    """One engine for the app, with the pool and SQLite pragmas a chat server needs."""
-    engine_config = EngineConfig(pool_pre_ping=True)
+    """One engine for the app, with the pool and SQLite pragmas a chat server needs.
+
+    ``hide_parameters``: a failed statement's error (and so the log) never carries its parameters,
+    which hold message texts, names and emails.
+    """
+    engine_config = EngineConfig(pool_pre_ping=True, hide_parameters=True)
     if not settings.is_sqlite:
         # A request that finds every connection busy for db_pool_timeout seconds answers 503.
         engine_config = EngineConfig(
+            hide_parameters=True,
             pool_pre_ping=False,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from litestar import WebSocket
 
+from windi_chat.inputs import MAX_ID
 from windi_chat.origins import OriginPolicy
 from windi_chat.security import TokenClaims, TokenCodec
 from windi_chat.sockets import CLOSE_BAD_REQUEST, CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED
@@ -49,8 +50,10 @@ def check_handshake(
     raw_after = socket.query_params.get("after_seq")
     if raw_after is None:
         return Admission(claims, None)
-    if not (raw_after.isascii() and raw_after.isdigit()):
-        return Refusal(CLOSE_BAD_REQUEST, "after_seq must be a non-negative integer")
+    # Length first: int() of a long enough string of digits raises, and no seq has more than 19.
+    digits = raw_after.isascii() and raw_after.isdigit() and len(raw_after) <= 19
+    if not (digits and int(raw_after) <= MAX_ID):
+        return Refusal(CLOSE_BAD_REQUEST, "after_seq must be an integer from 0 to 2**63-1")
     return Admission(claims, int(raw_after))
 
 

@@ -16,6 +16,7 @@ import msgspec
 from advanced_alchemy.exceptions import NotFoundError as RowNotFoundError
 from advanced_alchemy.exceptions import RepositoryError
 from litestar import Request, Response
+from litestar.exceptions import ClientException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.types import ExceptionHandlersMap, Scope
@@ -35,11 +36,13 @@ from windi_chat.errors import (
     UnavailableError,
     answer_for,
 )
+from windi_chat.inputs import MAX_JSON_DEPTH, json_too_deep
 
 __all__ = (
     "DATABASE_ERRORS",
     "RETRY_AFTER_SECONDS",
     "ErrorOut",
+    "JSONDepthRequest",
     "error_responses",
     "exception_handlers",
     "log_unhandled",
@@ -100,11 +103,37 @@ def database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return Response(ErrorOut(status_code=500, detail="Internal server error"), status_code=500)
 
 
+def invalid_request(_request: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorOut]:
+    """Litestar's 400, except that a path naming nothing that could exist (an id past 64 bits, a
+    malformed session id) is a 404, like a row that does not exist.
+    """
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    in_path = [isinstance(problem, dict) and problem.get("source") == "path" for problem in problems]
+    if problems and all(in_path):
+        return _answer(NotFoundError())
+    body = ErrorOut(status_code=exc.status_code, detail=exc.detail, extra=exc.extra)
+    return Response(body, status_code=exc.status_code)
+
+
+class JSONDepthRequest(Request[Any, Any, Any]):
+    """A request whose JSON body is refused (400) when it nests deeper than ``MAX_JSON_DEPTH``.
+
+    Checked before decoding: msgspec decodes nesting up to the recursion limit, then raises
+    ``RecursionError``, which would be a 500.
+    """
+
+    async def json(self) -> Any:
+        if json_too_deep(await self.body()):
+            raise ClientException(f"JSON must not nest deeper than {MAX_JSON_DEPTH} levels")
+        return await super().json()
+
+
 # asyncpg's own errors as well: a few (a refused connection, say) can escape SQLAlchemy unwrapped.
 DATABASE_ERRORS = (RepositoryError, SQLAlchemyError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 exception_handlers: ExceptionHandlersMap = {
     DomainError: domain_error,
+    ValidationException: invalid_request,
     **dict.fromkeys(DATABASE_ERRORS, database_error),
 }
 

@@ -8,13 +8,14 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
 from litestar.openapi import ResponseSpec
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.errors import ChatNotFoundError, InvalidMessageError, RateLimitedError
 from windi_chat.events import EventBus
 from windi_chat.http_errors import error_responses
+from windi_chat.inputs import MAX_ID, MAX_OFFSET, PathId
 from windi_chat.messaging import history, mark_read
 from windi_chat.schemas import MessageOut, ReadIn, ReadOut, SendMessageIn
 from windi_chat.security import CurrentUser
@@ -25,7 +26,7 @@ __all__ = ("MAX_PAGE", "MessageController")
 MAX_PAGE = 200
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="Page size, 1..200")]
-Seq = Annotated[int | None, QueryParameter(ge=0)]
+Seq = Annotated[int | None, QueryParameter(ge=0, le=MAX_ID)]
 
 
 class MessageController(Controller):
@@ -40,10 +41,10 @@ class MessageController(Controller):
     async def history(
         self,
         request: Request[CurrentUser, Any, Any],
-        chat_id: FromPath[int],
+        chat_id: PathId,
         db_session: NamedDependency[AsyncSession],
         limit: Limit = 50,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
         after_seq: Seq = None,
         before_seq: Seq = None,
     ) -> list[MessageOut]:
@@ -67,7 +68,7 @@ class MessageController(Controller):
     async def send(
         self,
         request: Request[CurrentUser, Any, Any],
-        chat_id: FromPath[int],
+        chat_id: PathId,
         data: JSONBody[SendMessageIn],
         writer: NamedDependency[MessageWriter],
     ) -> Response[MessageOut]:
@@ -89,7 +90,7 @@ class MessageController(Controller):
     async def read(
         self,
         request: Request[CurrentUser, Any, Any],
-        chat_id: FromPath[int],
+        chat_id: PathId,
         data: JSONBody[ReadIn],
         db_session: NamedDependency[AsyncSession],
         events: NamedDependency[EventBus],

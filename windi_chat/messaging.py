@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from windi_chat import message_batch, message_sql
 from windi_chat.errors import ChatNotFoundError, InvalidMessageError
 from windi_chat.events import EventBus
+from windi_chat.inputs import text_problem
 from windi_chat.message_batch import Pending
 from windi_chat.models import utcnow
 from windi_chat.schemas import MAX_TEXT_LENGTH, MessageOut, ReadOut
@@ -61,8 +62,9 @@ def clean_text(text: str) -> str:
     trimmed = text.strip()
     if not 1 <= len(trimmed) <= MAX_TEXT_LENGTH:
         raise InvalidMessageError(f"text must hold 1 to {MAX_TEXT_LENGTH} characters after trimming")
-    if "\x00" in trimmed:  # PostgreSQL text cannot hold it; one such send must not fail a batch
-        raise InvalidMessageError("text must not contain NUL characters")
+    # Checked here too, not only by the frame's schema: one such send must not fail a batch.
+    if problem := text_problem(trimmed):
+        raise InvalidMessageError(problem)
     return trimmed
 
 

@@ -24,6 +24,7 @@ from windi_chat.errors import (
     UnavailableError,
     answer_for,
 )
+from windi_chat.inputs import MAX_JSON_DEPTH, json_too_deep
 from windi_chat.schemas import ClientFrame, ErrorFrame
 from windi_chat.sockets import CLOSE_FORBIDDEN, CLOSE_TRY_AGAIN, CLOSE_UNAUTHORIZED
 
@@ -61,6 +62,9 @@ CLOSE_CODES: dict[type[DomainError], int] = {
 # A tuple, not a set: a client's "type" may be any JSON value, lists included, and those cannot be hashed.
 FRAME_TYPES = tuple(str(kind.__struct_config__.tag) for kind in get_args(ClientFrame))
 
+# How much of an unknown frame type an error frame repeats.
+MAX_SHOWN_TYPE = 64
+
 _decode = msgspec.json.Decoder(ClientFrame).decode
 _encoder = msgspec.json.Encoder()
 
@@ -83,20 +87,28 @@ def error_frame(error: DomainError, client_id: str | None = None) -> ErrorFrame:
 
 def decode_client_frame(raw: str | bytes) -> ClientFrame | ErrorFrame:
     """The frame, or the error frame that tells the client what is wrong with it."""
+    if json_too_deep(raw):  # before msgspec, whose limit is the recursion limit, raised as RecursionError
+        return ErrorFrame(code="invalid_frame", detail=f"Frames nest at most {MAX_JSON_DEPTH} levels deep")
+    not_json = ErrorFrame(code="invalid_json", detail="Frames must be JSON objects")
     try:
         return _decode(raw)
-    except msgspec.ValidationError as exc:  # valid JSON that is not a frame
+    except msgspec.ValidationError as exc:  # not a frame, and perhaps not JSON either
         problem = str(exc)
     except msgspec.DecodeError:
-        return ErrorFrame(code="invalid_json", detail="Frames must be JSON objects")
-    value = msgspec.json.decode(raw)
+        return not_json
+    # The typed decoder stops at the first wrong type, so "not a frame" may still be broken JSON.
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return not_json
     kind = value.get("type") if isinstance(value, dict) else None
     if kind is None:
         return ErrorFrame(code="invalid_frame", detail="A frame is a JSON object with a type")
     client_id = value.get("client_id")
     client_id = client_id if isinstance(client_id, str) else None
     if kind not in FRAME_TYPES:
-        return ErrorFrame(code="unknown_type", detail=f"Unknown frame type: {kind!r}", client_id=client_id)
+        shown = repr(kind)[:MAX_SHOWN_TYPE]  # the answer does not echo a whole frame back
+        return ErrorFrame(code="unknown_type", detail=f"Unknown frame type: {shown}", client_id=client_id)
     return ErrorFrame(code="invalid_frame", detail=problem, client_id=client_id)
 
 

@@ -28,6 +28,7 @@ from windi_chat.errors import (
 )
 from windi_chat.events import EventBus
 from windi_chat.handshake import Refusal, check_handshake, refuse
+from windi_chat.inputs import is_id
 from windi_chat.limits import PersonLimits
 from windi_chat.messaging import can_read
 from windi_chat.origins import OriginPolicy
@@ -62,6 +63,10 @@ async def chat_socket(
         await refuse(socket, *admission)
         return
     claims, after_seq = admission
+    if not is_id(chat_id):  # no chat can have it: refused as a chat the caller is not in
+        missing = ChatNotFoundError()
+        await refuse(socket, close_code(missing), missing.detail)
+        return
     user_id = claims.user_id
     # Counted before the first await, so concurrent handshakes of one person cannot all slip past.
     if not limits.sockets.acquire(user_id):

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from windi_chat.inputs import NAME_PATTERN, NO_CONTROL, TEXT_PATTERN, Id, Seq, has_visible
 from windi_chat.models import ChatType, MemberRole
 
 __all__ = (
@@ -42,33 +43,35 @@ __all__ = (
     "UserOut",
 )
 
-# PostgreSQL text cannot hold NUL: strings that reach a query refuse it here, as a 400, not a 500.
-NO_NUL = r"^[^\x00]*$"
-# A name must hold at least one visible character, and no NUL.
-Name = Annotated[
-    str, Meta(min_length=1, max_length=100, pattern=r"^(?=[\s\S]*\S)[^\x00]*$", examples=["Ada Lovelace"])
-]
+# Strings that reach a query refuse control characters here (PostgreSQL text cannot hold NUL), as a 400.
+NO_NUL = NO_CONTROL
+# No control or bidi characters; a visible one is checked once decoded (``_check_name``).
+Name = Annotated[str, Meta(min_length=1, max_length=100, pattern=NAME_PATTERN, examples=["Ada Lovelace"])]
 EMAIL_MAX_LENGTH = 320
-Email = Annotated[
-    str,
-    Meta(
-        max_length=EMAIL_MAX_LENGTH,
-        pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$",
-        examples=["ada@example.com"],
-    ),
-]
+_EMAIL_PART = r"[^@\s\x00-\x1f\x7f-\x9f]+"
+EMAIL_PATTERN = rf"^{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}$"
+Email = Annotated[str, Meta(max_length=EMAIL_MAX_LENGTH, pattern=EMAIL_PATTERN, examples=["ada@example.com"])]
 # At least 8 characters that are not whitespace: eight spaces are no password.
 Password = Annotated[
     str,
     Meta(min_length=8, max_length=128, pattern=r"^(?:\s*\S){8}", examples=["correct horse battery"]),
 ]
-UserId = Annotated[int, Meta(ge=1)]
+UserId = Id
+
+
+def _check_name(name: str) -> None:
+    """A name of blanks, zero-width characters or a BOM would show as nobody (raised as a 400)."""
+    if not has_visible(name):
+        raise ValueError("name must hold a visible character")
 
 
 class RegisterIn(Struct, forbid_unknown_fields=True):
     name: Name
     email: Email
     password: Password
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
 
 
 class UserOut(Struct):
@@ -89,7 +92,7 @@ class PersonOut(Struct):
 class LoginForm(Struct):
     """The OAuth2 password form: ``username`` holds the email."""
 
-    username: Annotated[str, Meta(max_length=320, pattern=NO_NUL)]
+    username: Annotated[str, Meta(max_length=320, pattern=NO_CONTROL)]
     password: Annotated[str, Meta(max_length=1024)]
 
 
@@ -136,6 +139,9 @@ class GroupChatCreate(Struct, tag="group", tag_field="type", forbid_unknown_fiel
     name: Name
     member_ids: Annotated[list[UserId], Meta(max_length=1000)] = msgspec.field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+
 
 class MessageOut(Struct):
     id: int
@@ -180,19 +186,21 @@ class MemberRemovedFrame(Struct, tag="member_removed", tag_field="type"):
 
 # Messages over REST ----------------------------------------------------------------------------------
 
-ClientId = Annotated[str, Meta(min_length=1, max_length=64, pattern=NO_NUL, examples=["3f1c9a52-msg-1"])]
+ClientId = Annotated[str, Meta(min_length=1, max_length=64, pattern=NO_CONTROL, examples=["3f1c9a52-msg-1"])]
 MAX_TEXT_LENGTH = 4096
+# Trimmed and checked for a visible character by ``messaging.clean_text``, for REST and socket alike.
+MessageText = Annotated[str, Meta(max_length=4 * MAX_TEXT_LENGTH, pattern=TEXT_PATTERN)]
 
 
 class SendMessageIn(Struct, forbid_unknown_fields=True):
     """``text`` is trimmed, then must hold 1..4096 characters."""
 
-    text: Annotated[str, Meta(max_length=4 * MAX_TEXT_LENGTH)]
+    text: MessageText
     client_id: ClientId
 
 
 class ReadIn(Struct, forbid_unknown_fields=True):
-    seq: Annotated[int, Meta(ge=0)]
+    seq: Seq
 
 
 class ReadOut(Struct):
@@ -208,11 +216,11 @@ MAX_FRAME_BYTES = 65_536
 
 class SendFrame(Struct, tag="send", tag_field="type", forbid_unknown_fields=True):
     client_id: ClientId
-    text: Annotated[str, Meta(max_length=4 * MAX_TEXT_LENGTH)]
+    text: MessageText
 
 
 class ReadFrame(Struct, tag="read", tag_field="type", forbid_unknown_fields=True):
-    seq: Annotated[int, Meta(ge=0)]
+    seq: Seq
 
 
 class TypingFrame(Struct, tag="typing", tag_field="type", forbid_unknown_fields=True):

@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,6 +15,7 @@ from windi_chat.config import Settings
 from windi_chat.errors import InvalidRefreshTokenError, SessionNotFoundError, WrongPasswordError
 from windi_chat.events import EventBus
 from windi_chat.http_errors import error_responses
+from windi_chat.inputs import SessionId
 from windi_chat.schemas import PasswordChangeIn, RefreshIn, SessionOut, TokenOut
 from windi_chat.security import CurrentUser, PasswordHasher, TokenCodec
 from windi_chat.sessions import (
@@ -85,7 +86,7 @@ class SessionController(Controller):
     async def revoke(
         self,
         request: Caller,
-        session_id: FromPath[str],
+        session_id: SessionId,
         db_session: NamedDependency[AsyncSession],
         events: NamedDependency[EventBus],
     ) -> None:
