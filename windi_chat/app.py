@@ -33,6 +33,7 @@ from windi_chat.lifecycle import install_graceful_shutdown, prepare_database
 from windi_chat.logs import install_redaction, logging_dict
 from windi_chat.message_routes import MessageController
 from windi_chat.origins import OriginPolicy, cors_config
+from windi_chat.poller import DeliveryPoller
 from windi_chat.realtime import chat_socket
 from windi_chat.revocations import SessionGate
 from windi_chat.schemas import HealthOut
@@ -50,8 +51,14 @@ HEALTH_TIMEOUT_SECONDS = 3.0
 
 
 @get("/health", operation_id="health", tags=["service"], summary="Is the database answering?", security=[{}])
-async def health(db_engine: NamedDependency[AsyncEngine]) -> Response[HealthOut]:
-    """200 when the database answers a query within a few seconds, 503 otherwise."""
+async def health(
+    db_engine: NamedDependency[AsyncEngine], poller: NamedDependency[DeliveryPoller]
+) -> Response[HealthOut]:
+    """200 when the database answers a query within a few seconds, 503 otherwise.
+
+    The status is ``degraded`` (still 200) while live delivery is down and sockets are served from the
+    database: the service works, more slowly.
+    """
     try:
         with anyio.fail_after(HEALTH_TIMEOUT_SECONDS):
             async with db_engine.connect() as connection:
@@ -63,7 +70,7 @@ async def health(db_engine: NamedDependency[AsyncEngine]) -> Response[HealthOut]
             status_code=HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
-    return Response(HealthOut(status="ok"))
+    return Response(HealthOut(status="degraded" if poller.degraded else "ok"))
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -76,17 +83,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
     hasher = PasswordHasher(settings.argon2_time_cost, settings.argon2_memory_kib)
     token_ttl = timedelta(seconds=settings.token_ttl_seconds)
 
-    # The backend reports lost events to the sockets and the session gate, which subscribe through the
+    # The backend reports lost events to the session gate and the poller, which subscribe through the
     # plugin that wraps the backend: they come after it and the backend reaches them through this callback.
     def events_lost(channels: Iterable[str] | None) -> None:
         gate.events_lost(channels)
-        sockets.events_lost(channels)
+        poller.events_lost(channels)
 
     backend = GuardedBackend(create_backend(settings.channels_url), on_lost=events_lost)
     channels = ChannelsPlugin(backend=backend, arbitrary_channels_allowed=True)
     sockets = SocketRegistry(channels, backend, settings.ws_send_timeout)
     shared_store = create_shared_store(settings.channels_url)
     session_maker = db_config.create_session_maker()
+    poller = DeliveryPoller(sockets, channels, session_maker, settings.delivery_poll_seconds)
     events = EventBus(channels.publish)
     writer = MessageWriter(session_maker, events)
     origins = OriginPolicy(settings.origins)
@@ -122,6 +130,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
 
     async def on_shutdown() -> None:
+        await poller.stop()
         await writer.close()
         await db_config.get_engine().dispose()
 
@@ -144,6 +153,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "sessions": Provide(lambda: session_maker, sync_to_thread=False),
             "writer": Provide(lambda: writer, sync_to_thread=False),
             "registry": Provide(lambda: sockets, sync_to_thread=False),
+            "poller": Provide(lambda: poller, sync_to_thread=False),
             "hasher": Provide(lambda: hasher, sync_to_thread=False),
             "tokens": Provide(lambda: tokens, sync_to_thread=False),
             "gate": Provide(lambda: gate, sync_to_thread=False),

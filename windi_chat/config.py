@@ -40,6 +40,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # ...and for how long, before asking again.
     session_recheck_seconds: Annotated[float, msgspec.Meta(ge=0)] = 60.0
     channels_url: str = "memory://"
+    # While the delivery backend is down, how often each process reads its sockets' new events.
+    delivery_poll_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
     log_level: str = "INFO"
     log_format: Literal["text", "json", ""] = ""
     auth_rate_limit: int = 30
