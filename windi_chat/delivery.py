@@ -113,7 +113,7 @@ class GuardedBackend(ChannelsBackend):
         try:
             await self._backend.subscribe(wanted)
         except Exception as exc:
-            logger.warning("Subscribing to %s failed: %s", ", ".join(sorted(wanted)), exc)
+            logger.info("Subscribing to %s failed: %s", ", ".join(sorted(wanted)), exc)
             self._failed |= wanted
             self._on_lost(wanted)
             return
