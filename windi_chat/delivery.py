@@ -3,7 +3,8 @@
 ``memory://`` serves one process. ``redis://`` (Litestar's Redis pub/sub backend) and ``postgresql://``
 (LISTEN/NOTIFY, :mod:`windi_chat.pg_channels`) carry events between processes and hosts. Whatever
 the backend, :class:`GuardedBackend` keeps a failure from silencing delivery: the database holds every
-message, so sockets that may have missed live events are told to reconnect and catch up.
+message, so sockets that may have missed live events are served from it until the backend is back
+(degraded mode, :mod:`windi_chat.poller`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The open sockets of a process, and the limits every socket shares.
 
 :class:`SocketRegistry` subscribes sockets to their chat's events and closes them when they must catch
-up (lost events, a stuck client, shutdown); :class:`FrameRateLimiter` bounds what one socket may send.
+up (a stuck client, shutdown); :class:`FrameRateLimiter` bounds what one socket may send. Sockets that
+may have missed live events stay open: the ``DeliveryPoller`` serves them from the database.
 """
 
 from __future__ import annotations
