@@ -70,6 +70,7 @@ class DeliveryPoller:
         self._probe_back = False
         self._generations = itertools.count()
         self._failing = False
+        self._resuming = False
 
     @property
     def degraded(self) -> bool:
@@ -80,6 +81,8 @@ class DeliveryPoller:
         self._epoch += 1
         self._probes.clear()
         self._probe_back = False
+        if self._task is not None and not self._resuming:
+            return  # every socket polls already (this runs for every event lost while down)
         self._registry.degraded = True
         for connection in self._registry:
             connection.feed.poll()
@@ -199,6 +202,16 @@ class DeliveryPoller:
 
     async def _resume(self) -> bool:
         """Hand every socket back to live delivery at a seam; False when the backend was lost again."""
+        self._resuming = True
+        try:
+            return await self._seam()
+        finally:
+            self._resuming = False
+            if self._task is not None:  # not resumed: the sockets holding live messages poll again
+                for connection in self._registry:
+                    connection.feed.poll()
+
+    async def _seam(self) -> bool:
         epoch = self._epoch
         waiting = [c for c in self._registry if c.feed.mode is not Mode.LIVE]
         while waiting:

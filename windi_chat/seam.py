@@ -70,9 +70,10 @@ class SocketFeed:
         return True
 
     def poll(self) -> None:
-        """The backend is down: the poller delivers from now on."""
-        self.mode = Mode.POLLING
-        self._held.clear()
+        """The backend is down: the poller delivers from now on, starting after what the client has."""
+        if self.mode is not Mode.POLLING:
+            self.mode, self.queued = Mode.POLLING, self.delivered
+            self._held.clear()
 
     def resume(self, generation: int) -> None:
         """The backend delivers again: hold live messages until the seam marker of ``generation``."""
