@@ -29,7 +29,7 @@ from websockets.sync.client import ClientConnection
 from tests.api import Account, Api
 from tests.conftest import LiveServer, free_port, run, start_server, stop_server, wait_for
 from tests.redis_server import RedisServer
-from tests.wsclient import Frame, open_socket
+from tests.wsclient import Frame, open_socket, receive_until_closed
 
 DELIVERY_DEADLINE = 3.0  # seconds for a message to reach every member while the backend is down
 CLOSE_UNAUTHORIZED = 4401
@@ -212,6 +212,9 @@ def test_sockets_are_served_from_the_database_while_the_delivery_backend_is_down
             api_a.logout(revoked)
             wait_for(revoked_a.closed, timeout=DELIVERY_DEADLINE)
             assert revoked_a.close_code == CLOSE_UNAUTHORIZED
+            for server in (a, b):  # the revocation event was lost: each process asks the database
+                with open_socket(server.ws_url, chat_id, revoked.token) as refused:
+                    assert receive_until_closed(refused)[1] == CLOSE_UNAUTHORIZED
 
             remaining = [owner_a, member_b, late_b]
             send_and_see_delivered(api_a, owner, chat_id, "last-down", remaining)
