@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from tests.api import Api
 from tests.conftest import make_settings, register_and_login, wait_for
 from tests.test_delivery import fail_always, guarded_inner_backend, health_status, message_ids, send
 from windi_chat import poll_sql, poller
@@ -76,3 +77,25 @@ def test_the_poll_interval_is_a_setting(database_url: str, monkeypatch: pytest.M
             assert message_ids(socket, "polled") == ["polled"]
             down.clear()
             wait_for(lambda: health_status(client) == "ok", interval=0.1)
+
+
+def test_a_member_added_and_a_marker_moved_while_polling_reach_the_sockets(
+    client: TestClient[Any], api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner, member, newcomer = api.people("Owner", "Member", "Newcomer")
+    chat_id = api.group(owner, "Team", [member])["id"]
+    api.send(owner, chat_id, "hello", "hello")
+    fail_always(monkeypatch, guarded_inner_backend(client.app), "publish")
+    with client.websocket_connect(f"/ws/{chat_id}?token={owner.token}") as socket:
+        send(client, owner, chat_id, "first-polled")  # starts degraded mode
+        assert message_ids(socket, "first-polled") == ["first-polled"]
+        api.add_member(owner, chat_id, newcomer)
+        answer = api.read(member, chat_id, 2)
+        seen: list[dict[str, Any]] = []
+        while not any(f["type"] == "read" for f in seen) or not any(
+            f["type"] == "member_added" for f in seen
+        ):
+            seen.append(socket.receive_json(timeout=10))
+    assert {"type": "member_added", "chat_id": chat_id, "user_id": newcomer.id} in seen
+    read = next(f for f in seen if f["type"] == "read")
+    assert (read["user_id"], read["seq"], read["all_read_seq"]) == (member.id, 2, answer["all_read_seq"])
