@@ -41,6 +41,7 @@ from windi_chat.login_attempts import LoginAttempts
 from windi_chat.logs import install_redaction, logging_dict
 from windi_chat.message_routes import MessageController
 from windi_chat.origins import OriginPolicy, cors_config
+from windi_chat.poller import DeliveryPoller
 from windi_chat.realtime import chat_socket
 from windi_chat.revocations import SessionGate
 from windi_chat.schemas import HealthOut
@@ -58,8 +59,14 @@ HEALTH_TIMEOUT_SECONDS = 3.0
 
 
 @get("/health", operation_id="health", tags=["service"], summary="Is the database answering?", security=[{}])
-async def health(db_engine: NamedDependency[AsyncEngine]) -> Response[HealthOut]:
-    """200 when the database answers a query within a few seconds, 503 otherwise."""
+async def health(
+    db_engine: NamedDependency[AsyncEngine], poller: NamedDependency[DeliveryPoller]
+) -> Response[HealthOut]:
+    """200 when the database answers a query within a few seconds, 503 otherwise.
+
+    The status is ``degraded`` (still 200) while live delivery is down and sockets are served from the
+    database: the service works, more slowly.
+    """
     try:
         with anyio.fail_after(HEALTH_TIMEOUT_SECONDS):
             async with db_engine.connect() as connection:
@@ -71,7 +78,7 @@ async def health(db_engine: NamedDependency[AsyncEngine]) -> Response[HealthOut]
             status_code=HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
-    return Response(HealthOut(status="ok"))
+    return Response(HealthOut(status="degraded" if poller.degraded else "ok"))
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -84,11 +91,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     hasher = PasswordHasher(settings.argon2_time_cost, settings.argon2_memory_kib)
     token_ttl = timedelta(seconds=settings.token_ttl_seconds)
 
-    # The backend reports lost events to the sockets and the session gate, which subscribe through the
+    # The backend reports lost events to the session gate and the poller, which subscribe through the
     # plugin that wraps the backend: they come after it and the backend reaches them through this callback.
     def events_lost(channels: Iterable[str] | None) -> None:
         gate.events_lost(channels)
-        sockets.events_lost(channels)
+        poller.events_lost(channels)
 
     backend = GuardedBackend(create_backend(settings.channels_url, settings.namespace), on_lost=events_lost)
     channels = ChannelsPlugin(backend=backend, arbitrary_channels_allowed=True)
@@ -97,6 +104,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     login_store = create_shared_store(settings.channels_url, settings.namespace) or ExpiringMemoryStore()
     attempts = LoginAttempts(login_store, settings.login_max_failures, settings.login_failure_window_seconds)
     session_maker = db_config.create_session_maker()
+    poller = DeliveryPoller(sockets, channels, session_maker, settings.delivery_poll_seconds)
     events = EventBus(channels.publish)
     limits = PersonLimits.of(settings)
     writer = MessageWriter(session_maker, events, limiter=limits.sends)
@@ -134,6 +142,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
 
     async def on_shutdown() -> None:
+        await poller.stop()
         await writer.close()
         await db_config.get_engine().dispose()
 
@@ -156,6 +165,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "sessions": Provide(lambda: session_maker, sync_to_thread=False),
             "writer": Provide(lambda: writer, sync_to_thread=False),
             "registry": Provide(lambda: sockets, sync_to_thread=False),
+            "poller": Provide(lambda: poller, sync_to_thread=False),
             "hasher": Provide(lambda: hasher, sync_to_thread=False),
             "tokens": Provide(lambda: tokens, sync_to_thread=False),
             "gate": Provide(lambda: gate, sync_to_thread=False),

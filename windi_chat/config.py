@@ -45,6 +45,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     channels_namespace: Annotated[
         str, msgspec.Meta(max_length=MAX_NAMESPACE_LENGTH, pattern=NAMESPACE_PATTERN)
     ] = ""
+    # While the delivery backend is down, how often each process reads its sockets' new events.
+    delivery_poll_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
     log_level: str = "INFO"
     log_format: Literal["text", "json", ""] = ""
     auth_rate_limit: int = 30

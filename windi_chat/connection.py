@@ -43,6 +43,7 @@ from windi_chat.schemas import (
     ResyncFrame,
     SendFrame,
 )
+from windi_chat.seam import POLLED, Mode, SocketFeed
 from windi_chat.security import TokenClaims, TokenCodec
 from windi_chat.sockets import (
     CLOSE_FORBIDDEN,
@@ -85,6 +86,7 @@ class ChatConnection:
         claims: TokenClaims,
         subscriber: Subscriber,
         shared: SocketContext,
+        seen_seq: int,
     ) -> None:
         settings = shared.settings
         self.socket = socket
@@ -95,6 +97,8 @@ class ChatConnection:
         self.socket_id = secrets.token_hex(8)
         self._socket_id_bytes = self.socket_id.encode()
         self._subscriber = subscriber
+        # What the socket has sent, and whether its events come live or from the database poller.
+        self.feed = SocketFeed(seen_seq)
         self._shared = shared
         self._events = shared.events
         self._sessions = shared.sessions
@@ -178,22 +182,40 @@ class ChatConnection:
     # Forwarding events ------------------------------------------------------------------------------
 
     async def _forward_events(self, after_seq: int | None) -> None:
-        sent_up_to = 0 if after_seq is None else await self._catch_up(after_seq)
-        if sent_up_to is None:
-            return
+        if after_seq is not None:
+            sent_up_to = await self._catch_up(after_seq)
+            if sent_up_to is None:
+                return
+            self.feed.caught_up(sent_up_to)
+        feed = self.feed
         async for payload in self._subscriber.iter_events():
             if self._subscriber.qsize > self._backlog:
                 await self.close(CLOSE_TRY_AGAIN, "fell too far behind")
                 return
-            kind, argument, frame = split_event(payload)
-            if kind == KIND_MESSAGE and sent_up_to and int(argument) <= sent_up_to:
-                continue  # already sent during catch-up
-            if kind == KIND_TYPING and argument == self._socket_id_bytes:
+            if feed.mode is Mode.LIVE and payload[0] != POLLED:
+                if not await self._forward(payload):
+                    return
                 continue
-            await self._send(frame)
-            if kind == KIND_REMOVED and int(argument) == self.user_id:
-                await self.close(CLOSE_FORBIDDEN, "removed from this chat")
-                return
+            for event in feed.admit(payload):  # delivery from the database (see ``seam``)
+                if not await self._forward(event):
+                    return
+
+    async def _forward(self, payload: bytes) -> bool:
+        """Send one event unless the client has it; False once the socket closed for a removal."""
+        kind, argument, frame = split_event(payload)
+        if kind == KIND_MESSAGE and not self.feed.fresh(int(argument)):
+            return True  # already sent, during catch-up or by the poller
+        if kind == KIND_TYPING and argument == self._socket_id_bytes:
+            return True
+        await self._send(frame)
+        if kind == KIND_REMOVED and int(argument) == self.user_id:
+            await self.close(CLOSE_FORBIDDEN, "removed from this chat")
+            return False
+        return True
+
+    def enqueue(self, payload: bytes) -> None:
+        """Queue an event read from the database, behind the live events already waiting."""
+        self._subscriber.put_nowait(payload)
 
     async def _catch_up(self, after_seq: int) -> int | None:
         """Send what was stored after ``after_seq``; return the seq up to which live copies are dropped.

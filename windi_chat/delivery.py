@@ -3,7 +3,8 @@
 ``memory://`` serves one process. ``redis://`` (Litestar's Redis pub/sub backend) and ``postgresql://``
 (LISTEN/NOTIFY, :mod:`windi_chat.pg_channels`) carry events between processes and hosts. Whatever
 the backend, :class:`GuardedBackend` keeps a failure from silencing delivery: the database holds every
-message, so sockets that may have missed live events are told to reconnect and catch up.
+message, so sockets that may have missed live events are served from it until the backend is back
+(degraded mode, :mod:`windi_chat.poller`).
 """
 
 from __future__ import annotations
@@ -71,11 +72,12 @@ class GuardedBackend(ChannelsBackend):
     event queues up silently; its subscriber worker likewise ends when the event stream breaks. Here a
     failed publish is logged and reported (the event is lost for live delivery only: the database has
     it), and a broken stream is reported and reopened with backoff. ``on_lost`` receives the channels
-    whose sockets may have missed events, or ``None`` for all of them, so they can be told to catch up.
+    whose sockets may have missed events, or ``None`` for all of them, so they can be served from the
+    database until the backend is back (see ``windi_chat.poller``).
 
     A failed subscribe is not raised into the plugin, which would keep the channel marked as
-    subscribed for every later socket; the channel is left out of :meth:`is_subscribed` instead, and the
-    socket that asked for it is refused.
+    subscribed for every later socket; it is reported like a lost event, the channel is left out of
+    :meth:`is_subscribed`, and :meth:`subscribe_again` retries it once the backend is back.
 
     Upstream: the publish worker's end is https://github.com/litestar-org/litestar/issues/5008 (a single
     exception in ``backend.publish`` breaks all later publishing); once a release that fixes it is the
@@ -88,6 +90,8 @@ class GuardedBackend(ChannelsBackend):
         self._backend = backend
         self._on_lost = on_lost
         self._subscribed: set[str] = set()
+        self._failed: set[str] = set()  # wanted by the plugin, but not subscribed on the backend
+        self._publish_failing = False
 
     def is_subscribed(self, channel: str) -> bool:
         return channel in self._subscribed
@@ -101,22 +105,44 @@ class GuardedBackend(ChannelsBackend):
     async def publish(self, data: bytes, channels: Iterable[str]) -> None:
         try:
             await self._backend.publish(data, channels)
-        except Exception:
-            logger.exception("Publishing an event failed; its sockets will be asked to catch up")
+        except Exception as exc:
+            # Once per outage: the poller's warning says what it means, and every event would repeat it.
+            log = logger.debug if self._publish_failing else logger.info
+            log("Publishing an event failed: %s: %s", type(exc).__name__, exc)
+            self._publish_failing = True
             self._on_lost(list(channels))
+        else:
+            self._publish_failing = False
 
     async def subscribe(self, channels: Iterable[str]) -> None:
         wanted = set(channels)
         try:
             await self._backend.subscribe(wanted)
         except Exception as exc:
-            logger.warning("Subscribing to %s failed: %s", ", ".join(sorted(wanted)), exc)
+            logger.info("Subscribing to %s failed: %s", ", ".join(sorted(wanted)), exc)
+            self._failed |= wanted
+            self._on_lost(wanted)
             return
         self._subscribed |= wanted
+
+    async def subscribe_again(self) -> bool:
+        """Retry the subscribes that failed; whether every wanted channel is now subscribed."""
+        retried = set(self._failed)
+        if not retried:
+            return True
+        try:
+            await self._backend.subscribe(retried)
+        except Exception as exc:
+            logger.debug("Subscribing again to %d channels failed: %s", len(retried), exc)
+            return False
+        self._subscribed |= retried & self._failed  # less any unsubscribed meanwhile
+        self._failed -= retried
+        return True
 
     async def unsubscribe(self, channels: Iterable[str]) -> None:
         unwanted = set(channels)
         self._subscribed -= unwanted
+        self._failed -= unwanted
         try:
             await self._backend.unsubscribe(unwanted)
         except Exception as exc:
@@ -131,7 +157,8 @@ class GuardedBackend(ChannelsBackend):
                     yield event
                 return
             except Exception as exc:
-                logger.error("The event stream broke (%s); reopening it in %.1fs", exc, delay)
+                log = logger.info if delay == 0.1 else logger.debug  # once per outage, as for publishing
+                log("The event stream broke (%s: %s); reopening it in %.1fs", type(exc).__name__, exc, delay)
                 self._on_lost(None)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -40,6 +40,7 @@ __all__ = (
     "Publish",
     "chat_channel",
     "discard",
+    "event_payload",
     "revocation_payload",
     "split_event",
 )
@@ -85,7 +86,7 @@ class EventBus:
         self._publish = publish
 
     def _on_commit(self, session: AsyncSession, chat_id: int, header: bytes, frame: msgspec.Struct) -> None:
-        self._queue(session, header + b"\n" + _encoder.encode(frame), chat_channel(chat_id))
+        self._queue(session, event_payload(header, frame), chat_channel(chat_id))
 
     def _queue(self, session: AsyncSession, payload: bytes, channel: str) -> None:
         session.info.setdefault(_PENDING, []).append((self._publish, payload, channel))
@@ -113,6 +114,11 @@ class EventBus:
         """Typing changes nothing stored, so it goes out at once."""
         frame = TypingEventFrame(chat_id=chat_id, user_id=user_id)
         self._publish(b"T" + socket_id.encode() + b"\n" + _encoder.encode(frame), chat_channel(chat_id))
+
+
+def event_payload(header: bytes, frame: msgspec.Struct) -> bytes:
+    """An event as it travels: the short header a socket reads, then the frame it forwards as is."""
+    return header + b"\n" + _encoder.encode(frame)
 
 
 def revocation_payload(session_ids: list[str]) -> bytes:

@@ -31,6 +31,7 @@ __all__ = (
     "all_read_seq",
     "is_member",
     "last_seq",
+    "member_last_seq",
     "move_read_marker",
     "original",
     "page",
@@ -119,6 +120,11 @@ _MEMBER = select(_is_member)
 _ALL_READ = select(all_read_seq)
 _AFTER = _message_rows.where(_messages.c.seq > bindparam("after_seq")).order_by(_messages.c.seq).limit(_limit)
 _LAST_SEQ = select(_chats.c.last_seq).where(_chats.c.id == _chat)
+_MEMBER_LAST_SEQ = (
+    select(_chats.c.last_seq)
+    .join(_members, (_members.c.chat_id == _chats.c.id) & (_members.c.user_id == _person))
+    .where(_chats.c.id == _chat)
+)
 
 
 async def original(session: AsyncSession, chat_id: int, sender_id: int, client_id: str) -> Row[Any] | None:
@@ -163,6 +169,11 @@ async def rows_after(session: AsyncSession, chat_id: int, after_seq: int, limit:
 
 async def last_seq(session: AsyncSession, chat_id: int) -> int:
     return await session.scalar(_LAST_SEQ, {"chat": chat_id}) or 0
+
+
+async def member_last_seq(session: AsyncSession, chat_id: int, user_id: int) -> int | None:
+    seq: int | None = await session.scalar(_MEMBER_LAST_SEQ, {"chat": chat_id, "person": user_id})
+    return seq
 
 
 async def is_member(session: AsyncSession, chat_id: int, user_id: int) -> bool:

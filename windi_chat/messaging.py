@@ -29,6 +29,7 @@ __all__ = (
     "history",
     "last_seq",
     "mark_read",
+    "member_last_seq",
     "message_out",
     "messages_after",
     "send_message",
@@ -161,6 +162,11 @@ async def history(
 async def can_read(session: AsyncSession, chat_id: int, user_id: int) -> bool:
     """Whether the user is a member of the chat (a missing chat has no members)."""
     return await message_sql.is_member(session, chat_id, user_id)
+
+
+async def member_last_seq(session: AsyncSession, chat_id: int, user_id: int) -> int | None:
+    """The chat's last seq if the user is a member, else None: where a new socket's live events start."""
+    return await message_sql.member_last_seq(session, chat_id, user_id)
 
 
 async def last_seq(session: AsyncSession, chat_id: int) -> int:

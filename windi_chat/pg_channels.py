@@ -146,8 +146,8 @@ class PostgresChannelsBackend(ChannelsBackend):
     - Events over the NOTIFY limit are split into parts sent in one transaction, which PostgreSQL
       delivers together and in order, and joined again on receipt.
     - When the LISTEN connection is lost, or stays silent and then fails to answer, the event stream
-      raises (so sockets are told to catch up) and the next stream reconnects and listens on every
-      subscribed channel again.
+      raises (so sockets are served from the database meanwhile) and the next stream reconnects and
+      listens on every subscribed channel again.
     """
 
     def __init__(self, dsn: str) -> None:

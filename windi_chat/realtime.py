@@ -30,12 +30,12 @@ from windi_chat.events import EventBus
 from windi_chat.handshake import Refusal, check_handshake, refuse
 from windi_chat.inputs import is_id
 from windi_chat.limits import PersonLimits
-from windi_chat.messaging import can_read
+from windi_chat.messaging import member_last_seq
 from windi_chat.origins import OriginPolicy
 from windi_chat.protocol import close_code, warn_if_unavailable
 from windi_chat.revocations import SessionGate
 from windi_chat.security import TokenClaims, TokenCodec
-from windi_chat.sockets import CLOSE_TOO_MANY, CLOSE_TRY_AGAIN, SocketRegistry
+from windi_chat.sockets import CLOSE_TOO_MANY, SocketRegistry
 from windi_chat.writer import MessageWriter
 
 __all__ = ("chat_socket",)
@@ -92,22 +92,20 @@ async def _serve(
     # Subscribed before membership is checked: a removal that commits after the check is published
     # after it too, so this socket hears it and closes; one that commits before fails the check.
     subscriber = await registry.subscribe(chat_id)
-    if subscriber is None:
-        await refuse(socket, CLOSE_TRY_AGAIN, "live delivery unavailable")
-        return
     try:
         try:
             if not await shared.gate.is_live(claims.session_id, user_id):
                 raise UnauthenticatedError("session ended; log in again")
             async with unit_of_work(shared.sessions) as session:
-                if not await can_read(session, chat_id, user_id):
-                    raise ChatNotFoundError
+                seen_seq = await member_last_seq(session, chat_id, user_id)
+            if seen_seq is None:
+                raise ChatNotFoundError
         except DomainError as error:
             warn_if_unavailable(error, "handshake")
             await refuse(socket, close_code(error), error.detail)
             return
         await socket.accept()
-        connection = ChatConnection(socket, chat_id, claims, subscriber, shared)
+        connection = ChatConnection(socket, chat_id, claims, subscriber, shared, seen_seq)
         registry.add(connection)
         logger.info("Socket opened: chat_id=%s user_id=%s socket=%s", chat_id, user_id, connection.socket_id)
         try:

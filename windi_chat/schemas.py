@@ -128,7 +128,8 @@ class SessionOut(Struct):
 
 
 class HealthOut(Struct):
-    status: Literal["ok", "unavailable"]
+    # degraded: the database answers, live delivery is down and sockets are served by polling it
+    status: Literal["ok", "degraded", "unavailable"]
 
 
 class PrivateChatCreate(Struct, tag="private", tag_field="type", forbid_unknown_fields=True):

@@ -1,7 +1,8 @@
 """The open sockets of a process, and the limits every socket shares.
 
 :class:`SocketRegistry` subscribes sockets to their chat's events and closes them when they must catch
-up (lost events, a stuck client, shutdown); :class:`FrameRateLimiter` bounds what one socket may send.
+up (a stuck client, shutdown); :class:`FrameRateLimiter` bounds what one socket may send. Sockets that
+may have missed live events stay open: the ``DeliveryPoller`` serves them from the database.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ logger = logging.getLogger("windi_chat.realtime")
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008  # flooding
 CLOSE_TOO_BIG = 1009
-CLOSE_SERVICE_RESTART = 1012  # live events were lost: reconnect with after_seq
+CLOSE_SERVICE_RESTART = 1012  # the server is restarting: reconnect with after_seq
 CLOSE_TRY_AGAIN = 1013  # fell too far behind, or the database is unavailable: reconnect with after_seq
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
@@ -99,19 +100,23 @@ class SocketRegistry:
         self._tasks: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
         self.closing = False
+        self.degraded = False  # set by the DeliveryPoller: new sockets are served from the database
 
     def __len__(self) -> int:
         return len(self._connections)
 
-    async def subscribe(self, chat_id: int) -> Subscriber | None:
-        """A subscriber to the chat's events, or None when the backend could not subscribe."""
-        channel = chat_channel(chat_id)
+    def __iter__(self) -> Iterator[ChatConnection]:
+        return iter(list(self._connections))
+
+    async def subscribe(self, chat_id: int) -> Subscriber:
+        """A subscriber to the chat's events (if the backend could not subscribe, the poller serves it)."""
         async with self._subscription_lock:
-            subscriber = await self._channels.subscribe(channel)
-            if self._backend.is_subscribed(channel):
-                return subscriber
-            await self._leave(subscriber, channel)
-        return None
+            return await self._channels.subscribe(chat_channel(chat_id))
+
+    async def subscribe_again(self) -> bool:
+        """Subscribe the channels the backend refused while it was down; whether all are subscribed."""
+        async with self._subscription_lock:
+            return await self._backend.subscribe_again()
 
     async def unsubscribe(self, subscriber: Subscriber, chat_id: int) -> None:
         with anyio.CancelScope(shield=True):
@@ -127,6 +132,8 @@ class SocketRegistry:
             self._channels._channels.pop(channel, None)
 
     def add(self, connection: ChatConnection) -> None:
+        if self.degraded:
+            connection.feed.poll()
         self._connections.add(connection)
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = asyncio.get_running_loop().create_task(self._close_stuck_sockets())
@@ -170,11 +177,3 @@ class SocketRegistry:
         for connection in list(self._connections):
             if connection.session_id == session_id:
                 self._spawn(connection.shutdown(CLOSE_UNAUTHORIZED, "session ended; log in again"))
-
-    def events_lost(self, channels: Iterable[str] | None) -> None:
-        """Live events may have been lost: close the affected sockets so their clients catch up."""
-        wanted = None if channels is None else set(channels)
-        for connection in list(self._connections):
-            if wanted is None or chat_channel(connection.chat_id) in wanted:
-                reason = "events lost; reconnect with after_seq"
-                self._spawn(connection.shutdown(CLOSE_SERVICE_RESTART, reason))
