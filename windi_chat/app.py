@@ -13,9 +13,6 @@ from litestar import Litestar, Response, Router, get
 from litestar.channels import ChannelsPlugin
 from litestar.di import NamedDependency, Provide
 from litestar.logging import LoggingConfig
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Tag
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,6 +24,7 @@ from windi_chat.chats import ChatService
 from windi_chat.config import Settings
 from windi_chat.database import create_db_config, unavailable_cause
 from windi_chat.delivery import GuardedBackend, create_backend, redact_url
+from windi_chat.docs import asyncapi, docs_assets, openapi_config
 from windi_chat.events import EventBus
 from windi_chat.http_errors import DATABASE_ERRORS, RETRY_AFTER_SECONDS, exception_handlers, log_unhandled
 from windi_chat.lifecycle import install_graceful_shutdown, prepare_database
@@ -136,6 +134,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MessageController,
             chat_socket,
             health,
+            docs_assets(),
+            asyncapi,
         ],
         dependencies={
             "users": Provide(create_service_provider(UserService)),
@@ -159,19 +159,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_shutdown=[on_shutdown],
         exception_handlers=exception_handlers,
         cors_config=cors_config(settings.origins),
-        openapi_config=OpenAPIConfig(
-            title="WinDI Chat",
-            version=__version__,
-            description="A real-time messenger: REST for accounts, chats and history; a WebSocket per chat.",
-            path="/docs",
-            render_plugins=[SwaggerRenderPlugin(path="/")],
-            tags=[
-                Tag(name="accounts", description="Register, log in and out, sessions, find people"),
-                Tag(name="chats", description="Private chats, groups and membership"),
-                Tag(name="messages", description="Sending, read markers and history (live: /ws/{chat_id})"),
-                Tag(name="service", description="Health"),
-            ],
-        ),
+        openapi_config=openapi_config(),
         logging_config=LoggingConfig(
             configure_root_logger=False,
             filters=log_config["filters"],

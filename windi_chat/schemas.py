@@ -34,6 +34,7 @@ __all__ = (
     "RegisterIn",
     "ResyncFrame",
     "SendMessageIn",
+    "ServerFrame",
     "SessionOut",
     "TokenOut",
     "TypingEventFrame",
@@ -245,3 +246,17 @@ class ErrorFrame(Struct, tag="error", tag_field="type", omit_defaults=True):
     code: str
     detail: str
     client_id: str | None = None
+
+
+# Every frame the server sends: the AsyncAPI document (``/docs/asyncapi.json``) is built from this union.
+ServerFrame = (
+    MessageFrame
+    | AckFrame
+    | ReadEventFrame
+    | TypingEventFrame
+    | MemberAddedFrame
+    | MemberRemovedFrame
+    | ResyncFrame
+    | AuthOkFrame
+    | ErrorFrame
+)
