@@ -31,6 +31,7 @@ from windi_chat.lifecycle import install_graceful_shutdown, prepare_database
 from windi_chat.logs import install_redaction, logging_dict
 from windi_chat.message_routes import MessageController
 from windi_chat.origins import OriginPolicy, cors_config
+from windi_chat.readiness import ready
 from windi_chat.realtime import chat_socket
 from windi_chat.revocations import SessionGate
 from windi_chat.schemas import HealthOut
@@ -134,6 +135,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MessageController,
             chat_socket,
             health,
+            ready,
             docs_assets(),
             asyncapi,
         ],
