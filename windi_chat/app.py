@@ -33,6 +33,7 @@ from windi_chat.message_routes import MessageController
 from windi_chat.origins import OriginPolicy, cors_config
 from windi_chat.readiness import ready
 from windi_chat.realtime import chat_socket
+from windi_chat.request_ids import RequestIdMiddleware, add_request_id_header
 from windi_chat.revocations import SessionGate
 from windi_chat.schemas import HealthOut
 from windi_chat.security import PasswordHasher, TokenCodec, create_auth
@@ -156,6 +157,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[SQLAlchemyPlugin(config=db_config), channels, gate],
         # Login rate limits hold across processes when they share Redis; otherwise each process counts.
         stores={"rate_limit": shared_store} if shared_store else None,
+        # Outermost: the request id is set before the other middleware (authentication) logs anything.
+        middleware=[RequestIdMiddleware()],
+        before_send=[add_request_id_header],
         on_app_init=[auth.on_app_init],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
