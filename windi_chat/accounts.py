@@ -10,19 +10,22 @@ from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
 from litestar.params import JSONBody, QueryParameter, URLEncodedBody
 from litestar.status_codes import HTTP_200_OK
 from sqlalchemy import func, or_
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from windi_chat.account_deletion import delete_account_with_password
 from windi_chat.config import Settings
-from windi_chat.errors import EmailTakenError, UserNotFoundError
+from windi_chat.errors import EmailTakenError, UserNotFoundError, WrongPasswordError
+from windi_chat.events import EventBus
 from windi_chat.http_errors import error_responses
 from windi_chat.models import User
-from windi_chat.schemas import NO_NUL, LoginForm, RegisterIn, TokenOut, UserOut
+from windi_chat.schemas import NO_NUL, AccountDeleteIn, LoginForm, RegisterIn, TokenOut, UserOut
 from windi_chat.security import CurrentUser, PasswordHasher, TokenCodec
 from windi_chat.sessions import start_session, token_out
 
@@ -164,6 +167,26 @@ class UserController(Controller):
     ) -> list[UserOut]:
         """Matches the start of the name or of the email, ignoring case; the caller is left out."""
         return [to_user_out(user) for user in await users.search(search, limit, exclude_id=request.user.id)]
+
+    @delete(
+        "/me",
+        operation_id="deleteMe",
+        summary="Delete the caller's account",
+        responses=error_responses(WrongPasswordError),
+    )
+    async def delete_me(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        data: JSONBody[AccountDeleteIn],
+        db_session: NamedDependency[AsyncSession],
+        events: NamedDependency[EventBus],
+        hasher: NamedDependency[PasswordHasher],
+    ) -> None:
+        """204: every session ends and every socket closes; the account leaves its chats, its messages
+        stay there with the sender shown as ``{"id": null, "name": "Deleted account"}``, and its email
+        can be registered again. A wrong password: 403.
+        """
+        await delete_account_with_password(db_session, events, hasher, request.user.id, data.password)
 
 
 class _RateLimitWithRetryAfter(RateLimitMiddleware):

@@ -11,11 +11,13 @@ from msgspec import Meta, Struct
 from windi_chat.models import ChatType, MemberRole
 
 __all__ = (
+    "AccountDeleteIn",
     "AckFrame",
     "AuthFrame",
     "AuthOkFrame",
     "ChatOut",
     "ClientFrame",
+    "DeletedSenderOut",
     "ErrorFrame",
     "GroupChatCreate",
     "HealthOut",
@@ -118,15 +120,25 @@ class GroupChatCreate(Struct, tag="group", tag_field="type", forbid_unknown_fiel
     member_ids: Annotated[list[UserId], Meta(max_length=1000)] = msgspec.field(default_factory=list)
 
 
-class MessageOut(Struct):
+class DeletedSenderOut(Struct):
+    """Who sent a message whose sender has deleted their account."""
+
+    id: None = None
+    name: Literal["Deleted account"] = "Deleted account"
+
+
+class MessageOut(Struct, omit_defaults=True):
+    """``sender_id`` is null, and ``sender`` is present, when the sender's account was deleted."""
+
     id: int
     chat_id: int
     seq: int
-    sender_id: int
+    sender_id: int | None
     text: str
     timestamp: datetime
     client_id: str
     read: bool
+    sender: DeletedSenderOut | None = None
 
 
 class MemberOut(Struct):
@@ -168,6 +180,10 @@ class SendMessageIn(Struct, forbid_unknown_fields=True):
 
     text: Annotated[str, Meta(max_length=4 * MAX_TEXT_LENGTH)]
     client_id: ClientId
+
+
+class AccountDeleteIn(Struct, forbid_unknown_fields=True):
+    password: Annotated[str, Meta(max_length=128)]
 
 
 class ReadIn(Struct, forbid_unknown_fields=True):
