@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from windi_chat.database import unavailable_cause
 from windi_chat.http_errors import DATABASE_ERRORS, RETRY_AFTER_SECONDS
 from windi_chat.revocations import SessionGate
+from windi_chat.sockets import SocketRegistry
 
 __all__ = ("ReadyOut", "ready")
 
@@ -38,6 +39,7 @@ class ReadyOut(Struct):
     status: Literal["ready", "not_ready"]
     database: Check
     delivery: Check
+    open_sockets: int  # of the process that answered, for `windi-chat stats`
 
 
 async def _database_answers(engine: AsyncEngine) -> bool:
@@ -60,7 +62,9 @@ async def _database_answers(engine: AsyncEngine) -> bool:
     opt={"exclude_from_auth": True},
 )
 async def ready(
-    db_engine: NamedDependency[AsyncEngine], gate: NamedDependency[SessionGate]
+    db_engine: NamedDependency[AsyncEngine],
+    gate: NamedDependency[SessionGate],
+    registry: NamedDependency[SocketRegistry],
 ) -> Response[ReadyOut]:
     """200 when the database answers and live delivery works; 503, naming what does not, otherwise."""
     database = await _database_answers(db_engine)
@@ -74,6 +78,7 @@ async def ready(
         status="ready" if database and delivery else "not_ready",
         database="ok" if database else "unavailable",
         delivery="ok" if delivery else "unavailable",
+        open_sockets=len(registry),
     )
     if body.status == "ready":
         return Response(body)
