@@ -30,6 +30,7 @@ from windi_chat.http_errors import DATABASE_ERRORS, RETRY_AFTER_SECONDS, excepti
 from windi_chat.lifecycle import install_graceful_shutdown, prepare_database
 from windi_chat.logs import install_redaction, logging_dict
 from windi_chat.message_routes import MessageController
+from windi_chat.metrics import Metrics
 from windi_chat.origins import OriginPolicy, cors_config
 from windi_chat.readiness import ready
 from windi_chat.realtime import chat_socket
@@ -98,6 +99,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         recheck_after=settings.session_recheck_seconds,
     )
     gate.on_revocation(sockets.session_revoked)
+    metrics = (
+        Metrics(settings.metrics_port, lambda: len(sockets), db_config.get_engine())
+        if settings.metrics
+        else None
+    )
     auth = create_auth(settings.resolve_jwt_secret(), token_ttl, gate.is_live)
     tokens = TokenCodec(auth)
 
@@ -114,6 +120,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         writer.open()
         await prepare_database(db_config.get_engine(), settings)
         install_graceful_shutdown(sockets.close_all)
+        if metrics is not None:
+            metrics.start()
         logger.info(
             "WinDI Chat %s ready (env=%s, delivery=%s)",
             __version__,
@@ -139,6 +147,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ready,
             docs_assets(),
             asyncapi,
+            *(metrics.route_handlers if metrics else []),
         ],
         dependencies={
             "users": Provide(create_service_provider(UserService)),
@@ -158,7 +167,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Login rate limits hold across processes when they share Redis; otherwise each process counts.
         stores={"rate_limit": shared_store} if shared_store else None,
         # Outermost: the request id is set before the other middleware (authentication) logs anything.
-        middleware=[RequestIdMiddleware()],
+        middleware=[RequestIdMiddleware(), *(metrics.middleware if metrics else [])],
         before_send=[add_request_id_header],
         on_app_init=[auth.on_app_init],
         on_startup=[on_startup],

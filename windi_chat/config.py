@@ -58,6 +58,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_max_overflow: Annotated[int, msgspec.Meta(ge=0)] = 10
     db_pool_timeout: Annotated[int, msgspec.Meta(ge=1)] = 30
     allowed_origins: str = ""
+    # Prometheus metrics at /metrics, or on a port of their own when metrics_port is set.
+    metrics: bool = False
+    metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
 
     def __post_init__(self) -> None:
         parse_origins(self.allowed_origins)  # a bad entry is refused at start-up, naming it
