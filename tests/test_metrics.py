@@ -43,6 +43,8 @@ def test_the_counters_move_with_traffic(database_url: str, tmp_path: Path) -> No
             assert sample(scrape, "windi_messages_stored_total") == 2
             assert sample(scrape, "windi_requests_total", path="/login", status_code="401") == 1
             assert "windi_db_pool_in_use" in scrape
+            assert sample(scrape, "windi_send_batch_size_count") >= 1
+            assert sample(scrape, "windi_send_batch_size_sum") >= 2
             closed = wait_for(
                 lambda: (
                     sample(text := http.get("/metrics").text, "windi_open_sockets", kind="chat") == 0 and text

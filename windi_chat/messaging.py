@@ -18,7 +18,7 @@ from windi_chat import message_batch, message_sql
 from windi_chat.errors import ChatNotFoundError, InvalidMessageError
 from windi_chat.events import EventBus
 from windi_chat.message_batch import Pending
-from windi_chat.metrics import MESSAGES_STORED
+from windi_chat.metrics import BATCH_SIZES, MESSAGES_STORED
 from windi_chat.models import utcnow
 from windi_chat.schemas import MAX_TEXT_LENGTH, DeletedSenderOut, MessageOut, ReadOut
 
@@ -106,6 +106,7 @@ async def send_messages(
         if after > before:
             events.read(session, chat_id, last.sender_id, last.seq, after)
     await session.commit()
+    BATCH_SIZES.observe(len(sends))
     if last_sent:
         MESSAGES_STORED.inc(sum(1 for outcome in batch.outcomes if outcome and outcome.created))
         logger.debug("Messages stored: %d in %d chats", len(sends), len(last_sent))

@@ -3,7 +3,7 @@
 HTTP requests are counted by Litestar's Prometheus integration (``windi_requests_total`` by path and
 status: login failures are ``path="/login", status_code="401"``, rate-limit refusals ``status_code="429"``).
 Our own: open sockets and database connections in use are read when scraped, so they cost nothing
-until then; messages stored is one counter increment per stored batch.
+until then; messages stored and batch sizes cost one increment each per stored batch.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ControllerRouterHandler, Middleware
-from prometheus_client import REGISTRY, Counter, Gauge, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ("MESSAGES_STORED", "Metrics")
+__all__ = ("BATCH_SIZES", "MESSAGES_STORED", "Metrics")
 
 logger = logging.getLogger("windi_chat.metrics")
 
@@ -24,6 +24,11 @@ PREFIX = "windi"
 
 # Module-level: Prometheus names are global to the process, and a process serves one app.
 MESSAGES_STORED = Counter(f"{PREFIX}_messages_stored", "Messages stored (repeated client ids not counted)")
+BATCH_SIZES = Histogram(
+    f"{PREFIX}_send_batch_size",
+    "Sends stored per transaction (group commit)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 _OPEN_SOCKETS = Gauge(f"{PREFIX}_open_sockets", "Open WebSockets of this process", ["kind"])
 _POOL_IN_USE = Gauge(f"{PREFIX}_db_pool_in_use", "Database connections checked out of the pool")
 
