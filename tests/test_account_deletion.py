@@ -91,3 +91,15 @@ def test_deleting_an_account_twice_is_401_the_second_time(api: Api) -> None:
     (ada,) = api.people("Ada")
     api.delete_account(ada)
     api.delete_account(ada, expect=401)
+
+
+def test_the_next_account_can_open_a_private_chat_with_the_same_person(api: Api) -> None:
+    """On SQLite the new account may even get the deleted one's id: its chat must still be its own."""
+    (bob,) = api.people("Bob")
+    (ada,) = api.people("Ada")  # the newest account: SQLite hands its id out again once it is gone
+    old_chat_id = api.private_chat(ada, bob)["id"]
+    api.delete_account(ada)
+    (newcomer,) = api.people("Newcomer")
+    chat = api.private_chat(newcomer, bob)
+    assert chat["id"] != old_chat_id
+    assert {member["user_id"] for member in chat["members"]} == {newcomer.id, bob.id}

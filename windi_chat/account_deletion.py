@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.errors import UserNotFoundError, WrongPasswordError
 from windi_chat.events import EventBus
-from windi_chat.models import Chat, ChatMember, LoginSession, MemberRole, Message, User
+from windi_chat.models import Chat, ChatMember, ChatType, LoginSession, MemberRole, Message, User
 from windi_chat.security import PasswordHasher
 
 __all__ = ("delete_account", "delete_account_with_password")
@@ -45,8 +45,14 @@ async def delete_account(db: AsyncSession, events: EventBus, user_id: int) -> No
 
 
 async def _leave(db: AsyncSession, events: EventBus, member: ChatMember) -> None:
-    """Leave one chat, as :meth:`ChatService.remove_member` does: under the chat row's lock."""
-    await db.get(Chat, member.chat_id, with_for_update=True)
+    """Leave one chat, as :meth:`ChatService.remove_member` does: under the chat row's lock.
+
+    A private chat's pair key is cleared: the pair is gone, and SQLite may give the account's id to
+    the next registration, whose private chat with the same person must be a new one.
+    """
+    chat = await db.get_one(Chat, member.chat_id, with_for_update=True)
+    if chat.type == ChatType.PRIVATE:
+        chat.private_key = None
     if member.role == MemberRole.OWNER:
         successor = await db.scalar(
             select(ChatMember)
