@@ -132,6 +132,10 @@ class Api:
     def me(self, account: Account, *, expect: Expect = 200) -> Any:
         return self.call("GET", "/users/me", account, expect=expect)
 
+    def delete_account(self, account: Account, password: str = PASSWORD, *, expect: Expect = 204) -> Any:
+        body = {"password": password}
+        return self._no_content(self.call("DELETE", "/users/me", account, json=body, expect=None), expect)
+
     @staticmethod
     def _no_content(response: httpx.Response, expect: Expect) -> Any:
         """For routes that answer 204: the body is empty, so only an error has one to decode."""

@@ -27,7 +27,7 @@ from tests.wsclient import send_and_confirm
 from windi_chat.logs import RedactSecrets
 from windi_chat.security import PasswordHasher, TokenCodec
 
-PUBLIC_PATHS = ("/register", "/login", "/token/refresh", "/health")
+PUBLIC_PATHS = ("/register", "/login", "/token/refresh", "/health", "/health/ready")
 WRONG_SECRET = "another-secret-that-is-long-enough-for-hs256-9876543210"
 
 
@@ -226,7 +226,7 @@ def test_every_non_public_http_route_requires_a_token(client: TestClient[Any]) -
     assert open_routes == []
 
 
-@pytest.mark.parametrize("path", ["/health", "/docs", "/docs/openapi.json"])
+@pytest.mark.parametrize("path", ["/health", "/health/ready", "/docs", "/docs/openapi.json"])
 def test_health_and_docs_need_no_token(client: TestClient[Any], path: str) -> None:
     assert client.get(path).status_code == 200
 

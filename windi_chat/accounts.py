@@ -11,7 +11,7 @@ from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
@@ -19,13 +19,25 @@ from litestar.params import JSONBody, QueryParameter, URLEncodedBody
 from litestar.status_codes import HTTP_200_OK
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, or_
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from windi_chat.account_deletion import delete_account_with_password
 from windi_chat.config import Settings
-from windi_chat.errors import EmailTakenError, InvalidError, UserNotFoundError
+from windi_chat.errors import EmailTakenError, InvalidError, UserNotFoundError, WrongPasswordError
+from windi_chat.events import EventBus
 from windi_chat.http_errors import error_responses
 from windi_chat.login_attempts import LoginAttempts
 from windi_chat.models import User
-from windi_chat.schemas import EMAIL_MAX_LENGTH, NO_NUL, LoginForm, PersonOut, RegisterIn, TokenOut, UserOut
+from windi_chat.schemas import (
+    EMAIL_MAX_LENGTH,
+    NO_NUL,
+    AccountDeleteIn,
+    LoginForm,
+    PersonOut,
+    RegisterIn,
+    TokenOut,
+    UserOut,
+)
 from windi_chat.security import CurrentUser, PasswordHasher, TokenCodec
 from windi_chat.sessions import start_session, token_out
 
@@ -216,6 +228,26 @@ class UserController(Controller):
         """
         found = await users.search(search, limit, exclude_id=request.user.id)
         return [PersonOut(id=user.id, name=user.name) for user in found]
+
+    @delete(
+        "/me",
+        operation_id="deleteMe",
+        summary="Delete the caller's account",
+        responses=error_responses(WrongPasswordError),
+    )
+    async def delete_me(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        data: JSONBody[AccountDeleteIn],
+        db_session: NamedDependency[AsyncSession],
+        events: NamedDependency[EventBus],
+        hasher: NamedDependency[PasswordHasher],
+    ) -> None:
+        """204: every session ends and every socket closes; the account leaves its chats, its messages
+        stay there with the sender shown as ``{"id": null, "name": "Deleted account"}``, and its email
+        can be registered again. A wrong password: 403.
+        """
+        await delete_account_with_password(db_session, events, hasher, request.user.id, data.password)
 
 
 class _RateLimitWithRetryAfter(RateLimitMiddleware):

@@ -13,9 +13,6 @@ from litestar import Litestar, Response, Router, get
 from litestar.channels import ChannelsPlugin
 from litestar.di import NamedDependency, Provide
 from litestar.logging import LoggingConfig
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Tag
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,6 +24,7 @@ from windi_chat.chats import ChatService
 from windi_chat.config import Settings
 from windi_chat.database import create_db_config, unavailable_cause
 from windi_chat.delivery import GuardedBackend, create_backend, redact_url
+from windi_chat.docs import asyncapi, docs_assets, openapi_config
 from windi_chat.events import EventBus
 from windi_chat.http_errors import (
     DATABASE_ERRORS,
@@ -40,9 +38,12 @@ from windi_chat.limits import PersonLimits
 from windi_chat.login_attempts import LoginAttempts
 from windi_chat.logs import install_redaction, logging_dict
 from windi_chat.message_routes import MessageController
+from windi_chat.metrics import Metrics
 from windi_chat.origins import OriginPolicy, cors_config
 from windi_chat.poller import DeliveryPoller
+from windi_chat.readiness import ready
 from windi_chat.realtime import chat_socket
+from windi_chat.request_ids import RequestIdMiddleware, add_request_id_header
 from windi_chat.revocations import SessionGate
 from windi_chat.schemas import HealthOut
 from windi_chat.security import PasswordHasher, TokenCodec, create_auth
@@ -117,6 +118,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         recheck_after=settings.session_recheck_seconds,
     )
     gate.on_revocation(sockets.session_revoked)
+    metrics = (
+        Metrics(settings.metrics_port, lambda: len(sockets), db_config.get_engine())
+        if settings.metrics
+        else None
+    )
     auth = create_auth(settings.resolve_jwt_secret(), token_ttl, gate.is_live)
     tokens = TokenCodec(auth)
 
@@ -133,6 +139,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         writer.open()
         await prepare_database(db_config.get_engine(), settings)
         install_graceful_shutdown(sockets.close_all)
+        if metrics is not None:
+            metrics.start()
         logger.info(
             "WinDI Chat %s ready (env=%s, delivery=%s, channel namespace %s)",
             __version__,
@@ -157,6 +165,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MessageController,
             chat_socket,
             health,
+            ready,
+            docs_assets(),
+            asyncapi,
+            *(metrics.route_handlers if metrics else []),
         ],
         dependencies={
             "users": Provide(create_service_provider(UserService)),
@@ -177,25 +189,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # The gate subscribes to revocations once the channels plugin has started: it comes after it.
         plugins=[SQLAlchemyPlugin(config=db_config), channels, gate],
         stores={"rate_limit": login_store},
+        # Outermost: the request id is set before the other middleware (authentication) logs anything.
+        middleware=[RequestIdMiddleware(), *(metrics.middleware if metrics else [])],
+        before_send=[add_request_id_header],
         on_app_init=[auth.on_app_init],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         exception_handlers=exception_handlers,
         request_class=JSONDepthRequest,
         cors_config=cors_config(settings.origins),
-        openapi_config=OpenAPIConfig(
-            title="WinDI Chat",
-            version=__version__,
-            description="A real-time messenger: REST for accounts, chats and history; a WebSocket per chat.",
-            path="/docs",
-            render_plugins=[SwaggerRenderPlugin(path="/")],
-            tags=[
-                Tag(name="accounts", description="Register, log in and out, sessions, find people"),
-                Tag(name="chats", description="Private chats, groups and membership"),
-                Tag(name="messages", description="Sending, read markers and history (live: /ws/{chat_id})"),
-                Tag(name="service", description="Health"),
-            ],
-        ),
+        openapi_config=openapi_config(),
         logging_config=LoggingConfig(
             configure_root_logger=False,
             filters=log_config["filters"],

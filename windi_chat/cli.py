@@ -18,6 +18,7 @@ import uvicorn
 from litestar.cli.main import litestar_group
 from rich_click import RichCommand  # Litestar's command class (rich-click is one of its dependencies)
 
+from windi_chat.admin import stats_command, users_group
 from windi_chat.config import ConfigurationError, Settings
 from windi_chat.logs import logging_dict
 from windi_chat.schemas import MAX_FRAME_BYTES
@@ -139,14 +140,16 @@ def _load_settings() -> Settings:
     return settings
 
 
-for command in (run_command, migrate_command, demo_command):
+for command in (run_command, migrate_command, demo_command, users_group, stats_command):
     litestar_group.add_command(command)
 
 
 def main() -> None:
     """Entry point of the ``windi-chat`` console script."""
     os.environ.setdefault("LITESTAR_APP", APP_FACTORY)
-    litestar_group.help = "WinDI Chat: serve, migrate, load demo data, and Litestar's own commands."
+    litestar_group.help = (
+        "WinDI Chat: serve, migrate, load demo data, manage accounts, and Litestar's own commands."
+    )
     try:
         litestar_group(prog_name="windi-chat")
     except ConfigurationError as exc:

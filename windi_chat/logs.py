@@ -10,13 +10,24 @@ from __future__ import annotations
 
 import logging
 import re
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
 import msgspec
 
-__all__ = ("JSONFormatter", "RedactSecrets", "install_redaction", "logging_dict")
+__all__ = (
+    "JSONFormatter",
+    "RedactSecrets",
+    "RequestIdFilter",
+    "install_redaction",
+    "logging_dict",
+    "request_id",
+)
+
+# The id of the request or socket being served: each is served in its own task, which has its own copy.
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 # A query parameter: what follows ``?``, ``&`` or ``;`` up to the next separator, space or quote.
 # (Only ``&`` separates parameters for our server; ``;`` is covered for proxies that split on it.)
@@ -112,6 +123,16 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class RequestIdFilter(logging.Filter):
+    """Names the request or socket a line was logged for, so one request's lines can be found together."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        current = request_id.get()
+        record.request_id = current
+        record.request_tag = f" [{current}]" if current else ""
+        return True
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per line, for log collectors."""
 
@@ -122,6 +143,9 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        current = getattr(record, "request_id", None)
+        if current:
+            entry["request_id"] = current
         if record.exc_info:
             entry["exc_info"] = redact(self.formatException(record.exc_info))
         return msgspec.json.encode(entry).decode()
@@ -132,15 +156,15 @@ def logging_dict(level: str = "INFO", fmt: str = "text") -> dict[str, Any]:
     handler = {
         "class": "logging.StreamHandler",
         "formatter": fmt,
-        "filters": ["redact"],
+        "filters": ["request_id", "redact"],
         "stream": "ext://sys.stderr",
     }
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": RedactSecrets}},
+        "filters": {"redact": {"()": RedactSecrets}, "request_id": {"()": RequestIdFilter}},
         "formatters": {
-            "text": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"},
+            "text": {"format": "%(asctime)s %(levelname)-7s %(name)s%(request_tag)s: %(message)s"},
             "json": {"()": JSONFormatter},
         },
         "handlers": {"console": handler},

@@ -19,8 +19,9 @@ from windi_chat.errors import ChatNotFoundError, InvalidMessageError
 from windi_chat.events import EventBus
 from windi_chat.inputs import text_problem
 from windi_chat.message_batch import Pending
+from windi_chat.metrics import BATCH_SIZES, MESSAGES_STORED
 from windi_chat.models import utcnow
-from windi_chat.schemas import MAX_TEXT_LENGTH, MessageOut, ReadOut
+from windi_chat.schemas import MAX_TEXT_LENGTH, DeletedSenderOut, MessageOut, ReadOut
 
 __all__ = (
     "Sent",
@@ -38,6 +39,8 @@ __all__ = (
 
 logger = logging.getLogger("windi_chat.messaging")
 
+DELETED_SENDER = DeletedSenderOut()
+
 
 def message_out(message: Any, all_read_seq: int) -> MessageOut:
     """The wire form of a message row; ``read`` means every member's marker has reached it."""
@@ -50,6 +53,7 @@ def message_out(message: Any, all_read_seq: int) -> MessageOut:
         timestamp=message.created_at,
         client_id=message.client_id,
         read=message.seq <= all_read_seq,
+        sender=DELETED_SENDER if message.sender_id is None else None,
     )
 
 
@@ -86,7 +90,7 @@ async def send_messages(
     now = utcnow()
     batch = await message_batch.store_batch(session, sends, now, wait=wait)
     results: list[Sent | ChatNotFoundError | None] = []
-    last_sent: dict[int, MessageOut] = {}
+    last_sent: dict[int, message_batch.Stored] = {}
     for outcome in batch.outcomes:
         if outcome is None:
             results.append(None)
@@ -99,13 +103,15 @@ async def send_messages(
         results.append(Sent(message, outcome.created))
         if outcome.created:
             events.message(session, message)
-            last_sent[stored.chat_id] = message
-    for chat_id, message in last_sent.items():
+            last_sent[stored.chat_id] = stored
+    for chat_id, last in last_sent.items():
         before, after = batch.all_read[chat_id]
         if after > before:
-            events.read(session, chat_id, message.sender_id, message.seq, after)
+            events.read(session, chat_id, last.sender_id, last.seq, after)
     await session.commit()
+    BATCH_SIZES.observe(len(sends))
     if last_sent:
+        MESSAGES_STORED.inc(sum(1 for outcome in batch.outcomes if outcome and outcome.created))
         logger.debug("Messages stored: %d in %d chats", len(sends), len(last_sent))
     return results
 

@@ -71,6 +71,7 @@ class SessionGate(InitPluginProtocol):
         self._revoked: dict[str, float] = {}  # session id -> monotonic time after which it can be dropped
         self._listeners: list[RevocationListener] = []
         self._trusted = False
+        self._trust_regained = asyncio.Event()  # set, and replaced, whenever memory becomes trusted
         self._epoch = 0  # bumped on every loss, so an answer read before it is not remembered after it
         self._probe = b""
         self._probed_at = 0.0
@@ -110,6 +111,15 @@ class SessionGate(InitPluginProtocol):
     def trusted(self) -> bool:
         """Whether memory is complete: revocations are known to reach this process."""
         return self._trusted
+
+    async def confirm_delivery(self) -> None:
+        """Return once events are known to reach this process through the backend, probing it if need be.
+
+        Callers bound the wait (``anyio.move_on_after``): while the backend is down it never returns.
+        """
+        while not self._trusted:
+            self._send_probe()
+            await self._trust_regained.wait()
 
     async def is_live(self, session_id: str, user_id: int) -> bool:
         """Whether ``session_id`` is a session of ``user_id`` that was not revoked."""
@@ -173,7 +183,7 @@ class SessionGate(InitPluginProtocol):
                 self._revoke(payload[1:].decode().split())
             elif payload[0] == KIND_PROBE and payload[1:] == self._probe:
                 if self._epoch == 0:  # start-up: nothing was remembered, so nothing can be stale
-                    self._trusted = True
+                    self._trust()
                 else:
                     self._spawn(self._regain_trust(self._epoch))
 
@@ -190,6 +200,11 @@ class SessionGate(InitPluginProtocol):
         self._live.clear()
         self._probe = b""
         self._send_probe()
+
+    def _trust(self) -> None:
+        self._trusted = True
+        self._trust_regained.set()
+        self._trust_regained = asyncio.Event()
 
     def _send_probe(self) -> None:
         """Publish a probe that proves, when it comes back, that the channel delivers again."""
@@ -223,7 +238,7 @@ class SessionGate(InitPluginProtocol):
             # A process whose own publish failed had no other way to reach the rest.
             self._channels.publish(revocation_payload(revoked), SESSIONS_CHANNEL)
         if epoch == self._epoch and not self._trusted:
-            self._trusted = True
+            self._trust()
             logger.info(
                 "Revocations re-read (%d recent); sessions are checked from memory again", len(revoked)
             )

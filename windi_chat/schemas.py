@@ -12,11 +12,13 @@ from windi_chat.inputs import NAME_PATTERN, NO_CONTROL, TEXT_PATTERN, Id, Seq, h
 from windi_chat.models import ChatType, MemberRole
 
 __all__ = (
+    "AccountDeleteIn",
     "AckFrame",
     "AuthFrame",
     "AuthOkFrame",
     "ChatOut",
     "ClientFrame",
+    "DeletedSenderOut",
     "ErrorFrame",
     "GroupChatCreate",
     "HealthOut",
@@ -36,6 +38,7 @@ __all__ = (
     "RegisterIn",
     "ResyncFrame",
     "SendMessageIn",
+    "ServerFrame",
     "SessionOut",
     "TokenOut",
     "TypingEventFrame",
@@ -144,15 +147,25 @@ class GroupChatCreate(Struct, tag="group", tag_field="type", forbid_unknown_fiel
         _check_name(self.name)
 
 
-class MessageOut(Struct):
+class DeletedSenderOut(Struct):
+    """Who sent a message whose sender has deleted their account."""
+
+    id: None = None
+    name: Literal["Deleted account"] = "Deleted account"
+
+
+class MessageOut(Struct, omit_defaults=True):
+    """``sender_id`` is null, and ``sender`` is present, when the sender's account was deleted."""
+
     id: int
     chat_id: int
     seq: int
-    sender_id: int
+    sender_id: int | None
     text: str
     timestamp: datetime
     client_id: str
     read: bool
+    sender: DeletedSenderOut | None = None
 
 
 class MemberOut(Struct):
@@ -198,6 +211,10 @@ class SendMessageIn(Struct, forbid_unknown_fields=True):
 
     text: MessageText
     client_id: ClientId
+
+
+class AccountDeleteIn(Struct, forbid_unknown_fields=True):
+    password: Annotated[str, Meta(max_length=128)]
 
 
 class ReadIn(Struct, forbid_unknown_fields=True):
@@ -276,3 +293,17 @@ class ErrorFrame(Struct, tag="error", tag_field="type", omit_defaults=True):
     code: str
     detail: str
     client_id: str | None = None
+
+
+# Every frame the server sends: the AsyncAPI document (``/docs/asyncapi.json``) is built from this union.
+ServerFrame = (
+    MessageFrame
+    | AckFrame
+    | ReadEventFrame
+    | TypingEventFrame
+    | MemberAddedFrame
+    | MemberRemovedFrame
+    | ResyncFrame
+    | AuthOkFrame
+    | ErrorFrame
+)
