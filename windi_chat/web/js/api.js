@@ -1,0 +1,111 @@
+// The REST API and the session: the access token lives in memory only; the refresh token also in
+// sessionStorage, so that reloading the tab keeps the session (it never goes into a cookie).
+
+const REFRESH_KEY = "windi.refresh_token";
+// Refresh when this share of the access token's life has passed, well before the server's deadline.
+const REFRESH_AT = 0.8;
+const RETRY_REFRESH_MS = 5000;
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    const extra = Array.isArray(body?.extra) && body.extra[0]?.message ? `: ${body.extra[0].message}` : "";
+    super(`${body?.detail ?? `Request failed (${status})`}${extra}`);
+    this.status = status;
+  }
+}
+
+export class Session extends EventTarget {
+  accessToken = null;
+  #refreshToken = sessionStorage.getItem(REFRESH_KEY);
+  #refreshing = null;
+  #timer = 0;
+
+  get canResume() {
+    return this.#refreshToken !== null;
+  }
+
+  async register(name, email, password) {
+    await this.#fetch("POST", "/register", { json: { name, email, password } });
+    await this.login(email, password);
+  }
+
+  async login(email, password) {
+    const form = new URLSearchParams({ username: email, password });
+    this.#accept(await this.#fetch("POST", "/login", { form }));
+  }
+
+  // One refresh at a time: a refresh token is spent by its first use, and a second use would end
+  // the session.
+  refresh() {
+    this.#refreshing ??= this.#fetch("POST", "/token/refresh", { json: { refresh_token: this.#refreshToken } })
+      .then((tokens) => this.#accept(tokens))
+      .catch((error) => {
+        if (error instanceof ApiError && error.status === 401) this.#end();
+        throw error;
+      })
+      .finally(() => {
+        this.#refreshing = null;
+      });
+    return this.#refreshing;
+  }
+
+  async logout() {
+    try {
+      await this.request("POST", "/logout");
+    } finally {
+      this.#end();
+    }
+  }
+
+  // An authenticated call; a 401 gets one refresh and one retry.
+  async request(method, path, json) {
+    try {
+      return await this.#fetch(method, path, { json, auth: true });
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.status !== 401 || this.#refreshToken === null) throw error;
+      await this.refresh();
+      return await this.#fetch(method, path, { json, auth: true });
+    }
+  }
+
+  #accept(tokens) {
+    this.accessToken = tokens.access_token;
+    this.#refreshToken = tokens.refresh_token;
+    sessionStorage.setItem(REFRESH_KEY, tokens.refresh_token);
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#refreshSoon(), tokens.expires_in * REFRESH_AT * 1000);
+    this.dispatchEvent(new Event("token"));
+  }
+
+  #refreshSoon() {
+    this.refresh().catch((error) => {
+      if (this.#refreshToken !== null) this.#timer = setTimeout(() => this.#refreshSoon(), RETRY_REFRESH_MS);
+      else console.info("session ended", error.message);
+    });
+  }
+
+  #end() {
+    clearTimeout(this.#timer);
+    this.accessToken = null;
+    this.#refreshToken = null;
+    sessionStorage.removeItem(REFRESH_KEY);
+    this.dispatchEvent(new Event("ended"));
+  }
+
+  async #fetch(method, path, { json, form, auth = false } = {}) {
+    const headers = {};
+    let body;
+    if (json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      body = JSON.stringify(json);
+    } else if (form !== undefined) {
+      body = form;
+    }
+    if (auth) headers.Authorization = `Bearer ${this.accessToken}`;
+    const response = await fetch(path, { method, headers, body, credentials: "omit", cache: "no-store" });
+    if (response.status === 204) return null;
+    const data = await response.json().catch(() => null);
+    if (!response.ok) throw new ApiError(response.status, data);
+    return data;
+  }
+}
