@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 REQUIRE_BROWSER = os.environ.get("WINDI_TEST_REQUIRE_BROWSER") == "1"
 CHROMIUM = os.environ.get("WINDI_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # Flags that keep a headless Chromium quiet on a closed network and let it run as root.
+SHORT_TOKEN_TTL = 5
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -47,6 +48,15 @@ def _unavailable(reason: str) -> None:
 def web_server(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One server for every browser test: each test makes people of its own."""
     server = start_server(postgres_url, tmp_path_factory.mktemp("web") / "server.log")
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def short_token_server(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server whose access tokens live five seconds: clients must keep renewing them."""
+    log_path = tmp_path_factory.mktemp("web-short-tokens") / "server.log"
+    server = start_server(postgres_url, log_path, {"WINDI_TOKEN_TTL_SECONDS": str(SHORT_TOKEN_TTL)})
     yield server
     stop_server(server)
 
@@ -82,8 +92,9 @@ def person(browser: Any, web_server: LiveServer) -> Iterator[Any]:
 
     people: list[Person] = []
 
-    def make(name: str, **context_options: Any) -> Person:
-        people.append(Person(browser.new_context(**context_options), web_server.base_url, name))
+    def make(name: str, server: LiveServer | None = None, **context_options: Any) -> Person:
+        base_url = (server or web_server).base_url
+        people.append(Person(browser.new_context(**context_options), base_url, name))
         return people[-1]
 
     yield make

@@ -6,7 +6,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import BrowserContext, Locator, expect
+from playwright.sync_api import BrowserContext, ConsoleMessage, Locator, expect
 
 from tests.api import PASSWORD
 
@@ -31,7 +31,12 @@ class Person:
         self.page = context.new_page()
         self.page.on("dialog", lambda dialog: (self.dialogs.append(dialog.message), dialog.dismiss()))
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("console", self._console)
         self.page.goto(base_url + "/")
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            self.errors.append(message.text)
 
     # Signing in -----------------------------------------------------------------------------------
 
@@ -66,6 +71,10 @@ class Person:
     def open_chat(self, title: str) -> None:
         self.inbox_item(title).click()
         expect(self.title).to_have_text(title)
+
+    def wait_until_connected(self) -> None:
+        """Until the open chat's socket is open: live frames reach it from now on."""
+        expect(self.page.locator(".chat-view")).to_have_attribute("data-connection", "open")
 
     @property
     def title(self) -> Locator:

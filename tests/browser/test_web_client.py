@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from playwright.sync_api import expect
+from playwright.sync_api import WebSocket, expect
 
 from tests.api import Api
 from tests.browser.person import Person
+from tests.conftest import LiveServer
 
 MakePerson = Callable[..., Person]
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -21,6 +22,8 @@ def chatting(person: MakePerson) -> tuple[Person, Person]:
     ada.start_chat_with(bob)
     expect(bob.inbox_item(ada.name)).to_be_visible()
     bob.open_chat(ada.name)
+    ada.wait_until_connected()
+    bob.wait_until_connected()
     return ada, bob
 
 
@@ -95,6 +98,30 @@ def test_after_the_network_drops_everything_arrives_once_in_order(person: MakePe
     expect(ada.texts).to_have_text(everything)
     expect(bob.message("sent while offline").locator(".tick")).to_have_text("✓✓")
     assert bob.page.locator(".message.pending").count() == 0
+
+
+def test_a_session_outlives_its_access_tokens_on_one_socket(
+    person: MakePerson, short_token_server: LiveServer
+) -> None:
+    ada = person("Ada", server=short_token_server).register()
+    bob = person("Bob", server=short_token_server).register()
+    sockets: list[WebSocket] = []
+    ada.page.on("websocket", lambda socket: sockets.append(socket))
+    ada.start_chat_with(bob)
+    expect(bob.inbox_item(ada.name)).to_be_visible()
+    bob.open_chat(ada.name)
+
+    # Each refresh spends the refresh token and renews the open socket in-band; three of them take
+    # the session well past the first access token's life.
+    for _ in range(3):
+        with ada.page.expect_response("**/token/refresh", timeout=20_000) as refreshed:
+            pass
+        assert refreshed.value.status == 200
+    bob.send("still there?")
+    expect(ada.texts).to_have_text(["still there?"])
+    expect(bob.message("still there?").locator(".tick")).to_have_text("✓✓")
+    assert len(sockets) == 1
+    assert not sockets[0].is_closed()
 
 
 def test_older_messages_load_when_scrolling_up(person: MakePerson, rest: Api) -> None:

@@ -2,8 +2,9 @@
 // sessionStorage, so that reloading the tab keeps the session (it never goes into a cookie).
 
 const REFRESH_KEY = "windi.refresh_token";
-// Refresh when this share of the access token's life has passed, well before the server's deadline.
-const REFRESH_AT = 0.8;
+// Refresh a minute before the access token expires, or halfway through a shorter life: the server
+// counts its expiry in whole seconds and closes sockets the moment it passes.
+const REFRESH_MARGIN_S = 60;
 const RETRY_REFRESH_MS = 5000;
 
 export class ApiError extends Error {
@@ -73,7 +74,8 @@ export class Session extends EventTarget {
     this.#refreshToken = tokens.refresh_token;
     sessionStorage.setItem(REFRESH_KEY, tokens.refresh_token);
     clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => this.#refreshSoon(), tokens.expires_in * REFRESH_AT * 1000);
+    const delay = Math.max(tokens.expires_in / 2, tokens.expires_in - REFRESH_MARGIN_S);
+    this.#timer = setTimeout(() => this.#refreshSoon(), delay * 1000);
     this.dispatchEvent(new Event("token"));
   }
 

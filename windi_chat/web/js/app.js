@@ -66,6 +66,10 @@ class App {
     this.inbox.refresh();
   }
 
+  // A message in the open chat moves it up the inbox and changes its last message: show it now,
+  // once for a burst of messages, rather than at the next poll.
+  refreshInboxSoon = debounce(() => this.inbox.refresh(), 300);
+
   // The inbox's latest view of the chats: the open one takes its members and name from it.
   chatsChanged(chats) {
     const open = chats.find((chat) => chat.id === this.openChatId);

@@ -33,7 +33,7 @@ export class ChatView {
     this.members = new MembersPanel(app, this);
     this.element = h(
       "div",
-      { class: "chat-view", dataset: { chatId: chat.id } },
+      { class: "chat-view", dataset: { chatId: chat.id, connection: "connecting" } },
       h("header", { class: "bar" }, this.back, this.title, this.membersButton),
       this.members.element,
       this.list,
@@ -68,7 +68,10 @@ export class ChatView {
     for (const message of page) this.#add(message);
     this.#scrollToEnd();
     this.socket = new ChatSocket(this.app.session, this.chat.id, this.me, this.#lastSeq());
-    this.socket.addEventListener("state", (event) => this.app.showConnection(event.detail));
+    this.socket.addEventListener("state", (event) => {
+      this.element.dataset.connection = event.detail;
+      this.app.showConnection(event.detail);
+    });
     this.socket.addEventListener("message", (event) => this.#live(event.detail));
     this.socket.addEventListener("read", (event) => this.#setAllRead(event.detail.all_read_seq));
     this.socket.addEventListener("typing", (event) => this.#showTyping(event.detail.user_id));
@@ -122,6 +125,7 @@ export class ChatView {
     if (this.#add(message) && (nearEnd || message.sender_id === this.me.id)) this.#scrollToEnd();
     if (message.sender_id !== this.me.id) this.typingLine.textContent = "";
     this.#markRead();
+    this.app.refreshInboxSoon();
   }
 
   // Adds a stored message once, in seq order; false when it was already shown.
@@ -195,8 +199,7 @@ export class ChatView {
   #typing() {
     const now = Date.now();
     if (now - this.#typingSentAt < TYPING_SENT_EVERY_MS) return;
-    this.#typingSentAt = now;
-    this.socket?.typing();
+    if (this.socket?.typing()) this.#typingSentAt = now;
   }
 
   #showTyping(userId) {

@@ -56,8 +56,9 @@ export class ChatSocket extends EventTarget {
     }
   }
 
+  // False when the socket is not open: typing is not worth queueing.
   typing() {
-    this.#write({ type: "typing" });
+    return this.#write({ type: "typing" });
   }
 
   #write(frame) {
