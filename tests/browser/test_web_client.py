@@ -175,6 +175,8 @@ def test_a_group_owner_adds_and_removes_members(person: MakePerson) -> None:
 def test_the_session_survives_a_reload_and_logging_out_ends_it(person: MakePerson) -> None:
     ada = person("Ada").register()
     assert ada.evaluate("document.cookie") == ""
+    # The refresh token is kept in sessionStorage only while the page is being left for a reload.
+    assert ada.evaluate("sessionStorage.length") == 0
     ada.page.reload()
     expect(ada.page.locator("#me-name")).to_have_text(ada.name)
 

@@ -1,11 +1,20 @@
-// The REST API and the session: the access token lives in memory only; the refresh token also in
-// sessionStorage, so that reloading the tab keeps the session (it never goes into a cookie).
+// The REST API and the session. The access token lives in memory only, and so does the refresh token
+// while the page is open: it goes into sessionStorage only as the page is left, so that a reload keeps
+// the session, and is taken out again on load. A duplicated tab (which copies sessionStorage) therefore
+// never holds the same refresh token as its original: using one twice would end the session. Nothing
+// goes into a cookie.
 
 const REFRESH_KEY = "windi.refresh_token";
 // Refresh a minute before the access token expires, or halfway through a shorter life: the server
 // counts its expiry in whole seconds and closes sockets the moment it passes.
 const REFRESH_MARGIN_S = 60;
 const RETRY_REFRESH_MS = 5000;
+
+function takeStored() {
+  const token = sessionStorage.getItem(REFRESH_KEY);
+  sessionStorage.removeItem(REFRESH_KEY);
+  return token;
+}
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -17,9 +26,19 @@ export class ApiError extends Error {
 
 export class Session extends EventTarget {
   accessToken = null;
-  #refreshToken = sessionStorage.getItem(REFRESH_KEY);
+  #refreshToken = takeStored();
   #refreshing = null;
   #timer = 0;
+
+  constructor() {
+    super();
+    window.addEventListener("pagehide", () => {
+      if (this.#refreshToken !== null) sessionStorage.setItem(REFRESH_KEY, this.#refreshToken);
+    });
+    window.addEventListener("pageshow", (event) => {
+      if (event.persisted) takeStored(); // back from the browser's page cache: still ours alone
+    });
+  }
 
   get canResume() {
     return this.#refreshToken !== null;
@@ -38,6 +57,7 @@ export class Session extends EventTarget {
   // One refresh at a time: a refresh token is spent by its first use, and a second use would end
   // the session.
   refresh() {
+    if (this.#refreshToken === null) return Promise.reject(new ApiError(401, { detail: "Not logged in" }));
     this.#refreshing ??= this.#fetch("POST", "/token/refresh", { json: { refresh_token: this.#refreshToken } })
       .then((tokens) => this.#accept(tokens))
       .catch((error) => {
@@ -72,7 +92,6 @@ export class Session extends EventTarget {
   #accept(tokens) {
     this.accessToken = tokens.access_token;
     this.#refreshToken = tokens.refresh_token;
-    sessionStorage.setItem(REFRESH_KEY, tokens.refresh_token);
     clearTimeout(this.#timer);
     const delay = Math.max(tokens.expires_in / 2, tokens.expires_in - REFRESH_MARGIN_S);
     this.#timer = setTimeout(() => this.#refreshSoon(), delay * 1000);

@@ -51,7 +51,11 @@ class App {
     for (const item of document.querySelectorAll(".chat-item")) {
       item.classList.toggle("active", Number(item.dataset.chatId) === chat.id);
     }
-    await this.view.open();
+    try {
+      await this.view.open();
+    } catch (error) {
+      this.view?.showNotice(`This chat cannot be opened: ${error.message}`);
+    }
   }
 
   closeChat() {

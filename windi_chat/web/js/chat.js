@@ -219,10 +219,14 @@ export class ChatView {
     }
   }
 
-  #lostAccess() {
-    this.notice.textContent = "You are no longer a member of this chat.";
+  showNotice(text) {
+    this.notice.textContent = text;
     this.notice.hidden = false;
     this.composer.hidden = true;
+  }
+
+  #lostAccess() {
+    this.showNotice("You are no longer a member of this chat.");
     this.app.showConnection("open");
     this.app.refreshInbox();
   }

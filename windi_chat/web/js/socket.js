@@ -118,13 +118,18 @@ export class ChatSocket extends EventTarget {
     }
     this.#setState("reconnecting");
     if (code === 4401) {
+      // A new access token, then the socket again; if the session has ended, the app signs out.
       this.session.refresh().then(
         () => this.#connect(),
-        () => this.#setState("closed"),
+        () => (this.session.canResume ? this.#retry() : this.#setState("closed")),
       );
       return;
     }
-    if (!navigator.onLine) return; // the "online" event reconnects
+    this.#retry();
+  }
+
+  #retry() {
+    if (this.#stopped || !navigator.onLine) return; // the "online" event reconnects
     const delay = BACKOFF_MS[Math.min(this.#attempt, BACKOFF_MS.length - 1)];
     this.#attempt += 1;
     this.#timer = setTimeout(() => this.#connect(), delay * (0.75 + Math.random() / 2));
