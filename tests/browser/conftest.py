@@ -44,7 +44,7 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def web_server(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One server for every browser test: each test makes people of its own."""
     server = start_server(postgres_url, tmp_path_factory.mktemp("web") / "server.log")
@@ -52,7 +52,7 @@ def web_server(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
     stop_server(server)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def short_token_server(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server whose access tokens live five seconds: clients must keep renewing them."""
     log_path = tmp_path_factory.mktemp("web-short-tokens") / "server.log"
@@ -61,10 +61,14 @@ def short_token_server(postgres_url: str, tmp_path_factory: pytest.TempPathFacto
     stop_server(server)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(web_server: LiveServer) -> Iterator[Any]:
-    """Headless Chromium. It starts after the server and the database: Playwright's synchronous API
-    keeps an event loop running on this thread, and the database fixtures need one of their own."""
+    """Headless Chromium, for the tests of this package only.
+
+    Playwright's synchronous API keeps an event loop running on this thread while it is open, and the
+    database fixtures run loops of their own: it starts after the server and the database, and ends
+    with this package's tests, before any other test needs a loop.
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -27,9 +27,11 @@ class App {
   }
 
   async start() {
-    if (this.session.canResume && (await this.session.refresh().then(() => true, () => false))) {
+    try {
+      if (!this.session.canResume) throw new Error("no session to resume");
+      await this.session.refresh();
       await this.#signedIn();
-    } else {
+    } catch {
       this.#signedOut();
     }
   }

@@ -17,6 +17,7 @@ export class ChatView {
   #loadingOlder = false;
   #typingTimer = 0;
   #typingSentAt = 0;
+  #closed = false;
 
   constructor(app, chat) {
     this.app = app;
@@ -65,6 +66,7 @@ export class ChatView {
   async open() {
     const last = this.chat.last_message?.seq ?? 0;
     const page = last ? await this.app.session.request("GET", `/history/${this.chat.id}?before_seq=${last + 1}&limit=${PAGE}`) : [];
+    if (this.#closed) return; // another chat was opened meanwhile
     for (const message of page) this.#add(message);
     this.#scrollToEnd();
     this.socket = new ChatSocket(this.app.session, this.chat.id, this.me, this.#lastSeq());
@@ -85,6 +87,7 @@ export class ChatView {
   }
 
   close() {
+    this.#closed = true;
     this.socket?.stop();
     document.removeEventListener("visibilitychange", this.onVisible);
     clearTimeout(this.#typingTimer);
