@@ -124,9 +124,31 @@ def test_a_session_outlives_its_access_tokens_on_one_socket(
     assert not sockets[0].is_closed()
 
 
+def test_the_inbox_shows_the_most_recent_chat_first_with_its_unread_count(
+    person: MakePerson, rest: Api
+) -> None:
+    ada = person("Ada")
+    me = rest.account(ada.name, ada.email)
+    bob, cid = (
+        rest.account(ada.name.replace("Ada", other), f"{other.lower()}-of-{ada.email}")
+        for other in ("Bob", "Cid")
+    )
+    with_bob = rest.private_chat(me, bob)
+    with_cid = rest.private_chat(me, cid)
+    rest.send(cid, with_cid["id"], "from Cid")
+    rest.send(bob, with_bob["id"], "from Bob")
+    ada.log_in(ada.email)
+    expect(ada.page.locator(".chat-item .title")).to_have_text([bob.name, cid.name])
+
+    rest.send(cid, with_cid["id"], "Cid again")
+    expect(ada.page.locator(".chat-item .title")).to_have_text([cid.name, bob.name])
+    expect(ada.inbox_item(cid.name).locator(".badge")).to_have_text("2")
+    expect(ada.inbox_item(cid.name).locator(".preview")).to_have_text("Cid again")
+
+
 def test_older_messages_load_when_scrolling_up(person: MakePerson, rest: Api) -> None:
     ada = person("Ada")
-    bob = rest.account(ada.name.replace("Ada", "Bob"), f"bob-scroll-{id(ada)}@example.com")
+    bob = rest.account(ada.name.replace("Ada", "Bob"), f"bob-of-{ada.email}")
     chat = rest.private_chat(rest.account(ada.name, ada.email), bob)
     for number in range(1, 71):
         rest.send(bob, chat["id"], f"message {number}")

@@ -73,6 +73,10 @@ export class ChatView {
     this.socket.addEventListener("state", (event) => {
       this.element.dataset.connection = event.detail;
       this.app.showConnection(event.detail);
+      if (event.detail === "open") {
+        this.#myReadSeq = 0; // a marker moved while offline may not have reached the server
+        this.#markRead();
+      }
     });
     this.socket.addEventListener("message", (event) => this.#live(event.detail));
     this.socket.addEventListener("read", (event) => this.#setAllRead(event.detail.all_read_seq));
