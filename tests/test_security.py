@@ -28,6 +28,8 @@ from windi_chat.logs import RedactSecrets
 from windi_chat.security import PasswordHasher, TokenCodec
 
 PUBLIC_PATHS = ("/register", "/login", "/token/refresh", "/health", "/health/ready")
+# The web client's files (windi_chat/web.py): public, they hold no data.
+WEB_CLIENT_PATHS = ("/", "/{file_path:path}")
 WRONG_SECRET = "another-secret-that-is-long-enough-for-hs256-9876543210"
 
 
@@ -214,7 +216,7 @@ def test_every_non_public_http_route_requires_a_token(client: TestClient[Any]) -
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue  # WebSocket routes check their token themselves
-        if route.path in PUBLIC_PATHS or route.path.startswith("/docs"):
+        if route.path in PUBLIC_PATHS + WEB_CLIENT_PATHS or route.path.startswith("/docs"):
             continue
         for method in sorted(route.methods - {"OPTIONS", "HEAD"}):
             path = concrete_path(route.path)

@@ -50,6 +50,7 @@ from windi_chat.security import PasswordHasher, TokenCodec, create_auth
 from windi_chat.session_routes import RefreshController, SessionController
 from windi_chat.sockets import SocketRegistry
 from windi_chat.stores import ExpiringMemoryStore, create_shared_store
+from windi_chat.web import web_client
 from windi_chat.writer import MessageWriter
 
 __all__ = ("create_app",)
@@ -169,6 +170,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             docs_assets(),
             asyncapi,
             *(metrics.route_handlers if metrics else []),
+            web_client(),
         ],
         dependencies={
             "users": Provide(create_service_provider(UserService)),
