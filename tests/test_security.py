@@ -7,8 +7,10 @@ import contextlib
 import io
 import json
 import logging
+import os
 import re
 import sys
+import threading
 import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -168,6 +170,19 @@ def test_a_hash_with_outdated_parameters_gets_a_replacement(hasher: PasswordHash
     assert valid
     assert new_hash is not None
     assert "t=2," in new_hash
+
+
+def test_hashes_run_at_the_lowest_cpu_priority_and_the_event_loop_does_not(hasher: PasswordHasher) -> None:
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    async def both() -> tuple[int, int]:
+        return await hasher._run(priority), priority()
+
+    before = priority()
+    in_hashing_thread, in_event_loop = run(both())
+    assert in_hashing_thread == 19
+    assert in_event_loop == before < 19
 
 
 # --- Tokens over HTTP ---

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import os
 import secrets
+import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-import anyio
 import msgspec
-from litestar.concurrency import sync_to_thread
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.security.jwt import OAuth2PasswordBearerAuth, Token
@@ -43,20 +46,19 @@ class CurrentUser(msgspec.Struct, frozen=True):
 class PasswordHasher:
     """argon2 hashing that keeps the event loop free: each hash takes tens of milliseconds of CPU.
 
-    Hashes run in worker threads, one lane each, and at most one per spare core at a time: a burst of
-    logins then queues for its turn instead of taking every core from the sockets' event loop.
+    Hashes run in the process's hashing threads: at most one per spare core, at the lowest CPU priority.
+    A burst of logins then queues for its turn, and what CPU it gets is what the event loop and the
+    database leave over: other people's sends and reads do not slow down behind someone's logins.
     """
 
     def __init__(self, time_cost: int, memory_kib: int) -> None:
         hasher = Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=1)
         self._hash = PasswordHash((hasher,))
-        self._turns = anyio.Semaphore(max(1, (os.cpu_count() or 1) - 1))
         # Verifying against this when the email is unknown makes both failures take the same time.
         self._dummy_hash = self._hash.hash("not a real password, only for timing")
 
     async def _run(self, function: Callable[..., T], *args: str) -> T:
-        async with self._turns:
-            return await sync_to_thread(function, *args)
+        return await asyncio.get_running_loop().run_in_executor(_hashing_threads(), function, *args)
 
     async def hash(self, password: str) -> str:
         return await self._run(self._hash.hash, password)
@@ -67,6 +69,19 @@ class PasswordHasher:
             await self._run(self._hash.verify, password, self._dummy_hash)
             return False, None
         return await self._run(self._hash.verify_and_update, password, password_hash)
+
+
+@functools.cache
+def _hashing_threads() -> ThreadPoolExecutor:
+    """The process's hashing threads, made on the first hash."""
+    spare = max(1, (os.cpu_count() or 1) - 1)
+    return ThreadPoolExecutor(spare, thread_name_prefix="windi-hash", initializer=_lowest_priority)
+
+
+def _lowest_priority() -> None:
+    """Give this thread (on Linux, a priority is per thread) the lowest CPU priority, where allowed."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 class TokenClaims(msgspec.Struct, frozen=True):
