@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -77,9 +78,11 @@ def test_adding_a_member_to_a_full_group_is_refused(rest: Api, postgres_url: str
     assert member_count(postgres_url, group["id"]) == MAX_MEMBERS
 
 
-def test_concurrent_adds_stop_exactly_at_the_cap(server: LiveServer, rest: Api, postgres_url: str) -> None:
-    owner, *candidates = rest.people("Owner", *(f"Candidate{i}" for i in range(8)))
-    group_id = rest.group(owner, "Race", [])["id"]
+def _race_to_the_cap(server: LiveServer, database_url: str) -> None:
+    with server.http() as http:
+        rest = Api(http)
+        owner, *candidates = rest.people("Owner", *(f"Candidate{i}" for i in range(8)))
+        group_id = rest.group(owner, "Race", [])["id"]
 
     def add(person: Account) -> int:
         with server.http() as http:
@@ -93,7 +96,21 @@ def test_concurrent_adds_stop_exactly_at_the_cap(server: LiveServer, rest: Api, 
         statuses = list(pool.map(add, candidates))
 
     assert sorted(statuses) == [200] * (MAX_MEMBERS - 1) + [409] * (len(candidates) - MAX_MEMBERS + 1)
-    assert member_count(postgres_url, group_id) == MAX_MEMBERS
+    assert member_count(database_url, group_id) == MAX_MEMBERS
+
+
+def test_concurrent_adds_stop_exactly_at_the_cap(server: LiveServer, postgres_url: str) -> None:
+    _race_to_the_cap(server, postgres_url)
+
+
+def test_concurrent_adds_stop_exactly_at_the_cap_on_sqlite(sqlite_url: str, tmp_path: Path) -> None:
+    # SQLite has no row locks: its changes of one group run one after another by its write lock.
+    limits = {"WINDI_MAX_GROUP_MEMBERS": str(MAX_MEMBERS)}
+    server = start_server(sqlite_url, tmp_path / "server.log", limits)
+    try:
+        _race_to_the_cap(server, sqlite_url)
+    finally:
+        stop_server(server)
 
 
 # Sockets ----------------------------------------------------------------------------------------------
@@ -169,6 +186,28 @@ def test_the_send_limit_is_shared_by_rest_and_sockets(server: LiveServer, rest: 
         [error] = receive_until(socket, is_type("error"))
 
     assert (error["code"], error["client_id"]) == ("rate_limited", "over")
+
+
+def test_read_markers_are_limited_per_person_across_rest_and_sockets(server: LiveServer, rest: Api) -> None:
+    ada, bob = rest.people("Ada", "Bob")
+    chat_id = rest.private_chat(ada, bob)["id"]
+    rest.send(ada, chat_id, "read me")
+    for _ in range(SEND_BURST - 1):
+        rest.read(bob, chat_id, 1)
+
+    with (
+        open_socket(server.ws_url, chat_id, bob.token) as first,
+        open_socket(server.ws_url, chat_id, bob.token) as second,
+    ):
+        send_frame(first, type="read", seq=1)  # the last of the allowance
+        send_frame(second, type="read", seq=1)  # another socket of the same person: past it
+        [error] = [f for f in receive_until(second, is_type("error")) if f["type"] == "error"]
+        assert error["code"] == "rate_limited"
+        assert error["detail"] == "Too many read markers; slow down"
+
+    refused = rest.read(bob, chat_id, 1, expect=429)
+    assert refused["detail"] == "Too many read markers; slow down"
+    rest.read(ada, chat_id, 1)  # Ada has her own allowance
 
 
 def test_a_socket_that_keeps_sending_past_the_limit_is_closed_with_1008(

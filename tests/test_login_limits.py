@@ -108,6 +108,30 @@ def test_concurrent_failures_check_no_more_passwords_than_the_limit(lock_after_3
     assert statuses == [401] * 3 + [LOCKED] * 9
 
 
+def test_wrong_passwords_of_a_signed_in_person_share_the_lock(lock_after_3: LiveServer) -> None:
+    with lock_after_3.http() as http:
+        api = Api(http)
+        ada, bob = api.people("Ada", "Bob")
+        barrier = threading.Barrier(8)
+
+        def change(_n: int) -> int:
+            barrier.wait(timeout=10)
+            response = api.change_password(ada, "wrong password", "another password", expect=None)
+            return int(response.status_code)
+
+        # However many arrive at once, no more than the limit are checked against the hash.
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = sorted(pool.map(change, range(8)))
+        assert statuses == [403] * 3 + [LOCKED] * 5
+        # The right password is refused too while the lock holds, for a change, a deletion or a login.
+        assert api.change_password(ada, PASSWORD, "another password", expect=None).status_code == LOCKED
+        deletion = api.call("DELETE", "/users/me", ada, json={"password": PASSWORD}, expect=None)
+        assert deletion.status_code == LOCKED
+        assert int(deletion.headers["Retry-After"]) >= 1
+        assert api.login(ada.email, expect=None).status_code == LOCKED
+        api.change_password(bob, PASSWORD, "another password", expect=204)  # others are not concerned
+
+
 def test_the_lock_ends_with_its_window(postgres_url: str, tmp_path: Path) -> None:
     server = start_server(
         postgres_url,

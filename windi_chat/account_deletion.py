@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.errors import UserNotFoundError, WrongPasswordError
 from windi_chat.events import EventBus
+from windi_chat.login_attempts import LoginAttempts
 from windi_chat.models import Chat, ChatMember, ChatType, LoginSession, MemberRole, Message, User
 from windi_chat.security import PasswordHasher
 
@@ -70,11 +71,22 @@ async def _leave(db: AsyncSession, events: EventBus, member: ChatMember) -> None
 
 
 async def delete_account_with_password(
-    db: AsyncSession, events: EventBus, hasher: PasswordHasher, user_id: int, password: str
+    db: AsyncSession,
+    events: EventBus,
+    check: tuple[PasswordHasher, LoginAttempts],
+    user_id: int,
+    password: str,
 ) -> None:
-    """The person proves it is them with their password first; a wrong one is :class:`WrongPasswordError`."""
-    password_hash = await db.scalar(select(User.password_hash).where(User.id == user_id))
-    valid, _ = await hasher.verify(password, password_hash)
-    if password_hash is None or not valid:
+    """The person proves it is them with their password first; a wrong one is :class:`WrongPasswordError`,
+    and counts towards the account's login lock.
+    """
+    hasher, attempts = check
+    user = (await db.execute(select(User.email, User.password_hash).where(User.id == user_id))).one_or_none()
+    await db.commit()  # hands the connection back to the pool while argon2 runs (nothing is written yet)
+    if user is None:
+        raise WrongPasswordError
+    await attempts.check(user.email)
+    valid, _ = await hasher.verify(password, user.password_hash)
+    if not valid:
         raise WrongPasswordError
     await delete_account(db, events, user_id)

@@ -23,7 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.account_deletion import delete_account_with_password
 from windi_chat.config import Settings
-from windi_chat.errors import EmailTakenError, InvalidError, UserNotFoundError, WrongPasswordError
+from windi_chat.errors import (
+    EmailTakenError,
+    InvalidError,
+    RateLimitedError,
+    UserNotFoundError,
+    WrongPasswordError,
+)
 from windi_chat.events import EventBus
 from windi_chat.http_errors import error_responses
 from windi_chat.login_attempts import LoginAttempts
@@ -233,7 +239,7 @@ class UserController(Controller):
         "/me",
         operation_id="deleteMe",
         summary="Delete the caller's account",
-        responses=error_responses(WrongPasswordError),
+        responses=error_responses(WrongPasswordError, RateLimitedError),
     )
     async def delete_me(
         self,
@@ -242,12 +248,14 @@ class UserController(Controller):
         db_session: NamedDependency[AsyncSession],
         events: NamedDependency[EventBus],
         hasher: NamedDependency[PasswordHasher],
+        attempts: NamedDependency[LoginAttempts],
     ) -> None:
         """204: every session ends and every socket closes; the account leaves its chats, its messages
         stay there with the sender shown as ``{"id": null, "name": "Deleted account"}``, and its email
-        can be registered again. A wrong password: 403.
+        can be registered again. A wrong password: 403; it counts towards the account's login lock.
         """
-        await delete_account_with_password(db_session, events, hasher, request.user.id, data.password)
+        check = (hasher, attempts)
+        await delete_account_with_password(db_session, events, check, request.user.id, data.password)
 
 
 class _RateLimitWithRetryAfter(RateLimitMiddleware):

@@ -14,7 +14,7 @@ from typing import Any, cast
 from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import aliased
 
@@ -222,6 +222,10 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
 
     async def _group_for_change(self, group_id: int, caller_id: int) -> tuple[Chat, ChatMember]:
         """Lock the group row (so membership changes of one group run one at a time) and the caller's row."""
+        if self.session.bind is not None and self.session.bind.dialect.name == "sqlite":
+            # SQLite has no row locks: a write first takes its database-wide write lock, so concurrent
+            # changes run one after another there too (and the member cap holds).
+            await self.session.execute(update(Chat).where(Chat.id == group_id).values(last_seq=Chat.last_seq))
         chat = await self.get_one_or_none(Chat.id == group_id, with_for_update=True)
         caller = await self.members.get_one_or_none(chat_id=group_id, user_id=caller_id)
         if chat is None or chat.type != ChatType.GROUP or caller is None:

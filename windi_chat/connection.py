@@ -26,7 +26,7 @@ from windi_chat.config import Settings
 from windi_chat.database import unit_of_work
 from windi_chat.errors import ChatNotFoundError, DomainError, RateLimitedError, UnauthenticatedError
 from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, split_event
-from windi_chat.limits import PersonLimits
+from windi_chat.limits import READS_LIMITED, PersonLimits
 from windi_chat.messaging import Sent, mark_read, messages_after
 from windi_chat.messaging import last_seq as chat_last_seq
 from windi_chat.protocol import close_code, decode_client_frame, encode, error_frame, warn_if_unavailable
@@ -162,9 +162,13 @@ class ChatConnection:
     async def shutdown(self, code: int, reason: str) -> None:
         """Close once the frame in hand is handled and the sends already queued are acknowledged."""
         async with self._handling:
-            with anyio.move_on_after(self._shared.settings.ws_send_timeout):
-                await self._unacked.join()
+            await self._finish_sends()
             await self.close(code, reason)
+
+    async def _finish_sends(self) -> None:
+        """Let the sends already queued be acknowledged (a client that reads nothing gets no longer)."""
+        with anyio.move_on_after(self._shared.settings.ws_send_timeout):
+            await self._unacked.join()
 
     async def close(self, code: int, reason: str) -> None:
         """Close once and stop both loops."""
@@ -272,6 +276,7 @@ class ChatConnection:
                 continue
             async with self._handling:
                 if self.expired(datetime.now(UTC)):
+                    await self._finish_sends()
                     await self.close(CLOSE_UNAUTHORIZED, "token expired")
                     return
                 frame = decode_client_frame(raw)
@@ -322,6 +327,7 @@ class ChatConnection:
     async def _act(self, frame: ClientFrame) -> None:
         """Carry out one client frame other than a send through the actions, as REST would."""
         if isinstance(frame, ReadFrame):
+            self._shared.limits.reads.check(self.user_id, READS_LIMITED)
             async with unit_of_work(self._sessions) as session:
                 await mark_read(session, self._events, self.chat_id, self.user_id, frame.seq)
         elif isinstance(frame, AuthFrame):

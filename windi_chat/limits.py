@@ -13,9 +13,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 from windi_chat.config import Settings
+from windi_chat.errors import RateLimitedError
 from windi_chat.sockets import FrameRateLimiter
 
-__all__ = ("PersonLimits", "SendLimiter", "SendRefused", "SocketQuota", "TypingThrottle")
+__all__ = ("READS_LIMITED", "PersonLimits", "SendLimiter", "SendRefused", "SocketQuota", "TypingThrottle")
+
+READS_LIMITED = "Too many read markers; slow down"
 
 # Past this many remembered people, a sweep drops the ones whose buckets have refilled.
 _SWEEP_ABOVE = 10_000
@@ -52,6 +55,12 @@ class SendLimiter:
         if bucket.allow():
             return None
         return SendRefused(bucket.retry_after, bucket.exhausted)
+
+    def check(self, user_id: int, detail: str) -> None:
+        """Spend one of the person's allowance, or refuse with :class:`RateLimitedError`."""
+        refused = self.take(user_id)
+        if refused is not None:
+            raise RateLimitedError(refused.retry_after, refused.exhausted, detail)
 
     def _sweep(self) -> None:
         now = time.monotonic()
@@ -109,12 +118,15 @@ class PersonLimits:
     """The per-person limits of one process, built from the settings."""
 
     sends: SendLimiter
+    # Read markers: each is a transaction, so a person's sockets and requests share one allowance too.
+    reads: SendLimiter
     typing: TypingThrottle
     sockets: SocketQuota
 
     @classmethod
     def of(cls, settings: Settings) -> PersonLimits:
         return cls(
+            SendLimiter(settings.send_rate, settings.send_burst),
             SendLimiter(settings.send_rate, settings.send_burst),
             TypingThrottle(settings.typing_interval),
             SocketQuota(settings.ws_max_sockets_per_user),

@@ -13,11 +13,14 @@ from __future__ import annotations
 import hashlib
 import logging
 
+from windi_chat.errors import RateLimitedError
 from windi_chat.stores import CountingStore
 
 __all__ = ("LoginAttempts",)
 
 logger = logging.getLogger("windi_chat.login_attempts")
+
+LOCKED = "Too many wrong passwords for this account; try again later"
 
 
 class LoginAttempts:
@@ -45,6 +48,16 @@ class LoginAttempts:
                 "Password logins of one account locked for %ds after repeated failures", seconds_left
             )
         return seconds_left
+
+    async def check(self, email: str) -> None:
+        """Count a password check of a signed-in person (a password change, an account deletion).
+
+        It shares the count of their logins: a token is no licence to guess its owner's password, nor
+        to queue hashes for everyone else's logins. Refused with 429 while the account is locked.
+        """
+        locked_for = await self.begin(email)
+        if locked_for:
+            raise RateLimitedError(locked_for, detail=LOCKED)
 
     async def succeeded(self, email: str) -> None:
         """The password was right: its earlier failures no longer count."""

@@ -16,6 +16,7 @@ from windi_chat.errors import ChatNotFoundError, InvalidMessageError, RateLimite
 from windi_chat.events import EventBus
 from windi_chat.http_errors import error_responses
 from windi_chat.inputs import MAX_ID, MAX_OFFSET, PathId
+from windi_chat.limits import READS_LIMITED, PersonLimits
 from windi_chat.messaging import history, mark_read
 from windi_chat.schemas import MessageOut, ReadIn, ReadOut, SendMessageIn
 from windi_chat.security import CurrentUser
@@ -85,7 +86,7 @@ class MessageController(Controller):
         operation_id="markRead",
         summary="Mark the chat as read up to a seq",
         status_code=HTTP_200_OK,
-        responses=error_responses(ChatNotFoundError),
+        responses=error_responses(ChatNotFoundError, RateLimitedError),
     )
     async def read(
         self,
@@ -94,8 +95,11 @@ class MessageController(Controller):
         data: JSONBody[ReadIn],
         db_session: NamedDependency[AsyncSession],
         events: NamedDependency[EventBus],
+        limits: NamedDependency[PersonLimits],
     ) -> ReadOut:
         """The marker only moves forward and stops at the chat's last message. ``all_read_seq``: every
-        message up to it has been read by every member.
+        message up to it has been read by every member. A person's read markers, over REST and sockets
+        together, are limited like their sends (``WINDI_SEND_RATE``): past it, 429 with ``Retry-After``.
         """
+        limits.reads.check(request.user.id, READS_LIMITED)
         return await mark_read(db_session, events, chat_id, request.user.id, data.seq)

@@ -12,10 +12,16 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.config import Settings
-from windi_chat.errors import InvalidRefreshTokenError, SessionNotFoundError, WrongPasswordError
+from windi_chat.errors import (
+    InvalidRefreshTokenError,
+    RateLimitedError,
+    SessionNotFoundError,
+    WrongPasswordError,
+)
 from windi_chat.events import EventBus
 from windi_chat.http_errors import error_responses
 from windi_chat.inputs import SessionId
+from windi_chat.login_attempts import LoginAttempts
 from windi_chat.schemas import PasswordChangeIn, RefreshIn, SessionOut, TokenOut
 from windi_chat.security import CurrentUser, PasswordHasher, TokenCodec
 from windi_chat.sessions import (
@@ -104,7 +110,7 @@ class SessionController(Controller):
         operation_id="changePassword",
         summary="Change the caller's password",
         status_code=HTTP_204_NO_CONTENT,
-        responses=error_responses(WrongPasswordError),
+        responses=error_responses(WrongPasswordError, RateLimitedError),
     )
     async def change_password(
         self,
@@ -113,9 +119,11 @@ class SessionController(Controller):
         db_session: NamedDependency[AsyncSession],
         events: NamedDependency[EventBus],
         hasher: NamedDependency[PasswordHasher],
+        attempts: NamedDependency[LoginAttempts],
     ) -> None:
         """The new password works at once; every other session of the caller ends. A wrong current
-        password: 403.
+        password: 403. Wrong passwords count towards the account's login lock (429 while it holds).
         """
         passwords = (data.current_password, data.new_password)
-        await change_password(db_session, events, hasher, request.user.id, request.user.session_id, passwords)
+        user = request.user
+        await change_password(db_session, events, hasher, attempts, user.id, user.session_id, passwords)

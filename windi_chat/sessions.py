@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.errors import InvalidRefreshTokenError, SessionNotFoundError, WrongPasswordError
 from windi_chat.events import EventBus
+from windi_chat.login_attempts import LoginAttempts
 from windi_chat.models import LoginSession, RefreshToken, User, utcnow
 from windi_chat.schemas import SessionOut, TokenOut
 from windi_chat.security import PasswordHasher, TokenCodec
@@ -158,6 +159,7 @@ async def change_password(
     db: AsyncSession,
     events: EventBus,
     hasher: PasswordHasher,
+    attempts: LoginAttempts,
     user_id: int,
     keep_id: str,
     passwords: tuple[str, str],
@@ -166,9 +168,13 @@ async def change_password(
     current_password, new_password = passwords
     user = await db.get(User, user_id)
     await db.commit()  # hands the connection back to the pool while argon2 runs (nothing is written yet)
-    valid, _ = await hasher.verify(current_password, user.password_hash if user else None)
-    if user is None or not valid:
+    if user is None:
         raise WrongPasswordError
+    await attempts.check(user.email)
+    valid, _ = await hasher.verify(current_password, user.password_hash)
+    if not valid:
+        raise WrongPasswordError
+    await attempts.succeeded(user.email)
     user.password_hash = await hasher.hash(new_password)
     others = await revoke_other_sessions(db, events, user_id, keep_id)
     logger.info("Password changed: user_id=%s (%d other sessions revoked)", user_id, others)
