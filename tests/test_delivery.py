@@ -200,7 +200,7 @@ def test_channels_url_selects_the_backend(url: str, kind: str) -> None:
 
 def test_unknown_channels_url_is_refused_without_showing_its_password() -> None:
     with pytest.raises(ConfigurationError) as refused:
-        create_backend("kafka://user:hunter2@broker:9092")
+        create_backend("kafka://user:hunter2@broker:9092", "windi")
     assert "kafka://user:***@broker:9092" in str(refused.value)
     assert "hunter2" not in str(refused.value)
 

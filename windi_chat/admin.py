@@ -70,7 +70,7 @@ def _run(action: Action[T]) -> T:
         async with _database(settings) as db:
             result = await action(db, EventBus(lambda payload, channel: published.append((payload, channel))))
         if published and not settings.channels_url.startswith("memory"):
-            backend = create_backend(settings.channels_url)
+            backend = create_backend(settings.channels_url, settings.namespace)
             await backend.on_startup()
             try:
                 for payload, channel in published:

@@ -39,7 +39,7 @@ def _scheme(url: str) -> str:
     return url.partition("://")[0].lower()
 
 
-def create_backend(url: str, namespace: str = "") -> ChannelsBackend:
+def create_backend(url: str, namespace: str) -> ChannelsBackend:
     """The backend named by ``url``; a clear error for an unknown scheme or a missing extra.
 
     A shared backend's channel names carry ``namespace``, so deployments sharing it stay apart.
