@@ -21,14 +21,13 @@ __all__ = ("CLOSE_MEANINGS", "asyncapi_document", "close_codes", "frame_types")
 # for an unexpected server error; the rest are the ``CLOSE_*`` constants of ``windi_chat.sockets``.
 CLOSE_MEANINGS: dict[int, str] = {
     1001: "The server is shutting down: reconnect (to any server) with after_seq.",
-    1008: "Flooding: frames kept coming above the rate limit. Slow down, then reconnect.",
+    1008: "Flooding: frames or sends kept coming after rate_limited errors. Slow down, then reconnect.",
     1009: "A frame over 65,536 bytes. Send smaller frames.",
-    1012: "Live events may have been lost (delivery backend restarted): reconnect with after_seq.",
-    1013: "Too far behind, or the database or live delivery is unavailable: reconnect with after_seq, "
-    "backing off.",
-    4400: "A bad query parameter (after_seq not a non-negative integer). Fix the request.",
+    1013: "Too far behind, or the database is unavailable: reconnect with after_seq, backing off.",
+    4400: "A bad query parameter (after_seq not an integer from 0 to 2^63-1). Fix the request.",
     4401: "Token missing, invalid or expired, or the session ended: get a new access token, reconnect.",
     4403: "The chat does not exist, you are not a member or were removed, or the origin is not allowed.",
+    4429: "Too many connections: the person holds WINDI_WS_MAX_SOCKETS_PER_USER sockets on this process.",
     4500: "An unexpected server error: reconnect with after_seq, backing off.",
 }
 

@@ -32,7 +32,6 @@ logger = logging.getLogger("windi_chat.realtime")
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008  # flooding
 CLOSE_TOO_BIG = 1009
-CLOSE_SERVICE_RESTART = 1012  # the server is restarting: reconnect with after_seq
 CLOSE_TRY_AGAIN = 1013  # fell too far behind, or the database is unavailable: reconnect with after_seq
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
