@@ -7,17 +7,16 @@ answer the same :class:`ChatNotFoundError`, so chat ids cannot be probed.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, cast
 
 from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
-from sqlalchemy.orm import aliased
 
+from windi_chat.chat_views import chat_out, chat_views, inbox_page, members_of
 from windi_chat.errors import (
     AlreadyMemberError,
     ChatNotFoundError,
@@ -29,16 +28,12 @@ from windi_chat.errors import (
 )
 from windi_chat.events import EventBus
 from windi_chat.inbox import InboxCursor
-from windi_chat.messaging import message_out
 from windi_chat.models import Chat, ChatMember, ChatType, MemberRole, Message, User
-from windi_chat.schemas import ChatOut, GroupChatCreate, MemberOut
+from windi_chat.schemas import ChatOut, GroupChatCreate
 
-__all__ = ("INBOX_MEMBERS", "ChatService")
+__all__ = ("ChatService",)
 
 logger = logging.getLogger("windi_chat.chats")
-
-# Members a group shows in the inbox: enough to draw it, and a page stays small however big its groups.
-INBOX_MEMBERS = 20
 
 
 class MemberRepository(SQLAlchemyAsyncRepository[ChatMember]):
@@ -65,93 +60,13 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
 
     async def views(self, viewer_id: int, chat_id: int | None = None) -> list[ChatOut]:
         """The viewer's chats (or one of them), each with every member."""
-        return [view for _, view in await self._views(viewer_id, chat_id)]
-
-    async def _views(
-        self,
-        viewer_id: int,
-        chat_id: int | None = None,
-        *,
-        limit: int | None = None,
-        before: InboxCursor | None = None,
-        member_limit: int | None = None,
-    ) -> list[tuple[Chat, ChatOut]]:
-        """The viewer's chats (or one of them), most recent activity first, in two queries.
-
-        One query reads a page of chats with the viewer's marker and each chat's last message; the other
-        reads the first ``member_limit`` members of each (all when None), with each chat's member count
-        and lowest read marker, so a page costs the same whatever the size of its groups.
-        """
-        mine = aliased(ChatMember)
-        last = aliased(Message)
-        statement = (
-            select(Chat, mine.read_seq, last)
-            .join(mine, and_(mine.chat_id == Chat.id, mine.user_id == viewer_id))
-            .outerjoin(last, and_(last.chat_id == Chat.id, last.seq == Chat.last_seq))
-            .order_by(Chat.last_activity_at.desc(), Chat.id.desc())
-        )
-        if chat_id is not None:
-            statement = statement.where(Chat.id == chat_id)
-        if before is not None:
-            statement = statement.where(
-                or_(
-                    Chat.last_activity_at < before.last_activity_at,
-                    and_(Chat.last_activity_at == before.last_activity_at, Chat.id < before.chat_id),
-                )
-            )
-        if limit is not None:
-            statement = statement.limit(limit)
-        rows = (await self.session.execute(statement)).all()
-        if not rows:
-            return []
-        members = await self._members_of([chat.id for chat, _, _ in rows], member_limit)
-        return [
-            (chat, _chat_out(chat, viewer_id, my_read_seq, last_message, *members[chat.id]))
-            for chat, my_read_seq, last_message in rows
-        ]
+        return [view for _, view in await chat_views(self.session, viewer_id, chat_id)]
 
     async def inbox(
         self, viewer_id: int, limit: int, before: InboxCursor | None
     ) -> tuple[list[ChatOut], InboxCursor | None]:
         """A page of the viewer's chats, and the cursor of the next page when there is one."""
-        page = await self._views(viewer_id, limit=limit + 1, before=before, member_limit=INBOX_MEMBERS)
-        chats = [view for _, view in page[:limit]]
-        if len(page) <= limit:
-            return chats, None
-        last_chat = page[limit - 1][0]
-        return chats, InboxCursor(last_chat.last_activity_at, last_chat.id)
-
-    async def _members_of(
-        self, chat_ids: list[int], member_limit: int | None
-    ) -> dict[int, tuple[list[tuple[ChatMember, str]], int, int | None]]:
-        """Per chat: its first ``member_limit`` members with names, its member count, its lowest marker."""
-        order = (ChatMember.joined_at, ChatMember.user_id)
-        ranked = select(
-            ChatMember.chat_id.label("chat_id"),
-            ChatMember.user_id.label("user_id"),
-            func.row_number().over(partition_by=ChatMember.chat_id, order_by=order).label("rank"),
-            func.count().over(partition_by=ChatMember.chat_id).label("count"),
-            func.min(ChatMember.read_seq).over(partition_by=ChatMember.chat_id).label("all_read_seq"),
-        ).where(ChatMember.chat_id.in_(chat_ids))
-        ranked_sq = ranked.subquery()
-        statement = (
-            _members_with_names()
-            .add_columns(ranked_sq.c.count, ranked_sq.c.all_read_seq)
-            .join(
-                ranked_sq,
-                and_(ranked_sq.c.chat_id == ChatMember.chat_id, ranked_sq.c.user_id == ChatMember.user_id),
-            )
-        )
-        if member_limit is not None:
-            statement = statement.where(ranked_sq.c.rank <= member_limit)
-        members: dict[int, tuple[list[tuple[ChatMember, str]], int, int | None]] = defaultdict(
-            lambda: ([], 0, None)
-        )
-        for member, name, count, all_read_seq in await self.session.execute(statement):
-            listed = members[member.chat_id][0]
-            listed.append((member, name))
-            members[member.chat_id] = (listed, count, all_read_seq)
-        return members
+        return await inbox_page(self.session, viewer_id, limit, before)
 
     async def view(self, viewer_id: int, chat_id: int) -> ChatOut:
         views = await self.views(viewer_id, chat_id)
@@ -309,43 +224,5 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
         last = await self.session.scalar(
             select(Message).where(Message.chat_id == chat_id, Message.seq == chat.last_seq)
         )
-        members = await self._members_of([chat_id], None)
-        return _chat_out(chat, caller_id, chat.last_seq, last, *members[chat_id])
-
-
-def _members_with_names() -> Select[ChatMember, str]:
-    """Members with their names, in the order a chat lists them: by chat, then who joined first."""
-    return (
-        select(ChatMember, User.name)
-        .join(User, User.id == ChatMember.user_id)
-        .order_by(ChatMember.chat_id, ChatMember.joined_at, ChatMember.user_id)
-    )
-
-
-def _chat_out(
-    chat: Chat,
-    viewer_id: int,
-    my_read_seq: int,
-    last: Message | None,
-    members: list[tuple[ChatMember, str]],
-    member_count: int,
-    all_read_seq: int | None,
-) -> ChatOut:
-    if all_read_seq is None:  # no members left
-        all_read_seq = chat.last_seq
-    name = chat.name
-    if chat.type == ChatType.PRIVATE:
-        name = next((n for m, n in members if m.user_id != viewer_id), None)
-    return ChatOut(
-        id=chat.id,
-        type=chat.type,
-        name=name,
-        created_at=chat.created_at,
-        creator_id=chat.creator_id,
-        members=[
-            MemberOut(user_id=m.user_id, name=n, role=m.role, joined_at=m.joined_at) for m, n in members
-        ],
-        member_count=member_count,
-        last_message=message_out(last, all_read_seq) if last is not None else None,
-        unread_count=max(0, chat.last_seq - my_read_seq),
-    )
+        members = await members_of(self.session, [chat_id], None)
+        return chat_out(chat, caller_id, chat.last_seq, last, *members[chat_id])
