@@ -22,13 +22,13 @@ from litestar.channels.subscriber import Subscriber
 from litestar.exceptions import WebSocketDisconnect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from windi_chat.catch_up import FellBehind, replay
 from windi_chat.config import Settings
 from windi_chat.database import unit_of_work
 from windi_chat.errors import ChatNotFoundError, DomainError, RateLimitedError, UnauthenticatedError
 from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, split_event
 from windi_chat.limits import READS_LIMITED, PersonLimits
-from windi_chat.messaging import Sent, mark_read, messages_after
-from windi_chat.messaging import last_seq as chat_last_seq
+from windi_chat.messaging import Sent, mark_read
 from windi_chat.protocol import close_code, decode_client_frame, encode, error_frame, warn_if_unavailable
 from windi_chat.revocations import SessionGate
 from windi_chat.schemas import (
@@ -38,9 +38,7 @@ from windi_chat.schemas import (
     AuthOkFrame,
     ClientFrame,
     ErrorFrame,
-    MessageFrame,
     ReadFrame,
-    ResyncFrame,
     SendFrame,
 )
 from windi_chat.seam import POLLED, Mode, SocketFeed
@@ -55,7 +53,7 @@ from windi_chat.sockets import (
 )
 from windi_chat.writer import MessageWriter
 
-__all__ = ("CATCH_UP_LIMIT", "CATCH_UP_PAGE", "ChatConnection", "SocketContext")
+__all__ = ("ChatConnection", "SocketContext")
 
 logger = logging.getLogger("windi_chat.realtime")
 
@@ -222,39 +220,21 @@ class ChatConnection:
         self._subscriber.put_nowait(payload)
 
     async def _catch_up(self, after_seq: int) -> int | None:
-        """Send what was stored after ``after_seq``; return the seq up to which live copies are dropped.
-
-        Seqs have no gaps, so the chat's last seq alone says whether a replay is too long: a client far
-        behind costs one small query, not a thousand rows. A replay goes out a page at a time, each from
-        its own short session, so neither rows nor a database connection are held while a client reads.
-        Each frame waits until the connection takes it, so a client that stops reading holds at most one
-        page; the registry closes it with 1013 at the send timeout, as it would during live events.
-        """
+        """Replay what the client missed; the seq up to which live copies are dropped, or None if closed."""
         try:
-            async with unit_of_work(self._sessions) as session:
-                last_seq = await chat_last_seq(session, self.chat_id)
-            if after_seq > last_seq or last_seq - after_seq > CATCH_UP_LIMIT:
-                # Too much to replay, or the client knows of seqs this chat never had: it pages /history.
-                await self._send(encode(ResyncFrame(after_seq=after_seq, last_seq=last_seq)))
-                return last_seq
-            sent_up_to = after_seq
-            while sent_up_to < last_seq and not self._closed:
-                if self._subscriber.qsize > self._backlog:  # live events pile up behind a slow replay
-                    await self.close(CLOSE_TRY_AGAIN, "fell too far behind")
-                    return None
-                limit = min(CATCH_UP_PAGE, last_seq - sent_up_to)
-                async with unit_of_work(self._sessions) as session:
-                    page = await messages_after(session, self.chat_id, sent_up_to, limit)
-                if not page:
-                    break
-                for message in page:
-                    await self._send(encode(MessageFrame(message=message)))
-                sent_up_to = page[-1].seq
+            return await replay(self._send, self._sessions, self.chat_id, after_seq, self._replay_stops)
+        except FellBehind:
+            await self.close(CLOSE_TRY_AGAIN, "fell too far behind")
         except DomainError as error:
             warn_if_unavailable(error, f"catch-up of socket {self.socket_id}")
             await self.close(close_code(error), error.detail)
-            return None
-        return sent_up_to
+        return None
+
+    def _replay_stops(self) -> bool:
+        """Whether a replay must stop: the socket closed, or live events pile up behind a slow replay."""
+        if self._subscriber.qsize > self._backlog:
+            raise FellBehind
+        return self._closed
 
     # Reading client frames -------------------------------------------------------------------------
 
