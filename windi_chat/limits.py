@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from windi_chat.config import Settings
+from windi_chat.metrics import METERS, REFUSED_SENDS
 from windi_chat.sockets import FrameRateLimiter
 
 __all__ = ("PersonLimits", "SendLimiter", "SendRefused", "SocketQuota", "TypingThrottle")
@@ -51,6 +52,8 @@ class SendLimiter:
             bucket = self._buckets[user_id] = FrameRateLimiter(self._rate, self._burst)
         if bucket.allow():
             return None
+        if METERS.on:
+            REFUSED_SENDS.inc()
         return SendRefused(bucket.retry_after, bucket.exhausted)
 
     def _sweep(self) -> None:
