@@ -287,8 +287,7 @@ class ChatConnection:
                     arrived = time.perf_counter() if METERS.on else 0.0
                     future = self._writer.submit(self.chat_id, self.user_id, frame.client_id, frame.text)
                     future.add_done_callback(_retrieve)
-                    # Waits while too many sends are unacked.
-                    await self._unacked.put((frame, future, arrived))
+                    await self._unacked.put((frame, future, arrived))  # waits while too many are unacked
                     continue
                 await self._unacked.join()  # what came before is answered first
                 if isinstance(frame, ErrorFrame):
