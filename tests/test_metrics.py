@@ -83,6 +83,7 @@ def test_rate_limit_refusals_are_counted_by_kind(database_url: str, tmp_path: Pa
         "WINDI_SEND_BURST": "1",
         "WINDI_WS_FRAMES_PER_SECOND": "0.001",
         "WINDI_LOGIN_MAX_FAILURES": "1",
+        "WINDI_AUTH_RATE_LIMIT": "6",  # a minute, per address: the six calls to /register and /login below
     }
     server = start_server(database_url, tmp_path / "limits.log", env)
     try:
@@ -93,7 +94,8 @@ def test_rate_limit_refusals_are_counted_by_kind(database_url: str, tmp_path: Pa
             api.send(ada, chat_id, "first")
             api.send(ada, chat_id, "one too many", expect=429)
             api.login(bob.email, "not the password", expect=401)
-            api.login(bob.email, "not the password", expect=429)
+            api.login(bob.email, "not the password", expect=429)  # the account's lock
+            api.register("Cy", expect=429)  # the address's limit
             with open_socket(server.ws_url, chat_id, bob.token) as socket:
                 for _ in range(51):  # one past the burst of 50 frames
                     send_frame(socket, type="typing")
@@ -101,6 +103,7 @@ def test_rate_limit_refusals_are_counted_by_kind(database_url: str, tmp_path: Pa
             scrape = http.get("/metrics").text
         assert sample(scrape, "windi_rate_limit_refusals_total", kind="sends") == 1
         assert sample(scrape, "windi_rate_limit_refusals_total", kind="login") == 1
+        assert sample(scrape, "windi_rate_limit_refusals_total", kind="register") == 1
         assert sample(scrape, "windi_rate_limit_refusals_total", kind="socket_frames") >= 1
         assert sample(scrape, "windi_login_failures_total") == 1
     finally:

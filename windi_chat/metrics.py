@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 
 from litestar.enums import ScopeType
+from litestar.exceptions import TooManyRequestsException
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, ControllerRouterHandler, Message, Middleware, Receive, Scope, Send
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
@@ -131,8 +132,8 @@ def count_delivery(kind: int) -> None:
 def _count_auth_answers(app: ASGIApp) -> ASGIApp:
     """Count login failures and the login and register routes' 429s from their answers' status.
 
-    Both 429s (the per-address limit's middleware and the per-account lockout) and the 401 are decided
-    in different layers; their status line is the one place that sees them all.
+    The 401 and the per-account lock's 429 come from the handler, as a response through this ``send``;
+    the per-address limit's 429 is raised by its middleware, inside this one, and answered outside it.
     """
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
@@ -149,7 +150,11 @@ def _count_auth_answers(app: ASGIApp) -> ASGIApp:
                     LOGIN_FAILURES.inc()
             await send(message)
 
-        await app(scope, receive, counting_send)
+        try:
+            await app(scope, receive, counting_send)
+        except TooManyRequestsException:
+            refused.inc()
+            raise
 
     return middleware
 
