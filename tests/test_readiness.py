@@ -1,4 +1,5 @@
-"""``/health/ready``: ready only while the database answers and live delivery works."""
+"""``/health/ready``: ready while the database answers and live delivery works, degraded (still 200)
+while sockets are served from the database, 503 when the database does not answer."""
 
 from __future__ import annotations
 
@@ -7,15 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from litestar.testing import TestClient
 from sqlalchemy import make_url
 
-from tests.conftest import LiveServer, make_settings, start_server, stop_server, wait_for
+from tests.conftest import LiveServer, free_port, make_settings, start_server, stop_server, wait_for
+from tests.redis_server import RedisServer
 from tests.test_service import CuttableLink
 from windi_chat.app import create_app
-
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 
 def test_ready_when_the_database_and_delivery_work(client: TestClient[Any]) -> None:
@@ -46,31 +45,35 @@ def test_not_ready_naming_the_database_when_it_is_unreachable(pg_database_url: s
 
 
 @pytest.fixture
-def server_on_cuttable_redis(database_url: str, tmp_path: Path) -> Iterator[tuple[LiveServer, CuttableLink]]:
-    """A server whose delivery runs on Redis through a link the test can cut."""
+def server_on_own_redis(database_url: str, tmp_path: Path) -> Iterator[tuple[LiveServer, RedisServer]]:
+    """A server whose delivery runs on a redis-server of the test's own, which the test can stop."""
+    redis = RedisServer(free_port())
+    redis.start()
+    server = start_server(database_url, tmp_path / "server.log", {"WINDI_CHANNELS_URL": redis.url})
     try:
-        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_timeout=2).ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"no Redis on {REDIS_HOST}:{REDIS_PORT}: {exc}")
-    link = CuttableLink(REDIS_HOST, REDIS_PORT)
-    channels_url = f"redis://127.0.0.1:{link.port}/0"
-    server = start_server(database_url, tmp_path / "server.log", {"WINDI_CHANNELS_URL": channels_url})
-    try:
-        yield server, link
+        yield server, redis
     finally:
-        link.cut()
         stop_server(server)
+        redis.stop()
 
 
-def test_not_ready_naming_delivery_when_its_backend_is_cut(
-    server_on_cuttable_redis: tuple[LiveServer, CuttableLink],
+def test_degraded_while_delivery_is_down_and_ready_once_it_is_back(
+    server_on_own_redis: tuple[LiveServer, RedisServer],
 ) -> None:
-    server, link = server_on_cuttable_redis
+    server, redis = server_on_own_redis
     with server.http() as http:
         assert wait_for(lambda: http.get("/health/ready").status_code == 200)
-        link.cut()
-        response = wait_for(lambda: (r := http.get("/health/ready")).status_code == 503 and r)
-        assert response.json()["delivery"] == "unavailable"
+        assert http.get("/health/ready").json()["status"] == "ready"
+        redis.stop()
+        # Sockets are served from the database meanwhile: the process stays in rotation.
+        response = wait_for(lambda: (r := http.get("/health/ready")).json()["status"] == "degraded" and r)
+        assert response.status_code == 200
+        assert response.json()["delivery"] == "degraded"
         assert response.json()["database"] == "ok"
-        assert response.json()["status"] == "not_ready"
-        assert http.get("/health").status_code == 200  # the database answers: alive, but not ready
+        assert http.get("/health").json()["status"] == "degraded"
+        redis.start()
+        back = wait_for(
+            lambda: (r := http.get("/health/ready")).json()["status"] == "ready" and r, timeout=30
+        )
+        assert back.status_code == 200
+        assert back.json()["delivery"] == "ok"

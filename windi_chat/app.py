@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     gate.on_revocation(sockets.session_revoked)
     metrics = (
-        Metrics(settings.metrics_port, lambda: len(sockets), db_config.get_engine())
+        Metrics(settings.metrics_port, lambda: len(sockets), db_config.get_engine(), lambda: poller.degraded)
         if settings.metrics
         else None
     )

@@ -7,8 +7,10 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from windi_chat.database import unit_of_work
+from windi_chat.events import KIND_MESSAGE
 from windi_chat.messaging import last_seq as chat_last_seq
 from windi_chat.messaging import messages_after
+from windi_chat.metrics import DELIVERED, METERS
 from windi_chat.protocol import encode
 from windi_chat.schemas import MessageFrame, ResyncFrame
 
@@ -53,5 +55,7 @@ async def replay(
             break
         for message in page:
             await send(encode(MessageFrame(message=message)))
+        if METERS.on:
+            DELIVERED[KIND_MESSAGE].inc(len(page))
         sent_up_to = page[-1].seq
     return sent_up_to

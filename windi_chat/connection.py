@@ -29,6 +29,7 @@ from windi_chat.errors import ChatNotFoundError, DomainError, RateLimitedError, 
 from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, split_event
 from windi_chat.limits import READS_LIMITED, PersonLimits
 from windi_chat.messaging import Sent, mark_read
+from windi_chat.metrics import METERS, REFUSED_FRAMES, SEND_LATENCY_SOCKET, count_delivery
 from windi_chat.protocol import close_code, decode_client_frame, encode, error_frame, warn_if_unavailable
 from windi_chat.revocations import SessionGate
 from windi_chat.schemas import (
@@ -112,7 +113,8 @@ class ChatConnection:
         self._handling = asyncio.Lock()
         # Sends queued for the writer whose acks are still to go out, in the order they came. Several
         # sends of one socket can then share a batch; a full queue pauses reading the socket.
-        self._unacked: asyncio.Queue[tuple[SendFrame, asyncio.Future[Sent]]] = asyncio.Queue(
+        # Each with its arrival time (``time.perf_counter()``) for the latency metric, 0 when it is off.
+        self._unacked: asyncio.Queue[tuple[SendFrame, asyncio.Future[Sent], float]] = asyncio.Queue(
             settings.ws_sends_in_flight
         )
         self._send_lock = asyncio.Lock()
@@ -210,6 +212,8 @@ class ChatConnection:
         if kind == KIND_TYPING and argument == self._socket_id_bytes:
             return True
         await self._send(frame)
+        if METERS.on:
+            count_delivery(kind)
         if kind == KIND_REMOVED and int(argument) == self.user_id:
             await self.close(CLOSE_FORBIDDEN, "removed from this chat")
             return False
@@ -249,6 +253,8 @@ class ChatConnection:
                 await self.close(CLOSE_TOO_BIG, f"frames are limited to {MAX_FRAME_BYTES} bytes")
                 return
             if not self._limiter.allow():
+                if METERS.on:
+                    REFUSED_FRAMES.inc()
                 if self._limiter.exhausted:
                     await self.close(CLOSE_POLICY, "too many frames")
                     return
@@ -261,9 +267,10 @@ class ChatConnection:
                     return
                 frame = decode_client_frame(raw)
                 if isinstance(frame, SendFrame):
+                    arrived = time.perf_counter() if METERS.on else 0.0
                     future = self._writer.submit(self.chat_id, self.user_id, frame.client_id, frame.text)
                     future.add_done_callback(_retrieve)
-                    await self._unacked.put((frame, future))  # waits while too many sends are unacked
+                    await self._unacked.put((frame, future, arrived))  # waits while too many are unacked
                     continue
                 await self._unacked.join()  # what came before is answered first
                 if isinstance(frame, ErrorFrame):
@@ -277,15 +284,17 @@ class ChatConnection:
     async def _answer_sends(self) -> None:
         """Acknowledge queued sends in the order they came, each once it is committed."""
         while True:
-            frame, future = await self._unacked.get()
+            frame, future, arrived = await self._unacked.get()
             try:
-                await self._answer(frame, self._ack(frame, future))
+                await self._answer(frame, self._ack(frame, future, arrived))
             finally:
                 self._unacked.task_done()
 
-    async def _ack(self, frame: SendFrame, future: asyncio.Future[Sent]) -> None:
+    async def _ack(self, frame: SendFrame, future: asyncio.Future[Sent], arrived: float) -> None:
         sent = await future
         await self._send(encode(AckFrame(client_id=frame.client_id, message=sent.message)))
+        if arrived:
+            SEND_LATENCY_SOCKET.observe(time.perf_counter() - arrived)
 
     async def _answer(self, frame: ClientFrame, action: Awaitable[None]) -> None:
         """Carry out a frame's action; an error becomes an error frame, or ends the socket."""

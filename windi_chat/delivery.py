@@ -18,6 +18,7 @@ from litestar.channels import ChannelsBackend
 from litestar.channels.backends.memory import MemoryChannelsBackend
 
 from windi_chat.config import ConfigurationError
+from windi_chat.metrics import DELIVERY_RECONNECTS, METERS
 from windi_chat.namespaces import NamespacedBackend
 from windi_chat.pg_channels import PostgresChannelsBackend
 from windi_chat.stores import REDIS_SCHEMES
@@ -162,6 +163,8 @@ class GuardedBackend(ChannelsBackend):
                 self._on_lost(None)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                if METERS.on:
+                    DELIVERY_RECONNECTS.inc()
 
     async def get_history(self, channel: str, limit: int | None = None) -> list[bytes]:
         return await self._backend.get_history(channel, limit)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
+from collections import Counter as Tally
 from dataclasses import dataclass
+
+from prometheus_client import Counter
 
 from windi_chat.config import Settings
 from windi_chat.errors import RateLimitedError
+from windi_chat.metrics import METERS, REFUSED_READS, REFUSED_SENDS
 from windi_chat.sockets import FrameRateLimiter
 
 __all__ = ("READS_LIMITED", "PersonLimits", "SendLimiter", "SendRefused", "SocketQuota", "TypingThrottle")
@@ -40,7 +43,8 @@ class SendLimiter:
     being told to stop, so the socket that carried the send is closed.
     """
 
-    def __init__(self, rate: float, burst: int) -> None:
+    def __init__(self, rate: float, burst: int, refusals: Counter = REFUSED_SENDS) -> None:
+        self._refusals = refusals  # the metric a refusal counts in
         self._rate = rate
         self._burst = burst
         self._buckets: dict[int, FrameRateLimiter] = {}
@@ -54,6 +58,8 @@ class SendLimiter:
             bucket = self._buckets[user_id] = FrameRateLimiter(self._rate, self._burst)
         if bucket.allow():
             return None
+        if METERS.on:
+            self._refusals.inc()
         return SendRefused(bucket.retry_after, bucket.exhausted)
 
     def check(self, user_id: int, detail: str) -> None:
@@ -98,7 +104,7 @@ class SocketQuota:
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._open: Counter[int] = Counter()
+        self._open: Tally[int] = Tally()
 
     def acquire(self, user_id: int) -> bool:
         """Count one more socket of the person, unless they already hold ``limit``."""
@@ -127,7 +133,7 @@ class PersonLimits:
     def of(cls, settings: Settings) -> PersonLimits:
         return cls(
             SendLimiter(settings.send_rate, settings.send_burst),
-            SendLimiter(settings.send_rate, settings.send_burst),
+            SendLimiter(settings.send_rate, settings.send_burst, REFUSED_READS),
             TypingThrottle(settings.typing_interval),
             SocketQuota(settings.ws_max_sockets_per_user),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
@@ -18,6 +19,7 @@ from windi_chat.http_errors import error_responses
 from windi_chat.inputs import MAX_ID, MAX_OFFSET, PathId
 from windi_chat.limits import READS_LIMITED, PersonLimits
 from windi_chat.messaging import history, mark_read
+from windi_chat.metrics import METERS, SEND_LATENCY_REST
 from windi_chat.schemas import MessageOut, ReadIn, ReadOut, SendMessageIn
 from windi_chat.security import CurrentUser
 from windi_chat.writer import MessageWriter
@@ -78,7 +80,10 @@ class MessageController(Controller):
         ``WINDI_SEND_RATE`` sends a second (after a burst of ``WINDI_SEND_BURST``), over REST and sockets
         together, gets 429 with ``Retry-After``.
         """
+        started = time.perf_counter() if METERS.on else 0.0
         sent = await writer.send(chat_id, request.user.id, data.client_id, data.text)
+        if started:  # from the handler's start: the body is parsed and the token checked by then
+            SEND_LATENCY_REST.observe(time.perf_counter() - started)
         return Response(sent.message, status_code=HTTP_201_CREATED if sent.created else HTTP_200_OK)
 
     @post(

@@ -19,7 +19,7 @@ from windi_chat.errors import ChatNotFoundError, InvalidMessageError
 from windi_chat.events import EventBus
 from windi_chat.inputs import text_problem
 from windi_chat.message_batch import Pending
-from windi_chat.metrics import BATCH_SIZES, MESSAGES_STORED
+from windi_chat.metrics import BATCH_SIZES, MESSAGES_STORED, METERS
 from windi_chat.models import utcnow
 from windi_chat.schemas import MAX_TEXT_LENGTH, DeletedSenderOut, MessageOut, ReadOut
 
@@ -109,9 +109,10 @@ async def send_messages(
         if after > before:
             events.read(session, chat_id, last.sender_id, last.seq, after)
     await session.commit()
-    BATCH_SIZES.observe(len(sends))
-    if last_sent:
+    if METERS.on:
+        BATCH_SIZES.observe(len(sends))
         MESSAGES_STORED.inc(sum(1 for outcome in batch.outcomes if outcome and outcome.created))
+    if last_sent:
         logger.debug("Messages stored: %d in %d chats", len(sends), len(last_sent))
     return results
 

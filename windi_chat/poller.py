@@ -33,6 +33,7 @@ from windi_chat.database import unit_of_work
 from windi_chat.errors import DomainError
 from windi_chat.events import SESSIONS_CHANNEL, event_payload
 from windi_chat.messaging import message_out
+from windi_chat.metrics import DELIVERY_OUTAGES, METERS
 from windi_chat.schemas import MemberAddedFrame, MemberRemovedFrame, MessageFrame, ReadEventFrame
 from windi_chat.seam import Mode, polled, seam_end
 
@@ -87,6 +88,8 @@ class DeliveryPoller:
         for connection in self._registry:
             connection.feed.poll()
         if self._task is None:
+            if METERS.on:
+                DELIVERY_OUTAGES.inc()
             logger.warning(
                 "Live delivery is down: serving sockets from the database every %gs until it is back",
                 self._interval,
