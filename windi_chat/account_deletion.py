@@ -14,11 +14,12 @@ import logging
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from windi_chat.errors import UserNotFoundError, WrongPasswordError
+from windi_chat.errors import UserNotFoundError
 from windi_chat.events import EventBus
 from windi_chat.login_attempts import LoginAttempts
 from windi_chat.models import Chat, ChatMember, ChatType, LoginSession, MemberRole, Message, User
 from windi_chat.security import PasswordHasher
+from windi_chat.sessions import prove_password
 
 __all__ = ("delete_account", "delete_account_with_password")
 
@@ -80,13 +81,5 @@ async def delete_account_with_password(
     """The person proves it is them with their password first; a wrong one is :class:`WrongPasswordError`,
     and counts towards the account's login lock.
     """
-    hasher, attempts = check
-    user = (await db.execute(select(User.email, User.password_hash).where(User.id == user_id))).one_or_none()
-    await db.commit()  # hands the connection back to the pool while argon2 runs (nothing is written yet)
-    if user is None:
-        raise WrongPasswordError
-    await attempts.check(user.email)
-    valid, _ = await hasher.verify(password, user.password_hash)
-    if not valid:
-        raise WrongPasswordError
+    await prove_password(db, check, user_id, password)
     await delete_account(db, events, user_id)

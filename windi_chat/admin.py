@@ -36,13 +36,14 @@ from windi_chat.schemas import Password, RegisterIn
 from windi_chat.security import PasswordHasher
 from windi_chat.sessions import revoke_other_sessions
 
-__all__ = ("stats_command", "users_group")
+__all__ = ("load_settings", "stats_command", "users_group")
 
 T = TypeVar("T")
 Action = Callable[[AsyncSession, EventBus], Awaitable[T]]
 
 
-def _settings() -> Settings:
+def load_settings() -> Settings:
+    """The settings from the environment, or a clear command-line error naming what is wrong."""
     try:
         settings = Settings.from_env()
         settings.check()
@@ -63,7 +64,7 @@ async def _database(settings: Settings) -> AsyncIterator[AsyncSession]:
 
 def _run(action: Action[T]) -> T:
     """Run ``action`` on the database, then publish the events it committed to the running servers."""
-    settings = _settings()
+    settings = load_settings()
     published: list[tuple[bytes, str]] = []
 
     async def main() -> T:
@@ -128,7 +129,7 @@ def create_user(email: str, name: str, password_stdin: bool) -> None:
         data = msgspec.convert({"name": name, "email": email, "password": password}, RegisterIn)
     except msgspec.ValidationError as exc:
         raise click.ClickException(str(exc)) from exc
-    hasher = _hasher(_settings())
+    hasher = _hasher(load_settings())
 
     async def action(db: AsyncSession, _events: EventBus) -> User:
         return await UserService(session=db).register(data, hasher)
@@ -143,7 +144,7 @@ def create_user(email: str, name: str, password_stdin: bool) -> None:
 def set_password(email: str, password_stdin: bool) -> None:
     """Set a new password; every session of the account ends."""
     password = _read_password(password_stdin)
-    hasher = _hasher(_settings())
+    hasher = _hasher(load_settings())
 
     async def action(db: AsyncSession, events: EventBus) -> int:
         user = await db.get_one(User, await _user_id(db, email))

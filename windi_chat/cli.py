@@ -18,8 +18,8 @@ import uvicorn
 from litestar.cli.main import litestar_group
 from rich_click import RichCommand  # Litestar's command class (rich-click is one of its dependencies)
 
-from windi_chat.admin import stats_command, users_group
-from windi_chat.config import ConfigurationError, Settings
+from windi_chat.admin import load_settings, stats_command, users_group
+from windi_chat.config import ConfigurationError
 from windi_chat.logs import logging_dict
 from windi_chat.schemas import MAX_FRAME_BYTES
 from windi_chat.transports import ClosingWebSocketProtocol, GuardedHttpProtocol, max_connections
@@ -69,7 +69,7 @@ def run_command(
     host: str, port: int, workers: int, reload: bool, access_log: bool, forwarded_allow_ips: str
 ) -> None:
     """Serve WinDI Chat with uvicorn (migrating the database first unless WINDI_MIGRATE_ON_START=false)."""
-    settings = _load_settings()
+    settings = load_settings()
     if workers > 1 and settings.channels_url.startswith("memory"):
         raise click.UsageError(
             "WINDI_CHANNELS_URL=memory:// delivers within one process only: "
@@ -108,7 +108,7 @@ def migrate_command(revision: str) -> None:
     """Bring the database schema up to date."""
     from windi_chat.database import create_db_config, migrate
 
-    settings = _load_settings()
+    settings = load_settings()
 
     async def _run() -> None:
         engine = create_db_config(settings).get_engine()
@@ -126,18 +126,9 @@ def demo_command() -> None:
     """Fill the database with demo people, chats and messages (running it again adds nothing)."""
     from windi_chat.demo import create_demo_data
 
-    settings = _load_settings()
+    settings = load_settings()
     for line in asyncio.run(create_demo_data(settings)):
         click.echo(line)
-
-
-def _load_settings() -> Settings:
-    try:
-        settings = Settings.from_env()
-        settings.check()
-    except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from exc
-    return settings
 
 
 for command in (run_command, migrate_command, demo_command, users_group, stats_command):

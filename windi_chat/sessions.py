@@ -29,6 +29,7 @@ __all__ = (
     "Started",
     "change_password",
     "list_sessions",
+    "prove_password",
     "refresh_session",
     "revoke_other_sessions",
     "revoke_session",
@@ -155,6 +156,27 @@ async def revoke_other_sessions(db: AsyncSession, events: EventBus, user_id: int
     return len(others)
 
 
+async def prove_password(
+    db: AsyncSession, check: tuple[PasswordHasher, LoginAttempts], user_id: int, password: str
+) -> User:
+    """The signed-in person, once their password is proven; :class:`WrongPasswordError` if it is not.
+
+    Wrong passwords count towards the account's login lock, as a login's would. No connection is held
+    while argon2 runs.
+    """
+    hasher, attempts = check
+    user = await db.get(User, user_id)
+    await db.commit()  # hands the connection back to the pool while argon2 runs (nothing is written yet)
+    if user is None:
+        raise WrongPasswordError
+    await attempts.check(user.email)
+    valid, _ = await hasher.verify(password, user.password_hash)
+    if not valid:
+        raise WrongPasswordError
+    await attempts.succeeded(user.email)
+    return user
+
+
 async def change_password(
     db: AsyncSession,
     events: EventBus,
@@ -166,15 +188,7 @@ async def change_password(
 ) -> None:
     """Set a new password once the current one is proven; every other session of the person ends."""
     current_password, new_password = passwords
-    user = await db.get(User, user_id)
-    await db.commit()  # hands the connection back to the pool while argon2 runs (nothing is written yet)
-    if user is None:
-        raise WrongPasswordError
-    await attempts.check(user.email)
-    valid, _ = await hasher.verify(current_password, user.password_hash)
-    if not valid:
-        raise WrongPasswordError
-    await attempts.succeeded(user.email)
+    user = await prove_password(db, (hasher, attempts), user_id, current_password)
     user.password_hash = await hasher.hash(new_password)
     others = await revoke_other_sessions(db, events, user_id, keep_id)
     logger.info("Password changed: user_id=%s (%d other sessions revoked)", user_id, others)
