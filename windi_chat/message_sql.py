@@ -29,7 +29,6 @@ from windi_chat.models import metadata
 __all__ = (
     "all_read_of",
     "all_read_seq",
-    "is_member",
     "last_seq",
     "member_last_seq",
     "move_read_marker",
@@ -174,10 +173,6 @@ async def last_seq(session: AsyncSession, chat_id: int) -> int:
 async def member_last_seq(session: AsyncSession, chat_id: int, user_id: int) -> int | None:
     seq: int | None = await session.scalar(_MEMBER_LAST_SEQ, {"chat": chat_id, "person": user_id})
     return seq
-
-
-async def is_member(session: AsyncSession, chat_id: int, user_id: int) -> bool:
-    return bool(await session.scalar(_MEMBER, {"chat": chat_id, "person": user_id}))
 
 
 async def all_read_of(session: AsyncSession, chat_id: int) -> int:

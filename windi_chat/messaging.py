@@ -25,7 +25,6 @@ from windi_chat.schemas import MAX_TEXT_LENGTH, DeletedSenderOut, MessageOut, Re
 
 __all__ = (
     "Sent",
-    "can_read",
     "clean_text",
     "history",
     "last_seq",
@@ -164,11 +163,6 @@ async def history(
     if rows is None:
         raise ChatNotFoundError
     return [message_out(row, row.all_read_seq) for row in rows]
-
-
-async def can_read(session: AsyncSession, chat_id: int, user_id: int) -> bool:
-    """Whether the user is a member of the chat (a missing chat has no members)."""
-    return await message_sql.is_member(session, chat_id, user_id)
 
 
 async def member_last_seq(session: AsyncSession, chat_id: int, user_id: int) -> int | None:
