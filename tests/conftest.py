@@ -318,10 +318,9 @@ async def _insert_messages(url: str, chat_id: int, sender_id: int, texts: list[s
     engine = create_async_engine(url, poolclass=NullPool)
     try:
         async with engine.begin() as connection:
-            last_seq = (
-                (await connection.execute(Chat.__table__.select().where(Chat.id == chat_id))).one().last_seq
-            )
-            seqs = list(range(last_seq + 1, last_seq + 1 + len(texts)))
+            chat = (await connection.execute(Chat.__table__.select().where(Chat.id == chat_id))).one()
+            seqs = list(range(chat.last_seq + 1, chat.last_seq + 1 + len(texts)))
+            rev = chat.last_rev - chat.last_seq
             now = utcnow()
             await connection.execute(
                 Message.__table__.insert(),
@@ -329,6 +328,7 @@ async def _insert_messages(url: str, chat_id: int, sender_id: int, texts: list[s
                     {
                         "chat_id": chat_id,
                         "seq": seq,
+                        "rev": rev + seq,
                         "sender_id": sender_id,
                         "client_id": f"direct-{seq}",
                         "text": body,
@@ -340,7 +340,7 @@ async def _insert_messages(url: str, chat_id: int, sender_id: int, texts: list[s
             await connection.execute(
                 Chat.__table__.update()
                 .where(Chat.id == chat_id)
-                .values(last_seq=seqs[-1], last_activity_at=now)
+                .values(last_seq=seqs[-1], last_rev=rev + seqs[-1], last_activity_at=now)
             )
         return seqs
     finally:

@@ -25,7 +25,13 @@ def pair(api: Api, make_account: Any) -> tuple[Account, Account, int]:
 def test_sent_message_is_stored_with_the_next_seq(api: Api, pair: Any, database_url: str) -> None:
     ada, _bob, chat_id = pair
     message = api.send(ada, chat_id, "  hello  ", "c-1", expect=201)
-    assert set(message) == {"id", "chat_id", "seq", "sender_id", "text", "timestamp", "client_id", "read"}
+    assert set(message) == {"id", "chat_id", "seq", "sender_id", "text", "timestamp", "client_id", "read"} | {
+        "rev",
+        "reply_to",
+        "edited_at",
+        "deleted",
+        "reactions",
+    }
     assert (message["chat_id"], message["seq"], message["sender_id"]) == (chat_id, 1, ada.id)
     assert message["text"] == "hello"  # trimmed
     assert message["client_id"] == "c-1"

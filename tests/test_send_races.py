@@ -52,11 +52,11 @@ async def _seed(dsn: str) -> None:
         await connection.execute(
             "INSERT INTO users (id, name, email, password_hash, created_at) OVERRIDING SYSTEM VALUE "
             "VALUES (1, 'Ada', 'ada@example.com', 'x', now()), (2, 'Bob', 'bob@example.com', 'x', now());"
-            "INSERT INTO chats (id, type, created_at, last_seq, last_activity_at) OVERRIDING SYSTEM VALUE "
-            "VALUES (1, 'private', now(), 3, now());"
-            "INSERT INTO messages (chat_id, seq, sender_id, client_id, text, created_at) "
-            "VALUES (1, 1, 1, 'a', 'one', now()), (1, 2, 2, 'b', 'two', now()),"
-            " (1, 3, 2, 'c', 'three', now());"
+            "INSERT INTO chats (id, type, created_at, last_seq, last_rev, last_activity_at) "
+            "OVERRIDING SYSTEM VALUE VALUES (1, 'private', now(), 3, 3, now());"
+            "INSERT INTO messages (chat_id, seq, rev, sender_id, client_id, text, created_at, deleted) "
+            "VALUES (1, 1, 1, 1, 'a', 'one', now(), false), (1, 2, 2, 2, 'b', 'two', now(), false),"
+            " (1, 3, 3, 2, 'c', 'three', now(), false);"
             "INSERT INTO chat_members (chat_id, user_id, role, joined_at, read_seq) "
             "VALUES (1, 1, 'member', now(), 3), (1, 2, 'member', now(), 1)"
         )
@@ -119,9 +119,9 @@ def test_a_message_committed_while_the_send_waits_counts_for_the_read_event(pg_d
     # Meanwhile Ada sends seq 4, which moves her marker to 4. Bob's send (seq 5) reads everything up to
     # 4 for him: all_read_seq is then 4, and his send must announce 4 (not the 3 it saw at its start).
     ada_sends = (
-        "UPDATE chats SET last_seq = 4 WHERE id = 1;"
-        "INSERT INTO messages (chat_id, seq, sender_id, client_id, text, created_at) "
-        "VALUES (1, 4, 1, 'd', 'four', now());"
+        "UPDATE chats SET last_seq = 4, last_rev = 4 WHERE id = 1;"
+        "INSERT INTO messages (chat_id, seq, rev, sender_id, client_id, text, created_at, deleted) "
+        "VALUES (1, 4, 4, 1, 'd', 'four', now(), false);"
         "UPDATE chat_members SET read_seq = 4 WHERE chat_id = 1 AND user_id = 1"
     )
     outcome, events, stored = asyncio.run(_send_while_locked(pg_database_url, ada_sends))

@@ -268,7 +268,9 @@ class ChatConnection:
                 frame = decode_client_frame(raw)
                 if isinstance(frame, SendFrame):
                     arrived = time.perf_counter() if METERS.on else 0.0
-                    future = self._writer.submit(self.chat_id, self.user_id, frame.client_id, frame.text)
+                    future = self._writer.submit(
+                        self.chat_id, self.user_id, frame.client_id, frame.text, frame.reply_to
+                    )
                     future.add_done_callback(_retrieve)
                     await self._unacked.put((frame, future, arrived))  # waits while too many are unacked
                     continue

@@ -35,6 +35,8 @@ class Pending:
     sender_id: int
     client_id: str
     text: str
+    # The seq of the message this one answers; it must already be stored when the batch begins.
+    reply_to: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +50,20 @@ class Stored:
     client_id: str
     text: str
     created_at: datetime
+    rev: int
+    reply_to: int | None = None
+    edited_at: datetime | None = None
+    deleted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What became of one send: ``message`` is None when the sender is not a member."""
+    """What became of one send: ``message`` is None when the sender is not a member, or when
+    ``bad_reply``: it answers a seq the chat does not hold."""
 
     message: Stored | None
     created: bool
+    bad_reply: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +95,8 @@ STORE_BATCH_POSTGRES = sql(
     WITH input AS (
         SELECT * FROM unnest(
             CAST(:chats AS bigint[]), CAST(:senders AS bigint[]),
-            CAST(:clients AS text[]), CAST(:bodies AS text[])
-        ) WITH ORDINALITY AS i(chat_id, sender_id, client_id, text, idx)
+            CAST(:clients AS text[]), CAST(:bodies AS text[]), CAST(:replies AS bigint[])
+        ) WITH ORDINALITY AS i(chat_id, sender_id, client_id, text, reply_to, idx)
     ), firsts AS (
         SELECT DISTINCT ON (chat_id, sender_id, client_id) * FROM input
         ORDER BY chat_id, sender_id, client_id, idx
@@ -96,21 +104,25 @@ STORE_BATCH_POSTGRES = sql(
         SELECT f.*, row_number() OVER (PARTITION BY f.chat_id ORDER BY f.idx) AS n
         FROM firsts f
         JOIN chat_members m ON m.chat_id = f.chat_id AND m.user_id = f.sender_id
-        WHERE NOT EXISTS (
+        JOIN chats c ON c.id = f.chat_id
+        WHERE (f.reply_to IS NULL OR f.reply_to BETWEEN 1 AND c.last_seq) AND NOT EXISTS (
             SELECT 1 FROM messages x
             WHERE x.chat_id = f.chat_id AND x.sender_id = f.sender_id AND x.client_id = f.client_id
         )
     ), counts AS (
         SELECT chat_id, count(*) AS new FROM fresh GROUP BY chat_id
     ), bumped AS (
-        UPDATE chats SET last_seq = chats.last_seq + counts.new, last_activity_at = :now
+        UPDATE chats SET last_seq = chats.last_seq + counts.new, last_rev = chats.last_rev + counts.new,
+            last_activity_at = :now
         FROM counts WHERE chats.id = counts.chat_id
-        RETURNING chats.id, chats.last_seq - counts.new AS base
+        RETURNING chats.id, chats.last_seq - counts.new AS base, chats.last_rev - counts.new AS base_rev
     ), inserted AS (
-        INSERT INTO messages (chat_id, seq, sender_id, client_id, text, created_at)
-        SELECT fresh.chat_id, bumped.base + fresh.n, fresh.sender_id, fresh.client_id, fresh.text, :now
+        INSERT INTO messages
+            (chat_id, seq, rev, sender_id, client_id, text, reply_to, created_at, deleted)
+        SELECT fresh.chat_id, bumped.base + fresh.n, bumped.base_rev + fresh.n, fresh.sender_id,
+            fresh.client_id, fresh.text, fresh.reply_to, :now, false
         FROM fresh JOIN bumped ON bumped.id = fresh.chat_id
-        RETURNING id, chat_id, seq, sender_id, client_id
+        RETURNING id, chat_id, seq, rev, sender_id, client_id
     ), newest AS (
         SELECT chat_id, sender_id, max(seq) AS seq FROM inserted GROUP BY chat_id, sender_id
     ), marked AS (
@@ -128,7 +140,9 @@ STORE_BATCH_POSTGRES = sql(
     )
     SELECT i.idx, f.idx AS first_idx, m.user_id IS NOT NULL AS member,
         x.id AS old_id, x.seq AS old_seq, x.text AS old_text, x.created_at AS old_created_at,
-        ins.id AS new_id, ins.seq AS new_seq, r.before, r.after
+        x.rev AS old_rev, x.reply_to AS old_reply_to, x.edited_at AS old_edited_at,
+        x.deleted AS old_deleted, ins.id AS new_id, ins.seq AS new_seq, ins.rev AS new_rev,
+        r.before, r.after
     FROM input i
     JOIN firsts f ON f.chat_id = i.chat_id AND f.sender_id = i.sender_id AND f.client_id = i.client_id
     LEFT JOIN chat_members m ON m.chat_id = i.chat_id AND m.user_id = i.sender_id
@@ -178,6 +192,7 @@ async def _store_ready(session: AsyncSession, sends: Sequence[Pending], now: dat
                 "senders": [send.sender_id for send in sends],
                 "clients": [send.client_id for send in sends],
                 "bodies": [send.text for send in sends],
+                "replies": [send.reply_to for send in sends],
                 "now": now,
             },
         )
@@ -198,12 +213,27 @@ async def _store_ready(session: AsyncSession, sends: Sequence[Pending], now: dat
                 send.client_id,
                 row.old_text,
                 row.old_created_at,
+                row.old_rev,
+                row.old_reply_to,
+                row.old_edited_at,
+                row.old_deleted,
             )
             outcomes.append(Outcome(stored, created=False))
             continue
+        if row.new_id is None:
+            outcomes.append(Outcome(None, created=False, bad_reply=True))
+            continue
         first = sends[row.first_idx - 1]
         stored = Stored(
-            row.new_id, send.chat_id, row.new_seq, send.sender_id, send.client_id, first.text, now
+            row.new_id,
+            send.chat_id,
+            row.new_seq,
+            send.sender_id,
+            send.client_id,
+            first.text,
+            now,
+            row.new_rev,
+            first.reply_to,
         )
         outcomes.append(Outcome(stored, created=row.first_idx == row.idx))
     return Batch(outcomes, all_read)
@@ -214,6 +244,8 @@ _chat = bindparam("chat", type_=BigInteger)
 _sender = bindparam("sender", type_=BigInteger)
 _seq = bindparam("new_seq", type_=BigInteger)
 _now = bindparam("now", type_=_messages.c.created_at.type)
+_reply = bindparam("reply", type_=BigInteger)
+_IS_MEMBER_SQLITE = select(exists().where(_members.c.chat_id == _chat, _members.c.user_id == _sender))
 # SQLite has no data-changing CTEs: one statement per step. Parameters are not named like columns,
 # which SQLAlchemy would take as values to write.
 _BUMP_SQLITE = (
@@ -221,19 +253,23 @@ _BUMP_SQLITE = (
     .where(
         _chats.c.id == _chat,
         exists().where(_members.c.chat_id == _chat, _members.c.user_id == _sender),
+        _reply.is_(None) | _reply.between(1, _chats.c.last_seq),
     )
-    .values(last_seq=_chats.c.last_seq + 1, last_activity_at=_now)
-    .returning(_chats.c.last_seq)
+    .values(last_seq=_chats.c.last_seq + 1, last_rev=_chats.c.last_rev + 1, last_activity_at=_now)
+    .returning(_chats.c.last_seq, _chats.c.last_rev)
 )
 _INSERT_SQLITE = (
     sqlite_insert(_messages)
     .values(
         chat_id=_chat,
         seq=_seq,
+        rev=bindparam("new_rev", type_=BigInteger),
         sender_id=_sender,
         client_id=bindparam("client", type_=String),
         text=bindparam("body", type_=Text),
+        reply_to=_reply,
         created_at=_now,
+        deleted=False,
     )
     .on_conflict_do_nothing(index_elements=["chat_id", "sender_id", "client_id"])
     .returning(_messages.c.id)
@@ -243,6 +279,7 @@ _UNBUMP_SQLITE = (
     .where(_chats.c.id == _chat)
     .values(
         last_seq=_chats.c.last_seq - 1,
+        last_rev=_chats.c.last_rev - 1,
         last_activity_at=func.coalesce(
             select(_messages.c.created_at)
             .where(_messages.c.chat_id == _chat, _messages.c.seq == _chats.c.last_seq - 1)
@@ -267,25 +304,48 @@ async def _store_one(session: AsyncSession, send: Pending, now: datetime) -> Out
         "sender": send.sender_id,
         "client": send.client_id,
         "body": send.text,
+        "reply": send.reply_to,
         "now": now,
     }
-    seq = (await session.execute(_BUMP_SQLITE, parameters)).scalar_one_or_none()
-    if seq is None:
+    bumped = (await session.execute(_BUMP_SQLITE, parameters)).one_or_none()
+    if bumped is None:
+        if send.reply_to is not None and await session.scalar(_IS_MEMBER_SQLITE, parameters):
+            # A repeat answers with its original whatever it names; anything else answers a missing seq.
+            if (row := await original(session, send.chat_id, send.sender_id, send.client_id)) is not None:
+                return Outcome(_stored(row), created=False)
+            return Outcome(None, created=False, bad_reply=True)
         return Outcome(None, created=False)
-    parameters["new_seq"] = seq
+    seq, rev = bumped
+    parameters["new_seq"], parameters["new_rev"] = seq, rev
     message_id = (await session.execute(_INSERT_SQLITE, parameters)).scalar_one_or_none()
     if message_id is not None:
         await session.execute(_MARK_SENDER_SQLITE, parameters)
-        return Outcome(
-            Stored(message_id, send.chat_id, seq, send.sender_id, send.client_id, send.text, now), True
+        stored = Stored(
+            message_id, send.chat_id, seq, send.sender_id, send.client_id, send.text, now, rev, send.reply_to
         )
+        return Outcome(stored, True)
     # A repeat: put the counter and the chat's activity back as they were; answer with the original.
     await session.execute(_UNBUMP_SQLITE, parameters)
     row = await original(session, send.chat_id, send.sender_id, send.client_id)
     if row is None:  # the unique constraint said it was there
         raise RuntimeError("a repeated client id without its original message")
-    stored = Stored(row.id, row.chat_id, row.seq, row.sender_id, row.client_id, row.text, row.created_at)
-    return Outcome(stored, created=False)
+    return Outcome(_stored(row), created=False)
+
+
+def _stored(row: Any) -> Stored:
+    return Stored(
+        row.id,
+        row.chat_id,
+        row.seq,
+        row.sender_id,
+        row.client_id,
+        row.text,
+        row.created_at,
+        row.rev,
+        row.reply_to,
+        row.edited_at,
+        row.deleted,
+    )
 
 
 async def _store_one_by_one(session: AsyncSession, sends: Sequence[Pending], now: datetime) -> Batch:

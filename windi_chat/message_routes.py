@@ -81,7 +81,7 @@ class MessageController(Controller):
         together, gets 429 with ``Retry-After``.
         """
         started = time.perf_counter() if METERS.on else 0.0
-        sent = await writer.send(chat_id, request.user.id, data.client_id, data.text)
+        sent = await writer.send(chat_id, request.user.id, data.client_id, data.text, data.reply_to)
         if started:  # from the handler's start: the body is parsed and the token checked by then
             SEND_LATENCY_REST.observe(time.perf_counter() - started)
         return Response(sent.message, status_code=HTTP_201_CREATED if sent.created else HTTP_200_OK)

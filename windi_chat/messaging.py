@@ -15,13 +15,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat import message_batch, message_sql
-from windi_chat.errors import ChatNotFoundError, InvalidMessageError
+from windi_chat.errors import ChatNotFoundError, DomainError, InvalidMessageError
 from windi_chat.events import EventBus
 from windi_chat.inputs import text_problem
 from windi_chat.message_batch import Pending
 from windi_chat.metrics import BATCH_SIZES, MESSAGES_STORED, METERS
 from windi_chat.models import utcnow
-from windi_chat.schemas import MAX_TEXT_LENGTH, DeletedSenderOut, MessageOut, ReadOut
+from windi_chat.schemas import MAX_TEXT_LENGTH, DeletedSenderOut, MessageOut, ReactionOut, ReadOut
 
 __all__ = (
     "Sent",
@@ -41,7 +41,7 @@ logger = logging.getLogger("windi_chat.messaging")
 DELETED_SENDER = DeletedSenderOut()
 
 
-def message_out(message: Any, all_read_seq: int) -> MessageOut:
+def message_out(message: Any, all_read_seq: int, reactions: list[ReactionOut] | None = None) -> MessageOut:
     """The wire form of a message row; ``read`` means every member's marker has reached it."""
     return MessageOut(
         id=message.id,
@@ -52,6 +52,11 @@ def message_out(message: Any, all_read_seq: int) -> MessageOut:
         timestamp=message.created_at,
         client_id=message.client_id,
         read=message.seq <= all_read_seq,
+        rev=message.rev,
+        reply_to=message.reply_to,
+        edited_at=message.edited_at,
+        deleted=message.deleted,
+        reactions=reactions or [],
         sender=DELETED_SENDER if message.sender_id is None else None,
     )
 
@@ -74,7 +79,7 @@ def clean_text(text: str) -> str:
 
 async def send_messages(
     session: AsyncSession, events: EventBus, sends: Sequence[Pending], *, wait: bool = True
-) -> list[Sent | ChatNotFoundError | None]:
+) -> list[Sent | DomainError | None]:
     """Store checked sends in one transaction and deliver the new messages to the chats' sockets.
 
     Each send is stored once per (chat, sender, client id): a repeat stores nothing and answers with the
@@ -88,11 +93,14 @@ async def send_messages(
     """
     now = utcnow()
     batch = await message_batch.store_batch(session, sends, now, wait=wait)
-    results: list[Sent | ChatNotFoundError | None] = []
+    results: list[Sent | DomainError | None] = []
     last_sent: dict[int, message_batch.Stored] = {}
     for outcome in batch.outcomes:
         if outcome is None:
             results.append(None)
+            continue
+        if outcome.bad_reply:
+            results.append(InvalidMessageError("reply_to names no message of this chat"))
             continue
         if outcome.message is None:
             results.append(ChatNotFoundError())
@@ -117,13 +125,19 @@ async def send_messages(
 
 
 async def send_message(
-    session: AsyncSession, events: EventBus, chat_id: int, sender_id: int, client_id: str, text: str
+    session: AsyncSession,
+    events: EventBus,
+    chat_id: int,
+    sender_id: int,
+    client_id: str,
+    text: str,
+    reply_to: int | None = None,
 ) -> Sent:
     """One send, checked and stored on its own (see :func:`send_messages`)."""
     [result] = await send_messages(
-        session, events, [Pending(chat_id, sender_id, client_id, clean_text(text))]
+        session, events, [Pending(chat_id, sender_id, client_id, clean_text(text), reply_to)]
     )
-    if result is None or isinstance(result, ChatNotFoundError):
+    if result is None or isinstance(result, DomainError):
         raise result or ChatNotFoundError()  # a waiting send always has an outcome
     return result
 

@@ -12,7 +12,19 @@ from enum import StrEnum
 
 from advanced_alchemy.base import DefaultBase, IdentityBase, orm_registry
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, Enum, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Enum,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 __all__ = (
@@ -22,6 +34,7 @@ __all__ = (
     "LoginSession",
     "MemberRole",
     "Message",
+    "Reaction",
     "RefreshToken",
     "User",
     "metadata",
@@ -71,6 +84,9 @@ class Chat(IdentityBase):
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
     # The highest seq handed out; bumping it in the send transaction makes seqs gap-free.
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The highest rev handed out: every change in the chat (a new message, an edit, a delete, a reaction
+    # added or taken back) takes the next one, so a client catches up on changes as on messages.
+    last_rev: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Inbox order: the last message's time, or the creation time of a chat with no message yet.
     last_activity_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
     # "<low user id>:<high user id>" for a private chat, so the database allows one chat per pair.
@@ -100,12 +116,45 @@ class Message(IdentityBase):
     client_id: Mapped[str] = mapped_column(String(64))
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    # The chat's rev of this message's latest change.
+    rev: Mapped[int] = mapped_column(BigInteger)
+    # The seq of the message this one answers, in the same chat.
+    reply_to: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    edited_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # A deleted message keeps its place (seq) with its text gone: a tombstone.
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
+        # The change feed reads by (chat_id, rev); each rev names one change, so one message.
+        UniqueConstraint("chat_id", "rev", name="uq_messages_chat_rev"),
         # History and catch-up read by (chat_id, seq); this unique index serves them.
         UniqueConstraint("chat_id", "seq", name="uq_messages_chat_seq"),
         # Idempotent sends: one row per (chat, sender, client id), whatever the retries.
         UniqueConstraint("chat_id", "sender_id", "client_id", name="uq_messages_chat_sender_client"),
+    )
+
+
+class Reaction(DefaultBase):
+    """One person's emoji on one message, keyed by the message's place (chat, seq) like every write."""
+
+    __tablename__ = "message_reactions"
+
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    emoji: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # The chat's rev when it was added: emoji are listed in order of first use.
+    rev: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("chat_id", "seq", "emoji", "user_id", name="pk_message_reactions"),
+        ForeignKeyConstraint(
+            ["chat_id", "seq"],
+            ["messages.chat_id", "messages.seq"],
+            name="fk_message_reactions_message",
+            ondelete="CASCADE",
+        ),
+        Index("ix_message_reactions_user_id", "user_id"),
     )
 
 

@@ -154,8 +154,17 @@ class DeletedSenderOut(Struct):
     name: Literal["Deleted account"] = "Deleted account"
 
 
+class ReactionOut(Struct):
+    emoji: str
+    user_ids: list[int]
+
+
 class MessageOut(Struct, omit_defaults=True):
-    """``sender_id`` is null, and ``sender`` is present, when the sender's account was deleted."""
+    """``sender_id`` is null, and ``sender`` is present, when the sender's account was deleted.
+
+    ``rev`` is the chat's rev of the message's latest change: a copy whose rev is not newer than one
+    already held is stale. A deleted message keeps its seq and ``reply_to``, with ``text`` empty.
+    """
 
     id: int
     chat_id: int
@@ -165,6 +174,12 @@ class MessageOut(Struct, omit_defaults=True):
     timestamp: datetime
     client_id: str
     read: bool
+    rev: int
+    reply_to: int | None
+    edited_at: datetime | None
+    deleted: bool
+    # Emoji in order of first use, each with the people who chose it.
+    reactions: list[ReactionOut]
     sender: DeletedSenderOut | None = None
 
 
@@ -211,6 +226,8 @@ class SendMessageIn(Struct, forbid_unknown_fields=True):
 
     text: MessageText
     client_id: ClientId
+    # The seq of a message of this chat that this one answers.
+    reply_to: Seq | None = None
 
 
 class AccountDeleteIn(Struct, forbid_unknown_fields=True):
@@ -235,6 +252,7 @@ MAX_FRAME_BYTES = 65_536
 class SendFrame(Struct, tag="send", tag_field="type", forbid_unknown_fields=True):
     client_id: ClientId
     text: MessageText
+    reply_to: Seq | None = None
 
 
 class ReadFrame(Struct, tag="read", tag_field="type", forbid_unknown_fields=True):

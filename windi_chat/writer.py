@@ -57,11 +57,15 @@ class MessageWriter:
         self._closing = False
         self._give_up_at = 0.0
 
-    async def send(self, chat_id: int, sender_id: int, client_id: str, text: str) -> Sent:
+    async def send(
+        self, chat_id: int, sender_id: int, client_id: str, text: str, reply_to: int | None = None
+    ) -> Sent:
         """Store one message (or find its original) and return it once committed."""
-        return await self.submit(chat_id, sender_id, client_id, text)
+        return await self.submit(chat_id, sender_id, client_id, text, reply_to)
 
-    def submit(self, chat_id: int, sender_id: int, client_id: str, text: str) -> asyncio.Future[Sent]:
+    def submit(
+        self, chat_id: int, sender_id: int, client_id: str, text: str, reply_to: int | None = None
+    ) -> asyncio.Future[Sent]:
         """Queue one send and return its outcome to come, without waiting for it.
 
         A socket queues its next sends while earlier ones wait, so they can share a batch. The text is
@@ -76,7 +80,7 @@ class MessageWriter:
                 raise UnavailableError(SHUTTING_DOWN)
             if not 0 < chat_id <= MAX_ID:
                 raise ChatNotFoundError
-            pending = Pending(chat_id, sender_id, client_id, clean_text(text))
+            pending = Pending(chat_id, sender_id, client_id, clean_text(text), reply_to)
             refused = self._limiter.take(sender_id) if self._limiter is not None else None
             if refused is not None:
                 raise RateLimitedError(refused.retry_after, refused.exhausted)

@@ -39,7 +39,13 @@ def test_message_reaches_every_device_of_both_members(rest: Api, connect: Any) -
     assert sent["chat_id"] == chat_id
     assert sent["seq"] == 1
     assert sent["client_id"] == "hello-1"
-    assert set(sent) == {"id", "chat_id", "seq", "sender_id", "text", "timestamp", "client_id", "read"}
+    assert set(sent) == {"id", "chat_id", "seq", "sender_id", "text", "timestamp", "client_id", "read"} | {
+        "rev",
+        "reply_to",
+        "edited_at",
+        "deleted",
+        "reactions",
+    }
     for device in (ada_laptop, bob_phone, bob_laptop):
         frame = receive_until(device, is_message(client_id="hello-1"))[-1]
         assert frame == {"type": "message", "message": sent}
