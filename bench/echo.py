@@ -19,8 +19,9 @@ from urllib.parse import parse_qs
 import msgspec
 import uvicorn
 
+from windi_chat.frames import MAX_FRAME_BYTES, AckFrame, MessageFrame
 from windi_chat.logs import logging_dict
-from windi_chat.schemas import MAX_FRAME_BYTES, AckFrame, MessageFrame, MessageOut
+from windi_chat.schemas import MessageOut
 
 __all__ = ("app", "main")
 
@@ -84,6 +85,11 @@ async def _serve_socket(scope: dict[str, Any], receive: Any, send: Send) -> None
                 timestamp=datetime.now(UTC),
                 client_id=frame.client_id,
                 read=False,
+                rev=room.seq,
+                reply_to=None,
+                edited_at=None,
+                deleted=False,
+                reactions=[],
             )
             await send(
                 {"type": "websocket.send", "text": _encode(AckFrame(frame.client_id, message)).decode()}

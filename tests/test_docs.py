@@ -14,7 +14,8 @@ import msgspec
 import pytest
 from litestar.testing import TestClient
 
-from windi_chat import schemas, sockets
+from windi_chat import frames as frame_types_module
+from windi_chat import sockets
 from windi_chat.asyncapi import close_codes, frame_types
 
 ASSET_URL = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']""")
@@ -63,11 +64,11 @@ def test_the_asyncapi_document_is_valid_asyncapi_3(asyncapi: dict[str, Any]) -> 
     jsonschema.Draft7Validator(specification).validate(asyncapi)
 
 
-def test_every_frame_type_in_the_schemas_module_is_a_client_or_a_server_frame() -> None:
+def test_every_frame_type_in_the_frames_module_is_a_client_or_a_server_frame() -> None:
     client_frames, server_frames = frame_types()
     frames = {
         kind
-        for name, kind in inspect.getmembers(schemas, inspect.isclass)
+        for name, kind in inspect.getmembers(frame_types_module, inspect.isclass)
         if issubclass(kind, msgspec.Struct) and name.endswith("Frame")
     }
     assert frames == set(client_frames) | set(server_frames)

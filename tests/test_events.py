@@ -25,6 +25,11 @@ MESSAGE = MessageOut(
     timestamp=datetime(2026, 1, 1, tzinfo=UTC),
     client_id="c-1",
     read=False,
+    rev=1,
+    reply_to=None,
+    edited_at=None,
+    deleted=False,
+    reactions=[],
 )
 
 

@@ -11,8 +11,8 @@ from windi_chat.errors import (
     DomainError,
     InvalidMessageError,
 )
+from windi_chat.frames import ErrorFrame, ReadFrame, SendFrame
 from windi_chat.protocol import decode_client_frame, error_frame
-from windi_chat.schemas import ErrorFrame, ReadFrame, SendFrame
 
 
 def test_a_send_frame_is_read_as_one() -> None:

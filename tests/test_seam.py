@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from windi_chat.events import event_payload, split_event
+from windi_chat.frames import MessageFrame, ReadEventFrame, TypingEventFrame
 from windi_chat.models import utcnow
-from windi_chat.schemas import MessageFrame, MessageOut, ReadEventFrame, TypingEventFrame
+from windi_chat.schemas import MessageOut
 from windi_chat.seam import Mode, SocketFeed, polled, seam_end
 
 
@@ -18,6 +19,11 @@ def message(seq: int) -> bytes:
         timestamp=utcnow(),
         client_id=f"c{seq}",
         read=False,
+        rev=seq,
+        reply_to=None,
+        edited_at=None,
+        deleted=False,
+        reactions=[],
     )
     return event_payload(b"M%d" % seq, MessageFrame(message=out))
 

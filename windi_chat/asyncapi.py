@@ -13,7 +13,7 @@ from typing import Any, get_args
 import msgspec
 
 from windi_chat import __version__, sockets
-from windi_chat.schemas import ClientFrame, ServerFrame
+from windi_chat.frames import ClientFrame, ServerFrame
 
 __all__ = ("CLOSE_MEANINGS", "asyncapi_document", "close_codes", "frame_types")
 

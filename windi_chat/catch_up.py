@@ -8,11 +8,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from windi_chat.database import unit_of_work
 from windi_chat.events import KIND_MESSAGE
+from windi_chat.frames import MessageFrame, ResyncFrame
 from windi_chat.messaging import last_seq as chat_last_seq
 from windi_chat.messaging import messages_after
 from windi_chat.metrics import DELIVERED, METERS
 from windi_chat.protocol import encode
-from windi_chat.schemas import MessageFrame, ResyncFrame
 
 __all__ = ("CATCH_UP_LIMIT", "CATCH_UP_PAGE", "FellBehind", "replay")
 

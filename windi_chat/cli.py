@@ -20,8 +20,8 @@ from rich_click import RichCommand  # Litestar's command class (rich-click is on
 
 from windi_chat.admin import load_settings, stats_command, users_group
 from windi_chat.config import ConfigurationError
+from windi_chat.frames import MAX_FRAME_BYTES
 from windi_chat.logs import logging_dict
-from windi_chat.schemas import MAX_FRAME_BYTES
 from windi_chat.transports import ClosingWebSocketProtocol, GuardedHttpProtocol, max_connections
 
 __all__ = ("main",)

@@ -27,12 +27,7 @@ from windi_chat.config import Settings
 from windi_chat.database import unit_of_work
 from windi_chat.errors import ChatNotFoundError, DomainError, RateLimitedError, UnauthenticatedError
 from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, EventBus, split_event
-from windi_chat.limits import READS_LIMITED, PersonLimits
-from windi_chat.messaging import Sent, mark_read
-from windi_chat.metrics import METERS, REFUSED_FRAMES, SEND_LATENCY_SOCKET, count_delivery
-from windi_chat.protocol import close_code, decode_client_frame, encode, error_frame, warn_if_unavailable
-from windi_chat.revocations import SessionGate
-from windi_chat.schemas import (
+from windi_chat.frames import (
     MAX_FRAME_BYTES,
     AckFrame,
     AuthFrame,
@@ -42,6 +37,11 @@ from windi_chat.schemas import (
     ReadFrame,
     SendFrame,
 )
+from windi_chat.limits import READS_LIMITED, PersonLimits
+from windi_chat.messaging import Sent, mark_read
+from windi_chat.metrics import METERS, REFUSED_FRAMES, SEND_LATENCY_SOCKET, count_delivery
+from windi_chat.protocol import close_code, decode_client_frame, encode, error_frame, warn_if_unavailable
+from windi_chat.revocations import SessionGate
 from windi_chat.seam import POLLED, Mode, SocketFeed
 from windi_chat.security import TokenClaims, TokenCodec
 from windi_chat.sockets import (

@@ -25,14 +25,15 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
-from windi_chat.schemas import (
+from windi_chat.frames import (
     MemberAddedFrame,
     MemberRemovedFrame,
     MessageFrame,
-    MessageOut,
+    MessageUpdatedFrame,
     ReadEventFrame,
     TypingEventFrame,
 )
+from windi_chat.schemas import MessageOut
 
 __all__ = (
     "SESSIONS_CHANNEL",
@@ -98,6 +99,10 @@ class EventBus:
 
     def message(self, session: AsyncSession, message: MessageOut) -> None:
         self._on_commit(session, message.chat_id, b"M%d" % message.seq, MessageFrame(message=message))
+
+    def message_updated(self, session: AsyncSession, message: MessageOut) -> None:
+        """An edit, a delete or a reaction change: the message's whole state, under its new rev."""
+        self._on_commit(session, message.chat_id, b"U%d" % message.rev, MessageUpdatedFrame(message=message))
 
     def read(self, session: AsyncSession, chat_id: int, user_id: int, seq: int, all_read_seq: int) -> None:
         frame = ReadEventFrame(chat_id=chat_id, user_id=user_id, seq=seq, all_read_seq=all_read_seq)

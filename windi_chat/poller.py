@@ -32,9 +32,9 @@ from windi_chat import poll_sql
 from windi_chat.database import unit_of_work
 from windi_chat.errors import DomainError
 from windi_chat.events import SESSIONS_CHANNEL, event_payload
+from windi_chat.frames import MemberAddedFrame, MemberRemovedFrame, MessageFrame, ReadEventFrame
 from windi_chat.messaging import message_out
 from windi_chat.metrics import DELIVERY_OUTAGES, METERS
-from windi_chat.schemas import MemberAddedFrame, MemberRemovedFrame, MessageFrame, ReadEventFrame
 from windi_chat.seam import Mode, polled, seam_end
 
 if TYPE_CHECKING:

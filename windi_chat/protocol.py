@@ -24,8 +24,8 @@ from windi_chat.errors import (
     UnavailableError,
     answer_for,
 )
+from windi_chat.frames import ClientFrame, ErrorFrame
 from windi_chat.inputs import MAX_JSON_DEPTH, json_too_deep
-from windi_chat.schemas import ClientFrame, ErrorFrame
 from windi_chat.sockets import CLOSE_FORBIDDEN, CLOSE_TRY_AGAIN, CLOSE_UNAUTHORIZED
 
 __all__ = (

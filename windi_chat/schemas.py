@@ -13,36 +13,23 @@ from windi_chat.models import ChatType, MemberRole
 
 __all__ = (
     "AccountDeleteIn",
-    "AckFrame",
-    "AuthFrame",
-    "AuthOkFrame",
     "ChatOut",
-    "ClientFrame",
     "DeletedSenderOut",
-    "ErrorFrame",
     "GroupChatCreate",
     "HealthOut",
     "LoginForm",
-    "MemberAddedFrame",
     "MemberOut",
-    "MemberRemovedFrame",
-    "MessageFrame",
     "MessageOut",
     "PasswordChangeIn",
     "PersonOut",
     "PrivateChatCreate",
-    "ReadEventFrame",
     "ReadIn",
     "ReadOut",
     "RefreshIn",
     "RegisterIn",
-    "ResyncFrame",
     "SendMessageIn",
-    "ServerFrame",
     "SessionOut",
     "TokenOut",
-    "TypingEventFrame",
-    "TypingFrame",
     "UserOut",
 )
 
@@ -203,16 +190,6 @@ class ChatOut(Struct):
     unread_count: int
 
 
-class MemberAddedFrame(Struct, tag="member_added", tag_field="type"):
-    chat_id: int
-    user_id: int
-
-
-class MemberRemovedFrame(Struct, tag="member_removed", tag_field="type"):
-    chat_id: int
-    user_id: int
-
-
 # Messages over REST ----------------------------------------------------------------------------------
 
 ClientId = Annotated[str, Meta(min_length=1, max_length=64, pattern=NO_CONTROL, examples=["3f1c9a52-msg-1"])]
@@ -241,87 +218,3 @@ class ReadIn(Struct, forbid_unknown_fields=True):
 class ReadOut(Struct):
     seq: int
     all_read_seq: int
-
-
-# WebSocket frames: client to server -----------------------------------------------------------------
-
-# The largest client frame, in bytes: uvicorn refuses bigger ones and the socket checks again.
-MAX_FRAME_BYTES = 65_536
-
-
-class SendFrame(Struct, tag="send", tag_field="type", forbid_unknown_fields=True):
-    client_id: ClientId
-    text: MessageText
-    reply_to: Seq | None = None
-
-
-class ReadFrame(Struct, tag="read", tag_field="type", forbid_unknown_fields=True):
-    seq: Seq
-
-
-class TypingFrame(Struct, tag="typing", tag_field="type", forbid_unknown_fields=True):
-    pass
-
-
-class AuthFrame(Struct, tag="auth", tag_field="type", forbid_unknown_fields=True):
-    """A newer access token of the same person, so the socket outlives the token it was opened with."""
-
-    token: Annotated[str, Meta(min_length=1, max_length=4096)]
-
-
-ClientFrame = SendFrame | ReadFrame | TypingFrame | AuthFrame
-
-
-# WebSocket frames: server to client -----------------------------------------------------------------
-
-
-class MessageFrame(Struct, tag="message", tag_field="type"):
-    message: MessageOut
-
-
-class AckFrame(Struct, tag="ack", tag_field="type"):
-    client_id: str
-    message: MessageOut
-
-
-class ReadEventFrame(Struct, tag="read", tag_field="type"):
-    chat_id: int
-    user_id: int
-    seq: int
-    all_read_seq: int
-
-
-class TypingEventFrame(Struct, tag="typing", tag_field="type"):
-    chat_id: int
-    user_id: int
-
-
-class ResyncFrame(Struct, tag="resync", tag_field="type"):
-    after_seq: int
-    last_seq: int
-
-
-class AuthOkFrame(Struct, tag="auth_ok", tag_field="type"):
-    """The socket now lives until the new token's expiry."""
-
-    expires_at: datetime
-
-
-class ErrorFrame(Struct, tag="error", tag_field="type", omit_defaults=True):
-    code: str
-    detail: str
-    client_id: str | None = None
-
-
-# Every frame the server sends: the AsyncAPI document (``/docs/asyncapi.json``) is built from this union.
-ServerFrame = (
-    MessageFrame
-    | AckFrame
-    | ReadEventFrame
-    | TypingEventFrame
-    | MemberAddedFrame
-    | MemberRemovedFrame
-    | ResyncFrame
-    | AuthOkFrame
-    | ErrorFrame
-)

@@ -1,0 +1,133 @@
+"""The WebSocket's frames, both ways. msgspec decodes and validates the client's; the AsyncAPI document
+(``/docs/asyncapi.json``) is built from the unions at the end.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from msgspec import Meta, Struct
+
+from windi_chat.inputs import Seq
+from windi_chat.schemas import ClientId, MessageOut, MessageText
+
+__all__ = (
+    "MAX_FRAME_BYTES",
+    "AckFrame",
+    "AuthFrame",
+    "AuthOkFrame",
+    "ClientFrame",
+    "ErrorFrame",
+    "MemberAddedFrame",
+    "MemberRemovedFrame",
+    "MessageFrame",
+    "MessageUpdatedFrame",
+    "ReadEventFrame",
+    "ReadFrame",
+    "ResyncFrame",
+    "SendFrame",
+    "ServerFrame",
+    "TypingEventFrame",
+    "TypingFrame",
+)
+
+# WebSocket frames: client to server -----------------------------------------------------------------
+
+# The largest client frame, in bytes: uvicorn refuses bigger ones and the socket checks again.
+MAX_FRAME_BYTES = 65_536
+
+
+class SendFrame(Struct, tag="send", tag_field="type", forbid_unknown_fields=True):
+    client_id: ClientId
+    text: MessageText
+    reply_to: Seq | None = None
+
+
+class ReadFrame(Struct, tag="read", tag_field="type", forbid_unknown_fields=True):
+    seq: Seq
+
+
+class TypingFrame(Struct, tag="typing", tag_field="type", forbid_unknown_fields=True):
+    pass
+
+
+class AuthFrame(Struct, tag="auth", tag_field="type", forbid_unknown_fields=True):
+    """A newer access token of the same person, so the socket outlives the token it was opened with."""
+
+    token: Annotated[str, Meta(min_length=1, max_length=4096)]
+
+
+ClientFrame = SendFrame | ReadFrame | TypingFrame | AuthFrame
+
+
+# WebSocket frames: server to client -----------------------------------------------------------------
+
+
+class MessageFrame(Struct, tag="message", tag_field="type"):
+    message: MessageOut
+
+
+class AckFrame(Struct, tag="ack", tag_field="type"):
+    client_id: str
+    message: MessageOut
+
+
+class MessageUpdatedFrame(Struct, tag="message_updated", tag_field="type"):
+    """A message was edited, deleted, or its reactions changed: its whole current state."""
+
+    message: MessageOut
+
+
+class ReadEventFrame(Struct, tag="read", tag_field="type"):
+    chat_id: int
+    user_id: int
+    seq: int
+    all_read_seq: int
+
+
+class TypingEventFrame(Struct, tag="typing", tag_field="type"):
+    chat_id: int
+    user_id: int
+
+
+class ResyncFrame(Struct, tag="resync", tag_field="type"):
+    after_seq: int
+    last_seq: int
+
+
+class MemberAddedFrame(Struct, tag="member_added", tag_field="type"):
+    chat_id: int
+    user_id: int
+
+
+class MemberRemovedFrame(Struct, tag="member_removed", tag_field="type"):
+    chat_id: int
+    user_id: int
+
+
+class AuthOkFrame(Struct, tag="auth_ok", tag_field="type"):
+    """The socket now lives until the new token's expiry."""
+
+    expires_at: datetime
+
+
+class ErrorFrame(Struct, tag="error", tag_field="type", omit_defaults=True):
+    code: str
+    detail: str
+    client_id: str | None = None
+
+
+# Every frame the server sends: the AsyncAPI document (``/docs/asyncapi.json``) is built from this union.
+ServerFrame = (
+    MessageFrame
+    | MessageUpdatedFrame
+    | AckFrame
+    | ReadEventFrame
+    | TypingEventFrame
+    | MemberAddedFrame
+    | MemberRemovedFrame
+    | ResyncFrame
+    | AuthOkFrame
+    | ErrorFrame
+)
