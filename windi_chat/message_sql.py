@@ -34,12 +34,15 @@ __all__ = (
     "move_read_marker",
     "original",
     "page",
+    "reactions_of",
     "rows_after",
 )
 
 # Plain Core on the tables, not the ORM entities: a statement that names an entity is executed through
 # the ORM's machinery, which costs more CPU than the database round trip itself.
-_chats, _members, _messages = (metadata.tables[name] for name in ("chats", "chat_members", "messages"))
+_chats, _members, _messages, _reactions = (
+    metadata.tables[name] for name in ("chats", "chat_members", "messages", "message_reactions")
+)
 # Parameters shared by the statements below. None is named like a column: SQLAlchemy would take such
 # a parameter of an UPDATE or INSERT as a value to write.
 _chat = bindparam("chat", type_=BigInteger)
@@ -164,6 +167,25 @@ async def rows_after(session: AsyncSession, chat_id: int, after_seq: int, limit:
     """Up to ``limit`` messages after ``after_seq``, in seq order (no membership check)."""
     parameters = {"chat": chat_id, "after_seq": after_seq, "limit": limit}
     return list((await session.execute(_AFTER, parameters)).all())
+
+
+# By rev: each emoji comes first where it was first used, and its people in the order they chose it.
+_REACTIONS = (
+    select(_reactions.c.seq, _reactions.c.emoji, _reactions.c.user_id)
+    .where(_reactions.c.chat_id == _chat, _reactions.c.seq.in_(bindparam("seqs", expanding=True)))
+    .order_by(_reactions.c.seq, _reactions.c.rev)
+)
+
+
+async def reactions_of(
+    session: AsyncSession, chat_id: int, seqs: list[int]
+) -> dict[int, dict[str, list[int]]]:
+    """For each of these messages that has reactions: emoji, in order of first use, to their people."""
+    found: dict[int, dict[str, list[int]]] = {}
+    if seqs:
+        for seq, emoji, user_id in await session.execute(_REACTIONS, {"chat": chat_id, "seqs": seqs}):
+            found.setdefault(seq, {}).setdefault(emoji, []).append(user_id)
+    return found
 
 
 async def last_seq(session: AsyncSession, chat_id: int) -> int:

@@ -32,6 +32,7 @@ __all__ = (
     "member_last_seq",
     "message_out",
     "messages_after",
+    "messages_out",
     "send_message",
     "send_messages",
 )
@@ -59,6 +60,21 @@ def message_out(message: Any, all_read_seq: int, reactions: list[ReactionOut] | 
         reactions=reactions or [],
         sender=DELETED_SENDER if message.sender_id is None else None,
     )
+
+
+async def messages_out(session: AsyncSession, chat_id: int, rows: Sequence[Any]) -> list[MessageOut]:
+    """Rows of one chat in their wire form, each with its reactions (one query for them all)."""
+    reactions = await message_sql.reactions_of(session, chat_id, [row.seq for row in rows])
+    return [
+        message_out(
+            row,
+            row.all_read_seq,
+            [ReactionOut(emoji, people) for emoji, people in reactions[row.seq].items()]
+            if row.seq in reactions
+            else None,
+        )
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +192,7 @@ async def history(
     rows = await message_sql.page(session, chat_id, user_id, limit, offset, after_seq, before_seq)
     if rows is None:
         raise ChatNotFoundError
-    return [message_out(row, row.all_read_seq) for row in rows]
+    return await messages_out(session, chat_id, rows)
 
 
 async def member_last_seq(session: AsyncSession, chat_id: int, user_id: int) -> int | None:
@@ -192,4 +208,4 @@ async def last_seq(session: AsyncSession, chat_id: int) -> int:
 async def messages_after(session: AsyncSession, chat_id: int, after_seq: int, limit: int) -> list[MessageOut]:
     """One page of a socket's catch-up: up to ``limit`` messages after ``after_seq``."""
     rows = await message_sql.rows_after(session, chat_id, after_seq, limit)
-    return [message_out(row, row.all_read_seq) for row in rows]
+    return await messages_out(session, chat_id, rows)
