@@ -78,6 +78,7 @@ async def main(count: int) -> None:
                     [send.sender_id for send in sends],
                     [send.client_id for send in sends],
                     [send.text for send in sends],
+                    [send.reply_to for send in sends],
                     utcnow(),
                 )
         print(f"batch {batch:>3}: same statements (asyncpg) {_per_message(started, count)}")
