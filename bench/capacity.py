@@ -106,6 +106,7 @@ def _rows(chat_id: int, sender_id: int, count: int) -> Iterator[tuple[Any, ...]]
         yield (
             chat_id,
             seq,
+            seq,
             sender_id,
             f"h{seq}",
             f"history message number {seq}",
@@ -122,10 +123,10 @@ async def _bulk_load(chat_id: int, sender_id: int, count: int) -> float:
             await connection.copy_records_to_table(
                 "messages",
                 records=_rows(chat_id, sender_id, count),
-                columns=["chat_id", "seq", "sender_id", "client_id", "text", "created_at"],
+                columns=["chat_id", "seq", "rev", "sender_id", "client_id", "text", "created_at"],
             )
             await connection.execute(
-                "UPDATE chats SET last_seq = $2, last_activity_at = now() WHERE id = $1", chat_id, count
+                "UPDATE chats SET last_seq = $2, last_rev = $2, last_activity_at = now() WHERE id = $1", chat_id, count
             )
         await connection.execute("ANALYZE messages")
     finally:
