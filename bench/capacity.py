@@ -126,7 +126,9 @@ async def _bulk_load(chat_id: int, sender_id: int, count: int) -> float:
                 columns=["chat_id", "seq", "rev", "sender_id", "client_id", "text", "created_at"],
             )
             await connection.execute(
-                "UPDATE chats SET last_seq = $2, last_rev = $2, last_activity_at = now() WHERE id = $1", chat_id, count
+                "UPDATE chats SET last_seq = $2, last_rev = $2, last_activity_at = now() WHERE id = $1",
+                chat_id,
+                count,
             )
         await connection.execute("ANALYZE messages")
     finally:
