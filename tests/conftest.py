@@ -260,8 +260,13 @@ def start_server(
                 preexec_fn=limits,
             )
         server = LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", log_path, process)
-        if wait_for(lambda server=server: _started(server), timeout=30) == "up":
-            return server
+        try:
+            # Generous: two test processes on a loaded two-core machine can slow a start-up a lot.
+            if wait_for(lambda server=server: _started(server), timeout=60) == "up":
+                return server
+        except BaseException:
+            stop_server(server)  # no server left behind by a start that failed
+            raise
         # Another process took the port between its pick and the bind: start again on another.
     pytest.fail(f"no free port for the server:\n{server.log()}")
 
