@@ -2,6 +2,8 @@
 
 PostgreSQL: ``WINDI_TEST_DATABASE_URL`` (default ``postgresql+asyncpg://postgres@127.0.0.1:5432/windi_test``).
 The database is dropped and created anew for each run, so every run also migrates an empty schema.
+Under pytest-xdist each worker has a database of its own, that name with the worker's id appended
+(``windi_test_gw0``, ...), and servers on ports of its own (``tests/ports.py``).
 Without a reachable server the PostgreSQL variants are skipped with the reason, unless
 ``WINDI_TEST_REQUIRE_POSTGRES=1`` (as in CI) turns that into a failure.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -30,15 +31,28 @@ from sqlalchemy.pool import NullPool
 
 from tests.api import Account, Api
 from tests.api import register_and_login as register_and_login  # still imported from here
+from tests.ports import TCP_LISTEN, listens_on, socket_rows
+from tests.ports import free_port as free_port  # still imported from here
 from windi_chat.app import create_app
 from windi_chat.config import Settings
 from windi_chat.database import migrate
 
-PG_URL = os.environ.get("WINDI_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/windi_test")
+
+def worker_database_url(url: str) -> str:
+    """Under pytest-xdist every worker gets a database of its own, named after the worker (``_gw0``...)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    parsed = make_url(url)
+    return parsed.set(database=f"{parsed.database}_{worker}").render_as_string(hide_password=False)
+
+
+PG_URL = worker_database_url(
+    os.environ.get("WINDI_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/windi_test")
+)
 REQUIRE_PG = os.environ.get("WINDI_TEST_REQUIRE_POSTGRES") == "1"
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 TABLES = ("refresh_tokens", "sessions", "messages", "chat_members", "chats", "users")
-TCP_LISTEN = "0A"  # the LISTEN state in /proc/net/tcp
 # The per-person limits, out of the way of tests that do not test them (those set them small).
 UNLIMITED: dict[str, Any] = {
     "send_rate": 1_000_000.0,
@@ -161,12 +175,6 @@ def make_account(api: Api) -> Callable[..., Account]:
     return api.account
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
     """Poll until ``condition()`` is truthy; fail with a clear message at the deadline."""
     deadline = time.monotonic() + timeout
@@ -196,28 +204,12 @@ class LiveServer:
 
     def open_connections(self) -> set[int]:
         """The client ports of the TCP connections the server process holds open (read from /proc)."""
-        pid = self.process.pid
-        inodes = set()
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                target = os.readlink(fd)
-            except OSError:  # closed while we looked
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[len("socket:[") : -1])
         server_port = int(self.base_url.rsplit(":", 1)[1])
-        ports = set()
-        for table in ("tcp", "tcp6"):
-            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-                fields = line.split()
-                local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
-                if (
-                    inode in inodes
-                    and state != TCP_LISTEN
-                    and int(local.rsplit(":", 1)[1], 16) == server_port
-                ):
-                    ports.add(int(remote.rsplit(":", 1)[1], 16))
-        return ports
+        return {
+            remote
+            for local, remote, state in socket_rows(self.process.pid)
+            if state != TCP_LISTEN and local == server_port
+        }
 
 
 def start_server(
@@ -235,7 +227,6 @@ def start_server(
     container might.
     """
     limits = None if soft_open_files is None else _open_files(soft_open_files, hard_open_files)
-    port = free_port()
     env = {
         **os.environ,
         "WINDI_DATABASE_URL": database_url,
@@ -247,37 +238,52 @@ def start_server(
         **{f"WINDI_{name.upper()}": str(value) for name, value in UNLIMITED.items()},
         **(extra_env or {}),
     }
-    with log_path.open("wb") as log_file:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "windi_chat.cli",
-                "run",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                *args,
-            ],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=log_path.parent,
-            preexec_fn=limits,
-        )
-    server = LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", log_path, process)
-
-    def healthy() -> bool:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{server.log()}")
+    for _ in range(3):
+        port = free_port()
+        with log_path.open("wb") as log_file:  # the child keeps its own copy of the descriptor
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "windi_chat.cli",
+                    "run",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    *args,
+                ],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=log_path.parent,
+                preexec_fn=limits,
+            )
+        server = LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", log_path, process)
         try:
-            return httpx.get(f"{server.base_url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+            # Generous: two test processes on a loaded two-core machine can slow a start-up a lot.
+            if wait_for(lambda server=server: _started(server), timeout=60) == "up":
+                return server
+        except BaseException:
+            stop_server(server)  # no server left behind by a start that failed
+            raise
+        # Another process took the port between its pick and the bind: start again on another.
+    pytest.fail(f"no free port for the server:\n{server.log()}")
 
-    wait_for(healthy, timeout=30)
-    return server
+
+def _started(server: LiveServer) -> str | None:
+    """Up once the server's own process listens and /health answers; "port taken" if it could not bind."""
+    if server.process.poll() is not None:
+        if "address already in use" in server.log():
+            return "port taken"
+        pytest.fail(f"server exited with {server.process.returncode}:\n{server.log()}")
+    port = int(server.base_url.rsplit(":", 1)[1])
+    if not listens_on(server.process.pid, port):  # not yet, or someone else's server answers there
+        return None
+    try:
+        return "up" if httpx.get(f"{server.base_url}/health", timeout=1).status_code == 200 else None
+    except httpx.HTTPError:
+        return None
 
 
 def _open_files(soft: int, hard: int | None) -> Callable[[], None]:

@@ -41,10 +41,13 @@ def open_socket(
     token: str | None = None,
     after_seq: int | str | None = None,
     headers: dict[str, str] | None = None,
+    max_queue: int | None = 16,
 ) -> ClientConnection:
     """Connect to ``/ws/{chat_id}``, with the token in the query string unless it is None.
 
     Use the connection as a context manager (``with open_socket(...) as socket:``): it closes on exit.
+    ``max_queue=None`` keeps reading however many frames the test leaves unread, so that closing does
+    not wait out the close timeout behind them (with the default, reading stops at 16).
     """
     query = {}
     if token is not None:
@@ -52,7 +55,7 @@ def open_socket(
     if after_seq is not None:
         query["after_seq"] = str(after_seq)
     url = f"{ws_url}/ws/{chat_id}" + (f"?{urlencode(query)}" if query else "")
-    return connect(url, open_timeout=TIMEOUT, additional_headers=headers)
+    return connect(url, open_timeout=TIMEOUT, additional_headers=headers, max_queue=max_queue)
 
 
 def send_frame(socket: ClientConnection, **frame: Any) -> None:
