@@ -48,10 +48,10 @@ def clean_emoji(emoji: str) -> str:
 
 @asynccontextmanager
 async def _changing(session: AsyncSession) -> AsyncIterator[None]:
-    """A refused change lets go of the chat row's lock at once."""
+    """A refused change lets go of the chat row's lock at once (a cancelled one, when its session closes)."""
     try:
         yield
-    except BaseException:
+    except Exception:
         await session.rollback()
         raise
 
