@@ -31,7 +31,7 @@ __all__ = (
     "add_reaction",
     "clear_message",
     "edit_text",
-    "lock_chat",
+    "lock_message",
     "message_row",
     "next_rev",
     "reaction_state",
@@ -50,11 +50,13 @@ _emoji = bindparam("chosen", type_=String)
 _this_message = (_messages.c.chat_id == _chat) & (_messages.c.seq == _seq)
 _these_reactions = (_reactions.c.chat_id == _chat) & (_reactions.c.seq == _seq)
 
-# The caller's role, or no row when they are not a member. On PostgreSQL the chat row is locked too.
+# The caller's role and the message (its columns null when the chat has no such seq), or no row when
+# the caller is not a member: one round trip. On PostgreSQL the chat row is locked too.
 _LOCK = (
-    select(_members.c.role)
+    select(_members.c.role, _messages, all_read_seq)
     .select_from(_chats)
     .join(_members, (_members.c.chat_id == _chats.c.id) & (_members.c.user_id == _person))
+    .outerjoin(_messages, (_messages.c.chat_id == _chats.c.id) & (_messages.c.seq == _seq))
     .where(_chats.c.id == _chat)
     .with_for_update(of=_chats)
 )
@@ -95,13 +97,16 @@ _TAKE_REACTION = delete(_reactions).where(
 )
 
 
-async def lock_chat(session: AsyncSession, chat_id: int, user_id: int) -> str | None:
-    """Lock the chat for a change; the caller's role in it, or None when they are not a member."""
-    parameters = {"chat": chat_id, "person": user_id}
+async def lock_message(session: AsyncSession, chat_id: int, user_id: int, seq: int) -> Row[Any] | None:
+    """Lock the chat for a change of one of its messages.
+
+    The caller's ``role`` with the message's columns and the chat's ``all_read_seq`` (``id`` is None
+    when the chat has no such seq), or None when the caller is not a member.
+    """
+    parameters = {"chat": chat_id, "person": user_id, "message_seq": seq}
     if session.get_bind().dialect.name != "postgresql":
-        await session.execute(_LOCK_SQLITE, parameters)
-    role: str | None = await session.scalar(_LOCK, parameters)
-    return role
+        await session.execute(_LOCK_SQLITE, {"chat": chat_id})
+    return (await session.execute(_LOCK, parameters)).one_or_none()
 
 
 async def message_row(session: AsyncSession, chat_id: int, seq: int) -> Row[Any] | None:

@@ -60,13 +60,12 @@ async def _locked_message(
     session: AsyncSession, chat_id: int, user_id: int, seq: int
 ) -> tuple[str, Row[Any]]:
     """Lock the chat and read the message: the caller's role and the row, or the error that says why not."""
-    role = await change_sql.lock_chat(session, chat_id, user_id)
-    if role is None:
-        raise ChatNotFoundError
-    row = await change_sql.message_row(session, chat_id, seq)
+    row = await change_sql.lock_message(session, chat_id, user_id, seq)
     if row is None:
+        raise ChatNotFoundError
+    if row.id is None:
         raise MessageNotFoundError
-    return role, row
+    return row.role, row
 
 
 async def _as_it_is(session: AsyncSession, chat_id: int, row: Row[Any]) -> MessageOut:
