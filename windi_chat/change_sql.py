@@ -32,7 +32,6 @@ __all__ = (
     "clear_message",
     "edit_text",
     "lock_message",
-    "message_row",
     "next_rev",
     "reaction_state",
     "take_reaction",
@@ -62,7 +61,6 @@ _LOCK = (
 )
 # SQLite has no row locks: a write first takes its database-wide write lock before anything is read.
 _LOCK_SQLITE = update(_chats).where(_chats.c.id == _chat).values(last_rev=_chats.c.last_rev)
-_MESSAGE = select(_messages, all_read_seq).where(_this_message)
 _NEXT_REV = (
     update(_chats)
     .where(_chats.c.id == _chat)
@@ -107,11 +105,6 @@ async def lock_message(session: AsyncSession, chat_id: int, user_id: int, seq: i
     if session.get_bind().dialect.name != "postgresql":
         await session.execute(_LOCK_SQLITE, {"chat": chat_id})
     return (await session.execute(_LOCK, parameters)).one_or_none()
-
-
-async def message_row(session: AsyncSession, chat_id: int, seq: int) -> Row[Any] | None:
-    """The message as stored, with the chat's all_read_seq, or None when the chat has no such seq."""
-    return (await session.execute(_MESSAGE, {"chat": chat_id, "message_seq": seq})).one_or_none()
 
 
 async def next_rev(session: AsyncSession, chat_id: int) -> int:
