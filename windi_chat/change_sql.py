@@ -49,18 +49,20 @@ _emoji = bindparam("chosen", type_=String)
 _this_message = (_messages.c.chat_id == _chat) & (_messages.c.seq == _seq)
 _these_reactions = (_reactions.c.chat_id == _chat) & (_reactions.c.seq == _seq)
 
-# The caller's role and the message (its columns null when the chat has no such seq), or no row when
-# the caller is not a member: one round trip. On PostgreSQL the chat row is locked too.
-_LOCK = (
-    select(_members.c.role, _messages, all_read_seq)
-    .select_from(_chats)
-    .join(_members, (_members.c.chat_id == _chats.c.id) & (_members.c.user_id == _person))
-    .outerjoin(_messages, (_messages.c.chat_id == _chats.c.id) & (_messages.c.seq == _seq))
-    .where(_chats.c.id == _chat)
-    .with_for_update(of=_chats)
-)
+# The chat row is locked first, alone, and the member and the message are read by the statement after
+# it, which takes a new snapshot: a statement that waited for the lock would see the other rows as they
+# were before the lock's last holder committed. Every writer of those rows takes the chat row's lock.
+_LOCK = select(_chats.c.id).where(_chats.c.id == _chat).with_for_update()
 # SQLite has no row locks: a write first takes its database-wide write lock before anything is read.
 _LOCK_SQLITE = update(_chats).where(_chats.c.id == _chat).values(last_rev=_chats.c.last_rev)
+# The caller's role and the message (its columns null when the chat has no such seq), or no row when
+# the caller is not a member.
+_LOCKED_MESSAGE = (
+    select(_members.c.role, _messages, all_read_seq)
+    .select_from(_members)
+    .outerjoin(_messages, (_messages.c.chat_id == _members.c.chat_id) & (_messages.c.seq == _seq))
+    .where(_members.c.chat_id == _chat, _members.c.user_id == _person)
+)
 _NEXT_REV = (
     update(_chats)
     .where(_chats.c.id == _chat)
@@ -101,10 +103,10 @@ async def lock_message(session: AsyncSession, chat_id: int, user_id: int, seq: i
     The caller's ``role`` with the message's columns and the chat's ``all_read_seq`` (``id`` is None
     when the chat has no such seq), or None when the caller is not a member.
     """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    await session.execute(_LOCK if postgres else _LOCK_SQLITE, {"chat": chat_id})
     parameters = {"chat": chat_id, "person": user_id, "message_seq": seq}
-    if session.get_bind().dialect.name != "postgresql":
-        await session.execute(_LOCK_SQLITE, {"chat": chat_id})
-    return (await session.execute(_LOCK, parameters)).one_or_none()
+    return (await session.execute(_LOCKED_MESSAGE, parameters)).one_or_none()
 
 
 async def next_rev(session: AsyncSession, chat_id: int) -> int:
