@@ -1,0 +1,118 @@
+"""The SQL of message search: one statement per database, each answered from its full-text index.
+
+Both statements take the newest matches in the caller's chats first (at most ``candidates`` of them),
+then rank only those, so a common word costs as much as a rare one: the index finds matches, and only
+the newest few rows are read and ranked. The full-text index itself is made by migration 0006.
+
+PostgreSQL: the match repeats the index's expression, ``to_tsvector('simple', text)``, so the planner
+can answer it from the GIN index; for a very common word it walks the primary key backwards instead and
+stops after ``candidates`` matches. Membership is checked per candidate (``chat_id + 0`` keeps the
+planner from intersecting the match with a whole chat's rows through the (chat_id, ...) indexes, which
+costs more than reading the matches). The query's words are bound, never spliced into the text.
+
+SQLite: FTS5 gives the matches newest first (by its rowid, which is the message id, so no sort of all
+the matches); ``bm25`` ranks them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import BigInteger, Integer, Row, String, bindparam, column, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from windi_chat.models import metadata
+
+if TYPE_CHECKING:
+    from windi_chat.search import Query
+
+__all__ = ("PG_SEARCH", "SQLITE_SEARCH", "is_member", "search")
+
+_messages = metadata.tables["messages"]
+# The result has the columns of ``messages``, named and typed as the table's (timestamps come back as
+# datetimes on SQLite too), and the chat's all_read_seq.
+_COLUMNS = (*_messages.c, column("all_read_seq", BigInteger))
+_SELECTED = ", ".join(f"c.{name}" for name in _messages.c.keys())
+_PARAMETERS = (
+    bindparam("q", type_=String),
+    bindparam("person", type_=BigInteger),
+    bindparam("candidates", type_=Integer),
+    bindparam("limit", type_=Integer),
+)
+# Every member has read up to here: the same rule as history's ``all_read_seq``, per result row.
+_ALL_READ = "(SELECT coalesce(min(r.read_seq), 0) FROM chat_members r WHERE r.chat_id = c.chat_id)"
+_PG_MATCH = "to_tsvector('simple', m.text) @@ websearch_to_tsquery('simple', :q)"
+_PG_RANK = "ts_rank(to_tsvector('simple', c.text), websearch_to_tsquery('simple', :q))"
+
+
+def _pg(in_chat: bool) -> str:
+    # In one chat, its (chat_id, seq) index gives the newest first; across chats the primary key does.
+    where = "m.chat_id = :chat AND" if in_chat else ""
+    member = ":chat" if in_chat else "m.chat_id + 0"
+    newest = "m.seq DESC" if in_chat else "m.id DESC"
+    return f"""
+        SELECT {_SELECTED}, {_ALL_READ} AS all_read_seq FROM (
+            SELECT m.* FROM messages m
+            WHERE {where} {_PG_MATCH} AND NOT m.deleted
+              AND EXISTS (SELECT FROM chat_members cm WHERE cm.chat_id = {member} AND cm.user_id = :person)
+            ORDER BY {newest} LIMIT :candidates
+        ) c
+        ORDER BY {_PG_RANK} DESC, c.id DESC
+        LIMIT :limit"""  # noqa: S608 - fixed fragments; every value is bound
+
+
+def _sqlite(in_chat: bool) -> str:
+    where = "AND m.chat_id = :chat" if in_chat else ""
+    return f"""
+        SELECT {_SELECTED}, {_ALL_READ} AS all_read_seq FROM (
+            SELECT m.*, bm25(messages_fts) AS score
+            FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
+            WHERE messages_fts MATCH :q AND NOT m.deleted {where}
+              AND m.chat_id IN (SELECT cm.chat_id FROM chat_members cm WHERE cm.user_id = :person)
+            ORDER BY messages_fts.rowid DESC LIMIT :candidates
+        ) c
+        ORDER BY c.score, c.id DESC
+        LIMIT :limit"""  # noqa: S608 - fixed fragments; every value is bound
+
+
+def _statement(sql: str, in_chat: bool) -> Any:
+    parameters = (*_PARAMETERS, bindparam("chat", type_=BigInteger)) if in_chat else _PARAMETERS
+    return text(sql).bindparams(*parameters).columns(*_COLUMNS)
+
+
+PG_SEARCH = {in_chat: _statement(_pg(in_chat), in_chat) for in_chat in (False, True)}
+SQLITE_SEARCH = {in_chat: _statement(_sqlite(in_chat), in_chat) for in_chat in (False, True)}
+# The plan must fit the words searched for (a rare word: the GIN index; a common one: the newest rows),
+# so PostgreSQL plans each search for its own query rather than once for every query; and one search
+# does not take the parallel workers a scan would.
+_PG_PLAN_PER_QUERY = text(
+    "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
+    "set_config('max_parallel_workers_per_gather', '0', true)"
+)
+_IS_MEMBER = text("SELECT 1 FROM chat_members WHERE chat_id = :chat AND user_id = :person").bindparams(
+    bindparam("chat", type_=BigInteger), bindparam("person", type_=BigInteger)
+)
+
+
+async def search(
+    session: AsyncSession,
+    query: Query,
+    user_id: int,
+    chat_id: int | None,
+    limit: int,
+    candidates: int,
+) -> list[Row[Any]]:
+    """Matching messages of the caller's chats, best first: rows of ``messages`` with ``all_read_seq``."""
+    parameters: dict[str, Any] = {"person": user_id, "candidates": candidates, "limit": limit}
+    if chat_id is not None:
+        parameters["chat"] = chat_id
+    if session.get_bind().dialect.name == "sqlite":
+        statement, parameters["q"] = SQLITE_SEARCH[chat_id is not None], query.fts5()
+    else:
+        await session.execute(_PG_PLAN_PER_QUERY)
+        statement, parameters["q"] = PG_SEARCH[chat_id is not None], query.websearch()
+    return list((await session.execute(statement, parameters)).all())
+
+
+async def is_member(session: AsyncSession, chat_id: int, user_id: int) -> bool:
+    return await session.scalar(_IS_MEMBER, {"chat": chat_id, "person": user_id}) is not None
