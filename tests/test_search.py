@@ -149,6 +149,8 @@ def test_chat_id_of_a_chat_you_are_not_in_is_not_found(api: Api, group: Any, mak
     api.send(ada, chat_id, "hello")
     search(api, eve, "hello", chat_id=chat_id, expect=404)
     search(api, eve, "hello", chat_id=chat_id + 1000, expect=404)
+    for out_of_range in (0, -1, 2**63, 10**30):
+        search(api, eve, "hello", chat_id=out_of_range, expect=404)
 
 
 def test_search_needs_a_token(api: Api) -> None:

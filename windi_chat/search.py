@@ -12,15 +12,14 @@ read the whole index. A query left with nothing to look for matches nothing.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat import search_sql
 from windi_chat.errors import ChatNotFoundError, InvalidSearchError
-from windi_chat.messaging import messages_out
-from windi_chat.schemas import MessageOut
+from windi_chat.messaging import message_out
+from windi_chat.schemas import MessageOut, ReactionOut
 
 __all__ = ("MAX_RESULTS", "Query", "Term", "parse_query", "search_messages")
 
@@ -142,10 +141,15 @@ async def search_messages(
         rows = await search_sql.search(session, query, user_id, chat_id, limit, max(candidates, limit))
     if not rows and chat_id is not None and not await search_sql.is_member(session, chat_id, user_id):
         raise ChatNotFoundError
-    by_chat = defaultdict(list)
-    for row in rows:
-        by_chat[row.chat_id].append(row)
-    found: dict[int, MessageOut] = {}
-    for chat, chat_rows in by_chat.items():
-        found.update((message.id, message) for message in await messages_out(session, chat, chat_rows))
-    return [found[row.id] for row in rows]
+    reactions = await search_sql.reactions_of(session, [(row.chat_id, row.seq) for row in rows])
+    return [
+        message_out(
+            row,
+            row.all_read_seq,
+            [
+                ReactionOut(emoji, people)
+                for emoji, people in reactions.get((row.chat_id, row.seq), {}).items()
+            ],
+        )
+        for row in rows
+    ]

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from windi_chat.config import Settings
 from windi_chat.errors import ChatNotFoundError, InvalidSearchError
 from windi_chat.http_errors import error_responses
-from windi_chat.inputs import MAX_ID
+from windi_chat.inputs import is_id
 from windi_chat.schemas import MessageOut
 from windi_chat.search import MAX_RESULTS, search_messages
 from windi_chat.security import CurrentUser
@@ -35,7 +35,7 @@ class SearchController(Controller):
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
         q: Annotated[str, QueryParameter(description="Words to find, as in a web search")],
-        chat_id: Annotated[int | None, QueryParameter(ge=1, le=MAX_ID, description="Only this chat")] = None,
+        chat_id: Annotated[int | None, QueryParameter(description="Only this chat")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_RESULTS, description="1..50")] = 20,
     ) -> list[MessageOut]:
         """Messages of the chats the caller is a member of now, deleted ones never, most relevant first
@@ -44,8 +44,10 @@ class SearchController(Controller):
         ``q`` reads like a web search: every word must appear, ``"words in quotes"`` together, ``-word``
         must not, and ``or`` offers alternatives. Case does not matter; words are matched whole, in any
         language. An empty query, or one longer than ``WINDI_SEARCH_MAX_QUERY_LENGTH`` characters, is
-        400. A ``chat_id`` the caller is not in is 404.
+        400. A ``chat_id`` the caller is not in is 404, as is one out of range (it names no chat).
         """
+        if chat_id is not None and not is_id(chat_id):
+            raise ChatNotFoundError
         return await search_messages(
             db_session,
             request.user.id,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, Integer, Row, String, bindparam, column, text
+from sqlalchemy import BigInteger, Integer, Row, String, bindparam, column, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.models import metadata
@@ -26,13 +26,13 @@ from windi_chat.models import metadata
 if TYPE_CHECKING:
     from windi_chat.search import Query
 
-__all__ = ("PG_SEARCH", "SQLITE_SEARCH", "is_member", "search")
+__all__ = ("PG_SEARCH", "SQLITE_SEARCH", "is_member", "reactions_of", "search")
 
-_messages = metadata.tables["messages"]
+_messages, _reactions = metadata.tables["messages"], metadata.tables["message_reactions"]
 # The result has the columns of ``messages``, named and typed as the table's (timestamps come back as
 # datetimes on SQLite too), and the chat's all_read_seq.
 _COLUMNS = (*_messages.c, column("all_read_seq", BigInteger))
-_SELECTED = ", ".join(f"c.{name}" for name in _messages.c.keys())
+_SELECTED = ", ".join(f"c.{col.name}" for col in _messages.c)
 _PARAMETERS = (
     bindparam("q", type_=String),
     bindparam("person", type_=BigInteger),
@@ -116,3 +116,20 @@ async def search(
 
 async def is_member(session: AsyncSession, chat_id: int, user_id: int) -> bool:
     return await session.scalar(_IS_MEMBER, {"chat": chat_id, "person": user_id}) is not None
+
+
+async def reactions_of(
+    session: AsyncSession, places: list[tuple[int, int]]
+) -> dict[tuple[int, int], dict[str, list[int]]]:
+    """For each of these messages (chat, seq) that has reactions: emoji, in order of first use, to their
+    people. One query for results from many chats, where history's is per chat."""
+    found: dict[tuple[int, int], dict[str, list[int]]] = {}
+    if places:
+        statement = (
+            select(_reactions.c.chat_id, _reactions.c.seq, _reactions.c.emoji, _reactions.c.user_id)
+            .where(tuple_(_reactions.c.chat_id, _reactions.c.seq).in_(places))
+            .order_by(_reactions.c.chat_id, _reactions.c.seq, _reactions.c.rev)
+        )
+        for chat_id, seq, emoji, user_id in await session.execute(statement):
+            found.setdefault((chat_id, seq), {}).setdefault(emoji, []).append(user_id)
+    return found

@@ -27,9 +27,12 @@ depends_on: str | Sequence[str] | None = None
 
 # Not partial (``WHERE NOT deleted``): PostgreSQL keeps statistics of the expression only for a full
 # index, and without them it cannot tell a rare word from a common one when it plans a search. A deleted
-# message's text is empty, so it has no entry anyway.
+# message's text is empty, so it has no entry anyway. ``fastupdate = off``: a send writes its words
+# into the index at once, instead of into a pending list that every search would read through until a
+# vacuum (or the send that finds it full, which then pays for all of it) merges it in.
 PG_INDEX = (
-    "CREATE INDEX ix_messages_text_search ON messages USING gin (to_tsvector('simple'::regconfig, text))"
+    "CREATE INDEX ix_messages_text_search ON messages "
+    "USING gin (to_tsvector('simple'::regconfig, text)) WITH (fastupdate = off)"
 )
 
 # What the FTS table holds for a row is ``CASE WHEN deleted THEN '' ELSE text END``: its text, or
