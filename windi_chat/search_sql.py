@@ -1,14 +1,16 @@
 """The SQL of message search: one statement per database, each answered from its full-text index.
 
-Both statements take the newest matches in the caller's chats first (at most ``candidates`` of them),
-then rank only those, so a common word costs as much as a rare one: the index finds matches, and only
-the newest few rows are read and ranked. The full-text index itself is made by migration 0006.
+Both statements take the newest matches in the caller's chats first (at most ``candidates`` of them)
+and rank only those: ranking every match of a common word would read all of them. The full-text index
+itself is made by migration 0006.
 
 PostgreSQL: the match repeats the index's expression, ``to_tsvector('simple', text)``, so the planner
-can answer it from the GIN index; for a very common word it walks the primary key backwards instead and
-stops after ``candidates`` matches. Membership is checked per candidate (``chat_id + 0`` keeps the
-planner from intersecting the match with a whole chat's rows through the (chat_id, ...) indexes, which
-costs more than reading the matches). The query's words are bound, never spliced into the text.
+answers it from the GIN index (reading each match's row for its id and chat); for a very common word it
+walks the primary key backwards instead, testing each row, and stops after ``candidates`` matches. The
+dearest words are those in between (about 1% of the messages): every match is read. Across chats,
+membership is checked per match (``chat_id + 0`` keeps the planner from intersecting the matches with
+each chat's rows through the (chat_id, ...) indexes, which costs more than reading the matches); in one
+chat, its (chat_id, seq) index gives the newest first. The query's words are bound, never spliced in.
 
 SQLite: FTS5 gives the matches newest first (by its rowid, which is the message id, so no sort of all
 the matches); ``bm25`` ranks them.
