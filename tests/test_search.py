@@ -62,18 +62,29 @@ def test_a_word_finds_the_messages_that_hold_it_as_message_objects(api: Api, gro
 
 def test_search_carries_each_message_s_reactions(api: Api, group: Any, database_url: str) -> None:
     ada, bob, chat_id = group
-    sent = api.send(ada, chat_id, "pumpkin soup tonight")
-    execute(
-        database_url,
-        "INSERT INTO message_reactions (chat_id, seq, emoji, user_id, rev) "
-        "VALUES (:chat, :seq, :emoji, :user, 99)",
-        chat=chat_id,
-        seq=sent["seq"],
-        emoji="👍",
-        user=bob.id,
-    )
-    [found] = search(api, ada, "pumpkin")
-    assert found["reactions"] == [{"emoji": "👍", "user_ids": [bob.id]}]
+    other = api.private_chat(ada, bob)["id"]
+    soup, pie = api.send(ada, chat_id, "pumpkin soup tonight"), api.send(bob, other, "pumpkin pie")
+    for place, emoji, person, rev in (
+        (soup, "👍", bob, 10),
+        (soup, "🎉", ada, 11),
+        (soup, "👍", ada, 12),
+        (pie, "😋", ada, 13),
+    ):
+        execute(
+            database_url,
+            "INSERT INTO message_reactions (chat_id, seq, emoji, user_id, rev) "
+            "VALUES (:chat, :seq, :emoji, :user, :rev)",
+            chat=place["chat_id"],
+            seq=place["seq"],
+            emoji=emoji,
+            user=person.id,
+            rev=rev,
+        )
+    found = {message["id"]: message["reactions"] for message in search(api, ada, "pumpkin")}
+    assert found == {
+        soup["id"]: [{"emoji": "👍", "user_ids": [bob.id, ada.id]}, {"emoji": "🎉", "user_ids": [ada.id]}],
+        pie["id"]: [{"emoji": "😋", "user_ids": [ada.id]}],
+    }
 
 
 def test_words_of_any_script_are_found_whatever_their_case(api: Api, group: Any) -> None:

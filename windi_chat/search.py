@@ -136,20 +136,14 @@ async def search_messages(
     in is :class:`ChatNotFoundError`, as on every chat route.
     """
     query = parse_query(q, max_query_length)
-    rows = []
+    found = []
     if query:
-        rows = await search_sql.search(session, query, user_id, chat_id, limit, max(candidates, limit))
-    if not rows and chat_id is not None and not await search_sql.is_member(session, chat_id, user_id):
+        found = await search_sql.search(session, query, user_id, chat_id, limit, max(candidates, limit))
+    if not found and chat_id is not None and not await search_sql.is_member(session, chat_id, user_id):
         raise ChatNotFoundError
-    reactions = await search_sql.reactions_of(session, [(row.chat_id, row.seq) for row in rows])
     return [
         message_out(
-            row,
-            row.all_read_seq,
-            [
-                ReactionOut(emoji, people)
-                for emoji, people in reactions.get((row.chat_id, row.seq), {}).items()
-            ],
+            row, row.all_read_seq, [ReactionOut(emoji, people) for emoji, people in reactions.items()]
         )
-        for row in rows
+        for row, reactions in found
     ]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, Integer, Row, String, bindparam, column, select, text, tuple_
+from sqlalchemy import JSON, BigInteger, Integer, Row, String, bindparam, column, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.models import metadata
@@ -28,7 +28,7 @@ from windi_chat.models import metadata
 if TYPE_CHECKING:
     from windi_chat.search import Query
 
-__all__ = ("PG_SEARCH", "SQLITE_SEARCH", "is_member", "reactions_of", "search")
+__all__ = ("PG_SEARCH", "SQLITE_SEARCH", "Reactions", "is_member", "reactions_of", "search")
 
 _messages, _reactions = metadata.tables["messages"], metadata.tables["message_reactions"]
 # The result has the columns of ``messages``, named and typed as the table's (timestamps come back as
@@ -43,6 +43,13 @@ _PARAMETERS = (
 )
 # Every member has read up to here: the same rule as history's ``all_read_seq``, per result row.
 _ALL_READ = "(SELECT coalesce(min(r.read_seq), 0) FROM chat_members r WHERE r.chat_id = c.chat_id)"
+# Each result's reactions as ``[[emoji, [user ids]], ...]``, in order of first use, so PostgreSQL needs
+# no second round trip for them (SQLite, in process, reads them with a second query).
+_PG_REACTIONS = """(
+    SELECT json_agg(json_build_array(e.emoji, e.people) ORDER BY e.first_rev) FROM (
+        SELECT r.emoji, json_agg(r.user_id ORDER BY r.rev) AS people, min(r.rev) AS first_rev
+        FROM message_reactions r WHERE r.chat_id = c.chat_id AND r.seq = c.seq GROUP BY r.emoji
+    ) e)"""
 _PG_MATCH = "to_tsvector('simple', m.text) @@ websearch_to_tsquery('simple', :q)"
 _PG_RANK = "ts_rank(to_tsvector('simple', c.text), websearch_to_tsquery('simple', :q))"
 
@@ -53,7 +60,7 @@ def _pg(in_chat: bool) -> str:
     member = ":chat" if in_chat else "m.chat_id + 0"
     newest = "m.seq DESC" if in_chat else "m.id DESC"
     return f"""
-        SELECT {_SELECTED}, {_ALL_READ} AS all_read_seq FROM (
+        SELECT {_SELECTED}, {_ALL_READ} AS all_read_seq, {_PG_REACTIONS} AS reactions FROM (
             SELECT m.* FROM messages m
             WHERE {where} {_PG_MATCH} AND NOT m.deleted
               AND EXISTS (SELECT FROM chat_members cm WHERE cm.chat_id = {member} AND cm.user_id = :person)
@@ -77,13 +84,17 @@ def _sqlite(in_chat: bool) -> str:
         LIMIT :limit"""  # noqa: S608 - fixed fragments; every value is bound
 
 
-def _statement(sql: str, in_chat: bool) -> Any:
+def _statement(sql: str, in_chat: bool, *extra: Any) -> Any:
     parameters = (*_PARAMETERS, bindparam("chat", type_=BigInteger)) if in_chat else _PARAMETERS
-    return text(sql).bindparams(*parameters).columns(*_COLUMNS)
+    return text(sql).bindparams(*parameters).columns(*_COLUMNS, *extra)
 
 
-PG_SEARCH = {in_chat: _statement(_pg(in_chat), in_chat) for in_chat in (False, True)}
+PG_SEARCH = {
+    in_chat: _statement(_pg(in_chat), in_chat, column("reactions", JSON)) for in_chat in (False, True)
+}
 SQLITE_SEARCH = {in_chat: _statement(_sqlite(in_chat), in_chat) for in_chat in (False, True)}
+# A result's reactions: emoji, in order of first use, to their people.
+Reactions = dict[str, list[int]]
 # The plan must fit the words searched for (a rare word: the GIN index; a common one: the newest rows),
 # so PostgreSQL plans each search for its own query rather than once for every query; and one search
 # does not take the parallel workers a scan would.
@@ -103,17 +114,21 @@ async def search(
     chat_id: int | None,
     limit: int,
     candidates: int,
-) -> list[Row[Any]]:
-    """Matching messages of the caller's chats, best first: rows of ``messages`` with ``all_read_seq``."""
+) -> list[tuple[Row[Any], Reactions]]:
+    """Matching messages of the caller's chats, best first: rows of ``messages`` with ``all_read_seq``,
+    each with its reactions."""
     parameters: dict[str, Any] = {"person": user_id, "candidates": candidates, "limit": limit}
     if chat_id is not None:
         parameters["chat"] = chat_id
     if session.get_bind().dialect.name == "sqlite":
-        statement, parameters["q"] = SQLITE_SEARCH[chat_id is not None], query.fts5()
-    else:
-        await session.execute(_PG_PLAN_PER_QUERY)
-        statement, parameters["q"] = PG_SEARCH[chat_id is not None], query.websearch()
-    return list((await session.execute(statement, parameters)).all())
+        parameters["q"] = query.fts5()
+        rows = (await session.execute(SQLITE_SEARCH[chat_id is not None], parameters)).all()
+        reactions = await reactions_of(session, [(row.chat_id, row.seq) for row in rows])
+        return [(row, reactions.get((row.chat_id, row.seq), {})) for row in rows]
+    await session.execute(_PG_PLAN_PER_QUERY)
+    parameters["q"] = query.websearch()
+    rows = (await session.execute(PG_SEARCH[chat_id is not None], parameters)).all()
+    return [(row, dict(row.reactions or ())) for row in rows]
 
 
 async def is_member(session: AsyncSession, chat_id: int, user_id: int) -> bool:
@@ -122,10 +137,10 @@ async def is_member(session: AsyncSession, chat_id: int, user_id: int) -> bool:
 
 async def reactions_of(
     session: AsyncSession, places: list[tuple[int, int]]
-) -> dict[tuple[int, int], dict[str, list[int]]]:
-    """For each of these messages (chat, seq) that has reactions: emoji, in order of first use, to their
-    people. One query for results from many chats, where history's is per chat."""
-    found: dict[tuple[int, int], dict[str, list[int]]] = {}
+) -> dict[tuple[int, int], Reactions]:
+    """For each of these messages (chat, seq) that has reactions, its reactions: one query for results
+    from many chats, where history's is per chat."""
+    found: dict[tuple[int, int], Reactions] = {}
     if places:
         statement = (
             select(_reactions.c.chat_id, _reactions.c.seq, _reactions.c.emoji, _reactions.c.user_id)
