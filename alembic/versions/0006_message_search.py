@@ -27,12 +27,14 @@ depends_on: str | Sequence[str] | None = None
 
 # Not partial (``WHERE NOT deleted``): PostgreSQL keeps statistics of the expression only for a full
 # index, and without them it cannot tell a rare word from a common one when it plans a search. A deleted
-# message's text is empty, so it has no entry anyway. ``fastupdate = off``: a send writes its words
-# into the index at once, instead of into a pending list that every search would read through until a
-# vacuum (or the send that finds it full, which then pays for all of it) merges it in.
+# message's text is empty, so it has no entry anyway. A send adds its words to a pending list that
+# every search reads through, until the list reaches ``gin_pending_list_limit`` and the send that fills
+# it merges it into the index. 256 kB (against 4 MB by default) keeps that read short; the merge is
+# still several times cheaper per message than writing each one's words into the index at once
+# (``fastupdate = off``: about 240 against 60 us per message, measured on 300,000 messages).
 PG_INDEX = (
     "CREATE INDEX ix_messages_text_search ON messages "
-    "USING gin (to_tsvector('simple'::regconfig, text)) WITH (fastupdate = off)"
+    "USING gin (to_tsvector('simple'::regconfig, text)) WITH (gin_pending_list_limit = 256)"
 )
 
 # What the FTS table holds for a row is ``CASE WHEN deleted THEN '' ELSE text END``: its text, or
