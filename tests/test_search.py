@@ -354,6 +354,8 @@ def test_queries_parse_like_a_web_search() -> None:
     assert query.fts5() == '("big" AND "red apple") NOT ("worm") OR ("pear")'
     assert parse_query('say "hi""', 256).fts5() == '("say" AND "hi")'
     assert not parse_query("-only or -exclusions", 256)
+    assert parse_query('this "or" that', 256).websearch() == '"this" "or" "that"'
+    assert parse_query("OR this or", 256).websearch() == '"this"'
 
 
 # One indexed query ----------------------------------------------------------------------------------

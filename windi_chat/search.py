@@ -82,7 +82,8 @@ def _terms(q: str) -> list[Term | None]:
         excluded = q[position] == "-"
         if excluded:
             position += 1
-        if position < length and q[position] == '"':
+        quoted = position < length and q[position] == '"'
+        if quoted:
             end = q.find('"', position + 1)
             end = length if end < 0 else end
             text, position = q[position + 1 : end], end + 1
@@ -91,7 +92,7 @@ def _terms(q: str) -> list[Term | None]:
             while end < length and not q[end].isspace() and q[end] != '"':
                 end += 1
             text, position = q[position:end], end
-        if not excluded and text.lower() == "or":
+        if not (excluded or quoted) and text.lower() == "or":
             found.append(None)
         elif _INDEXABLE.search(text):
             found.append(Term(" ".join(text.split()), excluded))
