@@ -55,6 +55,15 @@ class ChatEvents:
         kind, _, frame = split_event(self.client.blocking_portal.call(read))
         return chr(kind), json.loads(frame)
 
+    def presence(self, count: int) -> list[tuple[bool, int]]:
+        """``(online, user_id)`` of the next ``count`` presence frames."""
+        seen: list[tuple[bool, int]] = []
+        while len(seen) < count:
+            kind, frame = self.next()
+            if kind == "O":
+                seen.append((frame["online"], frame["user_id"]))
+        return seen
+
     def presence_until_message(self, text: str) -> list[tuple[bool, int]]:
         """``(online, user_id)`` of every presence frame before the message ``text`` (a sentinel)."""
         seen: list[tuple[bool, int]] = []

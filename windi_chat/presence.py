@@ -12,13 +12,15 @@ chats in one publish, through :meth:`EventBus.presence` (header ``O<user id>``);
 it. Nothing is published while nothing changes, so the cost is one publish per real transition.
 
 Processes share what they hold on :data:`~windi_chat.events.PRESENCE_CHANNEL`, as
-``<kind><origin>\\n<user ids>``: ``H`` every ``WINDI_PRESENCE_HEARTBEAT_SECONDS`` with everyone open
-here and, after a second newline, everyone in their grace here; ``U`` opened, ``L`` in grace, ``D``
-dropped (someone else still holds them), ``X`` dropped and announced offline, ``Q`` a new process asks
-for heartbeats. A process that announces nothing for the grace plus two heartbeats is taken for
-dead; the live process with the lowest origin then announces its people offline, as of its last word.
-A process that announced someone offline while another holds them (a race, or a process wrongly
-taken for dead) hears it back through ``X`` from that one, which announces them online again.
+``<kind><origin>\n<user ids>``: ``H`` every ``WINDI_PRESENCE_HEARTBEAT_SECONDS`` with everyone open
+here (and, negated, everyone in their grace here); ``U`` opened, ``L`` in grace, ``D`` dropped (someone
+else still holds them), ``X`` dropped and announced offline, ``Q`` a new process asks for heartbeats.
+A process silent for the grace plus two heartbeats is taken for dead; the live process with the
+lowest origin then announces its people offline, as of when it was last heard. When an offline
+announcement was wrong (two processes racing, or one wrongly taken for dead), a process that still
+holds the person hears the ``X`` and announces them online again, so the last word is right.
+
+The app provides the object as the ``presence`` dependency.
 """
 
 from __future__ import annotations
