@@ -20,6 +20,7 @@ from tests.presence_driver import ChatEvents, Gateways, member
 from windi_chat.app import create_app
 from windi_chat.config import Settings
 from windi_chat.events import PRESENCE_CHANNEL
+from windi_chat.presence import RecentPresence
 
 GRACE = 0.5
 HEARTBEAT = 0.2
@@ -187,3 +188,16 @@ def test_the_people_of_a_process_gone_silent_are_announced_offline_after_the_gra
     assert events.presence(1) == [(False, bob.id)]  # once silent past the grace and two heartbeats
     assert member(api, ada, chat_id, bob)["online"] is False
     assert member(api, ada, chat_id, bob)["last_seen"] is not None
+
+
+def test_a_gateway_forwards_one_copy_of_a_change_heard_in_several_chats() -> None:
+    recent = RecentPresence()
+    online = '{"type":"presence","user_id":7,"online":true,"last_seen":"2026-12-03T08:00:00Z"}'
+    offline = '{"type":"presence","user_id":7,"online":false,"last_seen":"2026-12-03T08:05:00Z"}'
+    assert [recent.fresh(frame) for frame in (online, online, offline, online, offline)] == [
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]

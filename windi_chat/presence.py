@@ -21,6 +21,9 @@ announcement was wrong (two processes racing, or one wrongly taken for dead), a 
 holds the person hears the ``X`` and announces them online again, so the last word is right.
 
 The app provides the object as the ``presence`` dependency.
+
+A gateway that shares several chats with someone hears each change once per shared chat (the same
+frame on each chat's channel): :class:`RecentPresence` tells it which copies it has already forwarded.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -48,12 +52,15 @@ from windi_chat.frames import PresenceFrame
 from windi_chat.models import utcnow
 from windi_chat.presence_sql import chats_of, mark_seen
 
-__all__ = ("Presence",)
+__all__ = ("Presence", "RecentPresence")
 
 logger = logging.getLogger("windi_chat.presence")
 
 # Heartbeats a process may miss before it is taken for dead (on top of the grace).
 MISSED_HEARTBEATS = 2
+# Presence frames a gateway remembers to drop their copies from other shared chats. The copies of one
+# change are published together, so they arrive close together; a few suffice, and cost little.
+RECENT_PRESENCE = 8
 
 
 @dataclass(slots=True)
@@ -294,3 +301,19 @@ class Presence(InitPluginProtocol):
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class RecentPresence:
+    """The last few presence frames one gateway forwarded, so their copies from other chats are dropped."""
+
+    __slots__ = ("_frames",)
+
+    def __init__(self) -> None:
+        self._frames: deque[str] = deque(maxlen=RECENT_PRESENCE)
+
+    def fresh(self, frame: str) -> bool:
+        """Whether ``frame`` (a presence event's frame text) is new to this gateway; it is remembered."""
+        if frame in self._frames:
+            return False
+        self._frames.append(frame)
+        return True
