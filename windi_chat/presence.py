@@ -200,6 +200,8 @@ class Presence(InitPluginProtocol):
         await self._went_offline([user_id], lingering[0])
         # After the frames are queued: a process that still holds them answers with ``online`` later.
         self._announce(b"X", user_id)
+        if self.here(user_id):  # back while the offline was being told: the last word must be online
+            await self._went_online(user_id)
 
     async def _went_online(self, user_id: int) -> None:
         await self._publish([user_id], online=True, at=utcnow())
