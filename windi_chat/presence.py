@@ -96,6 +96,7 @@ class Presence(InitPluginProtocol):
         self._subscriber: Subscriber | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
 
     # Wiring ----------------------------------------------------------------------------------------
 
@@ -121,6 +122,7 @@ class Presence(InitPluginProtocol):
 
     async def _stop(self) -> None:
         """Record when the people still here were last seen; other processes expire them after the grace."""
+        self._stopped = True  # a gateway closing later starts no grace: nothing would end it
         for task in self._loops:
             task.cancel()
         for _closed_at, timer in self._lingering.values():
@@ -163,7 +165,7 @@ class Presence(InitPluginProtocol):
         if count > 1:
             self._open[user_id] = count - 1
             return
-        if count == 0:  # not opened here: nothing to undo
+        if count == 0 or self._stopped:  # not opened here, or shutting down: nothing to undo
             return
         timer = asyncio.get_running_loop().call_later(self._grace, self._grace_over, user_id)
         self._lingering[user_id] = (utcnow(), timer)
