@@ -2,7 +2,7 @@
 
 Both statements take the newest matches in the caller's chats first (at most ``candidates`` of them)
 and rank only those: ranking every match of a common word would read all of them. The full-text index
-itself is made by migration 0006.
+itself is made by migration 0007.
 
 PostgreSQL: the match repeats the index's expression, ``to_tsvector('simple', text)``, so the planner
 answers it from the GIN index (reading each match's row for its id and chat); for a very common word it

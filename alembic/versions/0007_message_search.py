@@ -11,8 +11,8 @@ which drops these triggers: such a migration must create ``SQLITE_TRIGGERS`` aga
 rows changed meanwhile, refill the index: ``INSERT INTO messages_fts(messages_fts) VALUES ('delete-all')``,
 then ``SQLITE_FILL``).
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-03
 """
 
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
