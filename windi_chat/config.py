@@ -85,6 +85,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Searches a second per person, after a burst: each reads an index, so a script cannot hog the database.
     search_rate: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     search_burst: Annotated[int, msgspec.Meta(ge=1)] = 10
+    # Searches one process runs at once, each on a database connection, and how long one may take
+    # (PostgreSQL's statement timeout; also the longest wait for a free slot): searches cannot take
+    # the pool from sends, whatever they ask for.
+    search_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 2
+    search_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=600)] = 2.0
     # Presence: a person stays online this long after their last gateway closes, so a reconnect does
     # not flicker; each process announces who is online on it this often (a silent process's people
     # go offline after the grace and two missed announcements).
