@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from windi_chat.events import event_payload, split_event
+from windi_chat.events import event_payload, message_header, split_event
 from windi_chat.frames import MessageFrame, ReadEventFrame, TypingEventFrame
 from windi_chat.models import utcnow
 from windi_chat.schemas import MessageOut
@@ -25,7 +25,7 @@ def message(seq: int) -> bytes:
         deleted=False,
         reactions=[],
     )
-    return event_payload(b"M%d" % seq, MessageFrame(message=out))
+    return event_payload(message_header(seq, seq), MessageFrame(message=out))
 
 
 READ = event_payload(b"-", ReadEventFrame(chat_id=1, user_id=2, seq=3, all_read_seq=1))
@@ -40,8 +40,8 @@ def forward(feed: SocketFeed, payloads: list[bytes]) -> list[int | str]:
         for event in events:
             kind, argument, _ = split_event(event)
             if kind == ord("M"):
-                if feed.fresh(int(argument)):
-                    sent.append(int(argument))
+                if feed.fresh(kind, argument):
+                    sent.append(int(argument.partition(b":")[0]))
             else:
                 sent.append(chr(kind))
     return sent
@@ -49,7 +49,7 @@ def forward(feed: SocketFeed, payloads: list[bytes]) -> list[int | str]:
 
 def test_live_messages_pass_and_copies_from_the_catch_up_are_dropped() -> None:
     feed = SocketFeed(seen_seq=0)
-    feed.caught_up(2)
+    feed.seqs.caught_up(2)
     assert forward(feed, [message(2), message(3), message(4)]) == [3, 4]
 
 
@@ -58,7 +58,7 @@ def test_while_polling_live_messages_are_dropped_and_polled_ones_go_out_once() -
     feed.poll()
     sent = forward(feed, [message(5), polled(message(5)), polled(message(6)), polled(message(5)), message(7)])
     assert sent == [5, 6]
-    assert feed.delivered == 6
+    assert feed.seqs.delivered == 6
 
 
 def test_reads_membership_and_typing_that_still_arrive_live_go_out_while_polling() -> None:

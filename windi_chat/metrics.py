@@ -60,6 +60,7 @@ _DELIVERIES = Counter(f"{PREFIX}_deliveries", "Event frames sent to sockets", ["
 # By the event's kind byte (``windi_chat.events``): one dict lookup, no label resolution, per frame.
 DELIVERED = {
     ord("M"): _DELIVERIES.labels(kind="message"),
+    ord("U"): _DELIVERIES.labels(kind="message_updated"),
     ord("T"): _DELIVERIES.labels(kind="typing"),
     ord("R"): _DELIVERIES.labels(kind="member_removed"),
     ord("-"): _DELIVERIES.labels(kind="other"),

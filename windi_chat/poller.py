@@ -31,10 +31,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from windi_chat import poll_sql
 from windi_chat.database import unit_of_work
 from windi_chat.errors import DomainError
-from windi_chat.events import SESSIONS_CHANNEL, event_payload
-from windi_chat.frames import MemberAddedFrame, MemberRemovedFrame, MessageFrame, ReadEventFrame
+from windi_chat.events import SESSIONS_CHANNEL, event_payload, message_header
+from windi_chat.frames import (
+    MemberAddedFrame,
+    MemberRemovedFrame,
+    MessageFrame,
+    MessageUpdatedFrame,
+    ReadEventFrame,
+)
 from windi_chat.messaging import message_out
 from windi_chat.metrics import DELIVERY_OUTAGES, METERS
+from windi_chat.schemas import MessageOut, ReactionOut
 from windi_chat.seam import Mode, polled, seam_end
 
 if TYPE_CHECKING:
@@ -143,40 +150,37 @@ class DeliveryPoller:
         self._members = {chat_id: known for chat_id, known in self._members.items() if chat_id in watched}
         if not watched:
             return False
-        cursors = {chat_id: min(c.feed.cursor for c in sockets) for chat_id, sockets in watched.items()}
+        # Sockets that follow seqs get new messages in seq order from one read; every socket gets the
+        # changes, in rev order, from another.
+        seq_cursors = {
+            chat_id: min(c.feed.seqs.cursor for c in sockets if not c.feed.by_rev)
+            for chat_id, sockets in watched.items()
+            if any(not c.feed.by_rev for c in sockets)
+        }
+        rev_cursors = {
+            chat_id: min(c.feed.revs.cursor for c in sockets) for chat_id, sockets in watched.items()
+        }
         async with unit_of_work(self._sessions) as session:
-            rows = await poll_sql.messages_after(session, cursors, POLL_ROWS)
+            added = await poll_sql.messages_after(session, seq_cursors, POLL_ROWS) if seq_cursors else []
+            changed = await poll_sql.changes_after(session, rev_cursors, POLL_ROWS)
+            reactions = await poll_sql.reactions_of(session, _seqs_by_chat([*added, *changed]))
             members = await poll_sql.members_of(session, watched.keys())
             revoked = await poll_sql.revoked_among(
                 session, {c.session_id for s in watched.values() for c in s}
             )
-        by_chat: dict[int, list[Row[Any]]] = {}
-        for row in rows:
-            by_chat.setdefault(row.chat_id, []).append(row)
         for chat_id, sockets in watched.items():
             now = members.get(chat_id, {})
-            self._queue_messages(sockets, by_chat.get(chat_id, []), min(now.values(), default=0))
-            self._queue_changes(chat_id, sockets, self._members.get(chat_id), now)
+            rows = _Rows(reactions, min(now.values(), default=0))
+            mine = [row for row in added if row.chat_id == chat_id]
+            _queue_rows(sockets, rows, mine, [row for row in changed if row.chat_id == chat_id])
+            self._queue_membership(chat_id, sockets, self._members.get(chat_id), now)
             self._members[chat_id] = now
         for session_id in revoked:
             self._registry.session_revoked(session_id)
-        return len(rows) >= POLL_ROWS
+        return len(added) >= POLL_ROWS or len(changed) >= POLL_ROWS
 
     @staticmethod
-    def _queue_messages(sockets: list[ChatConnection], rows: list[Row[Any]], all_read_seq: int) -> None:
-        events = [
-            (row.seq, polled(event_payload(b"M%d" % row.seq, MessageFrame(message_out(row, all_read_seq)))))
-            for row in rows
-        ]
-        for connection in sockets:
-            feed = connection.feed
-            for seq, event in events:
-                if seq > feed.cursor:
-                    connection.enqueue(event)
-                    feed.queued = seq
-
-    @staticmethod
-    def _queue_changes(
+    def _queue_membership(
         chat_id: int, sockets: list[ChatConnection], before: dict[int, int] | None, now: dict[int, int]
     ) -> None:
         """Members added or removed and markers moved since the last read (none on the first read)."""
@@ -252,6 +256,68 @@ class DeliveryPoller:
         async for payload in subscriber.iter_events():
             if payload[:1] == bytes([KIND_PROBE]) and payload[1:] in self._probes:
                 self._probe_back = True
+
+
+class _Rows:
+    """Message rows of one chat as polled events, each encoded once however many sockets take it."""
+
+    def __init__(self, reactions: dict[tuple[int, int], dict[str, list[int]]], all_read_seq: int) -> None:
+        self._reactions = reactions
+        self._all_read_seq = all_read_seq
+        self._messages: dict[tuple[int, int], MessageOut] = {}
+
+    def _out(self, row: Row[Any]) -> MessageOut:
+        key = (row.seq, row.rev)
+        if key not in self._messages:
+            people = self._reactions.get((row.chat_id, row.seq), {})
+            reactions = [ReactionOut(emoji, users) for emoji, users in people.items()]
+            self._messages[key] = message_out(row, self._all_read_seq, reactions)
+        return self._messages[key]
+
+    def added(self, row: Row[Any]) -> bytes:
+        return polled(event_payload(message_header(row.seq, row.rev), MessageFrame(message=self._out(row))))
+
+    def updated(self, row: Row[Any]) -> bytes:
+        return polled(event_payload(b"U%d" % row.rev, MessageUpdatedFrame(message=self._out(row))))
+
+
+def _queue_rows(
+    sockets: list[ChatConnection], rows: _Rows, added: list[Row[Any]], changed: list[Row[Any]]
+) -> None:
+    """New messages (``added``, in seq order) and changes (``changed``, in rev order) of one chat.
+
+    A socket that follows seqs gets its new messages in seq order from ``added``, then the changes to
+    messages it has. One that follows revs gets ``changed`` alone, in rev order: a message it has not
+    had comes as new, the others as changes.
+    """
+    just_added = {row.seq: row.rev for row in added}
+    for connection in sockets:
+        feed = connection.feed
+        had = feed.seqs.cursor
+        if not feed.by_rev:
+            for row in added:
+                if row.seq > feed.seqs.cursor:
+                    connection.enqueue(rows.added(row))
+                    feed.seqs.queued = row.seq
+        for row in changed:
+            if row.rev <= feed.revs.cursor:
+                continue
+            if feed.by_rev:
+                new = row.seq > feed.seqs.cursor
+                connection.enqueue(rows.added(row) if new else rows.updated(row))
+                feed.seqs.queued = max(feed.seqs.queued, row.seq)
+            elif row.seq <= had or just_added.get(row.seq, row.rev) < row.rev:
+                # A message it had, or one just queued as new in an older state.
+                connection.enqueue(rows.updated(row))
+            # Else new to a socket that follows seqs: queued above, or comes in a later read by seq.
+            feed.revs.queued = row.rev
+
+
+def _seqs_by_chat(rows: list[Row[Any]]) -> dict[int, set[int]]:
+    seqs: dict[int, set[int]] = {}
+    for row in rows:
+        seqs.setdefault(row.chat_id, set()).add(row.seq)
+    return seqs
 
 
 def _removal(chat_id: int, user_id: int) -> bytes:
