@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from tests.api import Account, Api
-from tests.conftest import insert_messages, run
+from tests.conftest import insert_messages, run, touch
 
 
 @pytest.fixture
@@ -18,33 +18,6 @@ def pair(api: Api, make_account: Any) -> tuple[Account, Account, int]:
     """Ada and Bob, and their private chat."""
     ada, bob = make_account("Ada"), make_account("Bob")
     return ada, bob, api.private_chat(ada, bob)["id"]
-
-
-def touch(database_url: str, chat_id: int, seq: int) -> int:
-    """Give a stored message the chat's next rev, as any change of it does; returns that rev."""
-
-    async def bump() -> int:
-        engine = create_async_engine(database_url, poolclass=NullPool)
-        try:
-            async with engine.begin() as connection:
-                await connection.execute(
-                    text("UPDATE chats SET last_rev = last_rev + 1 WHERE id = :chat"), {"chat": chat_id}
-                )
-                rev: int = (
-                    await connection.execute(
-                        text("SELECT last_rev FROM chats WHERE id = :chat"), {"chat": chat_id}
-                    )
-                ).scalar_one()
-                await connection.execute(
-                    text("UPDATE messages SET rev = :rev WHERE chat_id = :chat AND seq = :seq"),
-                    {"rev": rev, "chat": chat_id, "seq": seq},
-                )
-                return rev
-        finally:
-            await engine.dispose()
-
-    result: int = run(bump())
-    return result
 
 
 def revs_and_seqs(messages: list[dict[str, Any]]) -> list[tuple[int, int]]:
