@@ -286,19 +286,16 @@ def _queue_rows(
 ) -> None:
     """New messages (``added``, in seq order) and changes (``changed``, in rev order) of one chat.
 
-    A socket that follows seqs gets its new messages in seq order from ``added``, then the changes to
-    messages it has. One that follows revs gets ``changed`` alone, in rev order: a message it has not
-    had comes as new, the others as changes.
+    A socket that follows revs gets ``changed`` alone, in rev order: a message it has not had comes as
+    new, the others as changes. One that follows seqs gets its new messages in seq order from
+    ``added``, each before any change with a higher rev, so the revs it is sent never go back; and of
+    ``changed``, only changes to messages it has.
     """
     just_added = {row.seq: row.rev for row in added}
     for connection in sockets:
         feed = connection.feed
         had = feed.seqs.cursor
-        if not feed.by_rev:
-            for row in added:
-                if row.seq > feed.seqs.cursor:
-                    connection.enqueue(rows.added(row))
-                    feed.seqs.queued = row.seq
+        waiting = [] if feed.by_rev else [row for row in added if row.seq > had]
         for row in changed:
             if row.rev <= feed.revs.cursor:
                 continue
@@ -307,10 +304,19 @@ def _queue_rows(
                 connection.enqueue(rows.added(row) if new else rows.updated(row))
                 feed.seqs.queued = max(feed.seqs.queued, row.seq)
             elif row.seq <= had or just_added.get(row.seq, row.rev) < row.rev:
-                # A message it had, or one just queued as new in an older state.
+                # A message it had, or one about to be queued as new in an older state.
+                while waiting and waiting[0].rev < row.rev:
+                    _queue_new(connection, rows, waiting.pop(0))
                 connection.enqueue(rows.updated(row))
-            # Else new to a socket that follows seqs: queued above, or comes in a later read by seq.
+            # Else new to a socket that follows seqs: queued below, or comes in a later read by seq.
             feed.revs.queued = row.rev
+        for row in waiting:
+            _queue_new(connection, rows, row)
+
+
+def _queue_new(connection: ChatConnection, rows: _Rows, row: Row[Any]) -> None:
+    connection.enqueue(rows.added(row))
+    connection.feed.seqs.queued = row.seq
 
 
 def _seqs_by_chat(rows: list[Row[Any]]) -> dict[int, set[int]]:
