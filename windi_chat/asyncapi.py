@@ -104,9 +104,9 @@ def asyncapi_document(host: str = "localhost:8000", protocol: str = "ws") -> dic
                 "title": "A chat's socket",
                 "description": "Opened with an access token, as `?token=` or an `Authorization: Bearer` "
                 "header. The handshake always completes; a refusal is a close code. `after_seq=N` asks "
-                "for every message after N before live events; `after_rev=N` (instead) for every message changed "
-                "after rev N, each once in its current state. A newer token of the same person renews "
-                "the socket in-band with an `auth` frame.\n\n" + _close_code_table(),
+                "for every message after N before live events; `after_rev=N` (instead) for every message "
+                "changed after rev N, each once in its current state. A newer token of the same person "
+                "renews the socket in-band with an `auth` frame.\n\n" + _close_code_table(),
                 "parameters": {"chat_id": {"description": "The chat's id; the caller must be a member."}},
                 "messages": messages,
                 "bindings": {
