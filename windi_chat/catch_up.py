@@ -19,9 +19,8 @@ from windi_chat.messaging import last_seq as chat_last_seq
 from windi_chat.metrics import DELIVERED, METERS
 from windi_chat.protocol import encode
 
-__all__ = ("CATCH_UP_LIMIT", "CATCH_UP_PAGE", "FellBehind", "replay", "replay_changes")
+__all__ = ("CATCH_UP_PAGE", "FellBehind", "replay", "replay_changes")
 
-CATCH_UP_LIMIT = 1000  # more missed messages (or changes) than this get a resync frame: the client pages
 CATCH_UP_PAGE = 100  # messages read per query during a catch-up
 
 Send = Callable[[str], Awaitable[None]]
@@ -37,6 +36,7 @@ async def replay(
     chat_id: int,
     after_seq: int,
     stops: Callable[[], bool],
+    limit: int,
 ) -> int:
     """Send what was stored after ``after_seq``; return the seq up to which live copies are dropped.
 
@@ -45,19 +45,21 @@ async def replay(
     its own short session, so neither rows nor a database connection are held while a client reads.
     Each frame waits until the connection takes it, so a client that stops reading holds at most one
     page; the registry closes it with 1013 at the send timeout, as it would during live events.
-    ``stops`` is asked before each page (and may raise :class:`FellBehind`).
+    ``stops`` is asked before each page (and may raise :class:`FellBehind`). More than ``limit`` missed
+    messages (``WINDI_WS_CATCH_UP_LIMIT``) get a resync frame instead: the client pages ``/history``.
     """
     async with unit_of_work(sessions) as session:
         last_seq = await chat_last_seq(session, chat_id)
-    if after_seq > last_seq or last_seq - after_seq > CATCH_UP_LIMIT:
+    if after_seq > last_seq or last_seq - after_seq > limit:
         # Too much to replay, or the client knows of seqs this chat never had: it pages /history.
         await send(encode(ResyncFrame(after_seq=after_seq, last_seq=last_seq)))
         return last_seq
     sent_up_to = after_seq
     while sent_up_to < last_seq and not stops():
-        limit = min(CATCH_UP_PAGE, last_seq - sent_up_to)
         async with unit_of_work(sessions) as session:
-            page = await messages_after(session, chat_id, sent_up_to, limit)
+            page = await messages_after(
+                session, chat_id, sent_up_to, min(CATCH_UP_PAGE, last_seq - sent_up_to)
+            )
         if not page:
             break
         for message in page:
@@ -74,6 +76,7 @@ async def replay_changes(
     chat_id: int,
     after_rev: int,
     stops: Callable[[], bool],
+    limit: int,
 ) -> tuple[int, int]:
     """Send every message changed after ``after_rev``, in rev order, as ``message`` frames of its current
     state; return the rev up to which live copies are dropped and the highest seq sent.
@@ -82,12 +85,12 @@ async def replay_changes(
     committed, and the socket was subscribed before it was read, so every later change comes live. A
     message changed again during the replay has left the range: it is not read twice, and its live
     event carries it. Revs have gaps once messages change (a message keeps only its latest), so
-    ``last_rev - after_rev`` bounds the changes to replay from above, and decides a resync as cheaply
-    as for seqs.
+    ``last_rev - after_rev`` bounds the changes to replay from above, and decides a resync (past
+    ``limit``) as cheaply as for seqs.
     """
     async with unit_of_work(sessions) as session:
         last_rev = await chat_last_rev(session, chat_id)
-    if after_rev > last_rev or last_rev - after_rev > CATCH_UP_LIMIT:
+    if after_rev > last_rev or last_rev - after_rev > limit:
         await send(encode(ResyncFrame(after_rev=after_rev, last_rev=last_rev)))
         return last_rev, 0
     sent_up_to, top_seq = after_rev, 0

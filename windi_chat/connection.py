@@ -223,15 +223,18 @@ class ChatConnection:
 
     async def _catch_up(self, after_seq: int | None, after_rev: int | None) -> bool:
         """Replay what the client missed, by seq or by rev, and drop live copies of it; False if closed."""
+        limit = self._shared.settings.ws_catch_up_limit
         try:
             if after_rev is not None:
                 rev, seq = await replay_changes(
-                    self._send, self._sessions, self.chat_id, after_rev, self._replay_stops
+                    self._send, self._sessions, self.chat_id, after_rev, self._replay_stops, limit
                 )
                 self.feed.revs.caught_up(rev)
                 self.feed.seqs.delivered = max(self.feed.seqs.delivered, seq)
             elif after_seq is not None:
-                seq = await replay(self._send, self._sessions, self.chat_id, after_seq, self._replay_stops)
+                seq = await replay(
+                    self._send, self._sessions, self.chat_id, after_seq, self._replay_stops, limit
+                )
                 self.feed.seqs.caught_up(seq)
             return True
         except FellBehind:

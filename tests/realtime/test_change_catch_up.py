@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from litestar.testing import TestClient
+
 from tests.api import Api
-from tests.conftest import LiveServer, fetch, insert_messages, touch, wait_for
+from tests.conftest import LiveServer, fetch, insert_messages, make_settings, touch, wait_for
 from tests.realtime.test_catch_up import _in_process_chat, message_rows_read
 from tests.wsclient import (
     Frame,
@@ -17,9 +19,14 @@ from tests.wsclient import (
     receive_until,
     receive_until_closed,
 )
-from windi_chat.catch_up import CATCH_UP_LIMIT, CATCH_UP_PAGE
+from windi_chat.app import create_app
+from windi_chat.catch_up import CATCH_UP_PAGE
+from windi_chat.config import Settings
 
 CLOSE_BAD_REQUEST = 4400
+
+
+CATCH_UP_LIMIT = Settings().ws_catch_up_limit  # what the shared server runs with
 
 
 def changes_in(frames: list[Frame]) -> list[tuple[str, int, int]]:
@@ -201,8 +208,6 @@ def test_after_rev_beyond_the_last_rev_gets_a_resync_and_live_events_still_come(
 
 
 def test_deciding_on_a_resync_by_rev_reads_no_message_rows(database_url: str) -> None:
-    from litestar.testing import TestClient
-
     app, _ada, bob, chat_id = _in_process_chat(database_url, CATCH_UP_LIMIT + 5)
     url = f"/ws/{chat_id}?token={bob.token}&after_rev=4"
     with (
@@ -215,8 +220,6 @@ def test_deciding_on_a_resync_by_rev_reads_no_message_rows(database_url: str) ->
 
 
 def test_a_catch_up_by_rev_is_read_a_page_at_a_time(database_url: str) -> None:
-    from litestar.testing import TestClient
-
     app, _ada, bob, chat_id = _in_process_chat(database_url, CATCH_UP_PAGE * 2 + 50)
     url = f"/ws/{chat_id}?token={bob.token}&after_rev=0"
     with (
@@ -227,3 +230,20 @@ def test_a_catch_up_by_rev_is_read_a_page_at_a_time(database_url: str) -> None:
         revs = [socket.receive_json(timeout=10)["message"]["rev"] for _ in range(CATCH_UP_PAGE * 2 + 50)]
     assert revs == list(range(1, CATCH_UP_PAGE * 2 + 51))
     assert counts == [CATCH_UP_PAGE, CATCH_UP_PAGE, 50]
+
+
+def test_the_catch_up_limit_is_a_setting_for_both_kinds_of_catch_up(database_url: str) -> None:
+    app = create_app(make_settings(database_url, ws_catch_up_limit=3))
+    with TestClient(app=app) as client:
+        api = Api(client)
+        ada, bob = api.people("Ada", "Bob")
+        chat_id = api.private_chat(ada, bob)["id"]
+        for n in range(1, 6):
+            api.send(ada, chat_id, "hi", f"m{n}")  # seqs and revs 1..5
+        base = f"/ws/{chat_id}?token={bob.token}"
+        with client.websocket_connect(f"{base}&after_rev=2") as socket:  # 3 revs: at the limit
+            assert [socket.receive_json(timeout=10)["message"]["rev"] for _ in range(3)] == [3, 4, 5]
+        with client.websocket_connect(f"{base}&after_rev=1") as socket:
+            assert socket.receive_json(timeout=10) == {"type": "resync", "after_rev": 1, "last_rev": 5}
+        with client.websocket_connect(f"{base}&after_seq=1") as socket:
+            assert socket.receive_json(timeout=10) == {"type": "resync", "after_seq": 1, "last_seq": 5}
