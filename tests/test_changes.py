@@ -124,3 +124,14 @@ def test_the_feed_reads_a_range_of_the_chat_rev_index(api: Api, pair: Any, datab
         assert "USING INDEX" in found, found
         assert "(chat_id=? AND rev>?)" in found, found
         assert "TEMP B-TREE" not in found, found
+
+
+def test_a_removed_member_reads_no_change_made_after_the_removal(api: Api, make_account: Any) -> None:
+    owner, member = make_account("Owner"), make_account("Member")
+    chat_id = api.group(owner, "Team", [member])["id"]
+    before = api.send(owner, chat_id, "before the removal")
+    assert [m["seq"] for m in api.changes(member, chat_id)] == [before["seq"]]
+    api.remove_member(owner, chat_id, member)
+    api.send(owner, chat_id, "after the removal")
+    assert api.changes(member, chat_id, expect=404)["status_code"] == 404
+    assert api.changes(member, chat_id, after_rev=before["rev"], expect=404)["status_code"] == 404

@@ -24,6 +24,7 @@ from windi_chat.catch_up import CATCH_UP_PAGE
 from windi_chat.config import Settings
 
 CLOSE_BAD_REQUEST = 4400
+CLOSE_FORBIDDEN = 4403
 
 
 CATCH_UP_LIMIT = Settings().ws_catch_up_limit  # what the shared server runs with
@@ -247,3 +248,21 @@ def test_the_catch_up_limit_is_a_setting_for_both_kinds_of_catch_up(database_url
             assert socket.receive_json(timeout=10) == {"type": "resync", "after_rev": 1, "last_rev": 5}
         with client.websocket_connect(f"{base}&after_seq=1") as socket:
             assert socket.receive_json(timeout=10) == {"type": "resync", "after_seq": 1, "last_seq": 5}
+
+
+def test_a_removed_member_following_revs_is_cut_off_and_cannot_catch_up_again(
+    rest: Api, connect: Any, shared_server: LiveServer
+) -> None:
+    owner, member = rest.people("Owner", "Member")
+    chat_id = rest.group(owner, "Team", [member])["id"]
+    held = rest.send(owner, chat_id, "hi", "before")["rev"]
+    member_socket = connect(chat_id, member.token, after_rev=held)
+
+    rest.remove_member(owner, chat_id, member)
+    rest.send(owner, chat_id, "hi", "after")
+
+    frames, code = receive_until_closed(member_socket)
+    assert code == CLOSE_FORBIDDEN
+    assert changes_in(frames) == []
+    with open_socket(shared_server.ws_url, chat_id, member.token, after_rev=held) as again:
+        assert receive_until_closed(again) == ([], CLOSE_FORBIDDEN)
