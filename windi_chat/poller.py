@@ -3,8 +3,9 @@
 The database holds every message, marker and membership, so a lost backend need not stop the chat:
 sockets stay open, sends commit and are acked, and about once a second :class:`DeliveryPoller` reads,
 in one statement each for all the chats this process's sockets watch, the messages past what each
-socket has, the members and their read markers, and which of the sockets' sessions were revoked.
-From these it queues message, read, ``member_added`` and ``member_removed`` events on the sockets
+socket has (by seq), the messages changed since (by rev), the members and their read markers, and
+which of the sockets' sessions were revoked. From these it queues message and ``message_updated``
+events (``windi_chat.poll_queue``), read, ``member_added`` and ``member_removed`` events on the sockets
 (a socket whose user is no longer a member gets its removal and closes with 4403), and closes the
 sockets of revoked sessions with 4401. Typing is not stored, so it is lost while the backend is down.
 
@@ -21,27 +22,19 @@ import itertools
 import logging
 import secrets
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from litestar.channels import ChannelsPlugin
 from litestar.channels.subscriber import Subscriber
-from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat import poll_sql
 from windi_chat.database import unit_of_work
 from windi_chat.errors import DomainError
-from windi_chat.events import SESSIONS_CHANNEL, event_payload, message_header
-from windi_chat.frames import (
-    MemberAddedFrame,
-    MemberRemovedFrame,
-    MessageFrame,
-    MessageUpdatedFrame,
-    ReadEventFrame,
-)
-from windi_chat.messaging import message_out
+from windi_chat.events import SESSIONS_CHANNEL, event_payload
+from windi_chat.frames import MemberAddedFrame, MemberRemovedFrame, ReadEventFrame
 from windi_chat.metrics import DELIVERY_OUTAGES, METERS
-from windi_chat.schemas import MessageOut, ReactionOut
+from windi_chat.poll_queue import PolledRows, queue_rows, seqs_by_chat
 from windi_chat.seam import Mode, polled, seam_end
 
 if TYPE_CHECKING:
@@ -163,16 +156,16 @@ class DeliveryPoller:
         async with unit_of_work(self._sessions) as session:
             added = await poll_sql.messages_after(session, seq_cursors, POLL_ROWS) if seq_cursors else []
             changed = await poll_sql.changes_after(session, rev_cursors, POLL_ROWS)
-            reactions = await poll_sql.reactions_of(session, _seqs_by_chat([*added, *changed]))
+            reactions = await poll_sql.reactions_of(session, seqs_by_chat([*added, *changed]))
             members = await poll_sql.members_of(session, watched.keys())
             revoked = await poll_sql.revoked_among(
                 session, {c.session_id for s in watched.values() for c in s}
             )
         for chat_id, sockets in watched.items():
             now = members.get(chat_id, {})
-            rows = _Rows(reactions, min(now.values(), default=0))
+            rows = PolledRows(reactions, min(now.values(), default=0))
             mine = [row for row in added if row.chat_id == chat_id]
-            _queue_rows(sockets, rows, mine, [row for row in changed if row.chat_id == chat_id])
+            queue_rows(sockets, rows, mine, [row for row in changed if row.chat_id == chat_id])
             self._queue_membership(chat_id, sockets, self._members.get(chat_id), now)
             self._members[chat_id] = now
         for session_id in revoked:
@@ -256,74 +249,6 @@ class DeliveryPoller:
         async for payload in subscriber.iter_events():
             if payload[:1] == bytes([KIND_PROBE]) and payload[1:] in self._probes:
                 self._probe_back = True
-
-
-class _Rows:
-    """Message rows of one chat as polled events, each encoded once however many sockets take it."""
-
-    def __init__(self, reactions: dict[tuple[int, int], dict[str, list[int]]], all_read_seq: int) -> None:
-        self._reactions = reactions
-        self._all_read_seq = all_read_seq
-        self._messages: dict[tuple[int, int], MessageOut] = {}
-
-    def _out(self, row: Row[Any]) -> MessageOut:
-        key = (row.seq, row.rev)
-        if key not in self._messages:
-            people = self._reactions.get((row.chat_id, row.seq), {})
-            reactions = [ReactionOut(emoji, users) for emoji, users in people.items()]
-            self._messages[key] = message_out(row, self._all_read_seq, reactions)
-        return self._messages[key]
-
-    def added(self, row: Row[Any]) -> bytes:
-        return polled(event_payload(message_header(row.seq, row.rev), MessageFrame(message=self._out(row))))
-
-    def updated(self, row: Row[Any]) -> bytes:
-        return polled(event_payload(b"U%d" % row.rev, MessageUpdatedFrame(message=self._out(row))))
-
-
-def _queue_rows(
-    sockets: list[ChatConnection], rows: _Rows, added: list[Row[Any]], changed: list[Row[Any]]
-) -> None:
-    """New messages (``added``, in seq order) and changes (``changed``, in rev order) of one chat.
-
-    A socket that follows revs gets ``changed`` alone, in rev order: a message it has not had comes as
-    new, the others as changes. One that follows seqs gets its new messages in seq order from
-    ``added``, each before any change with a higher rev, so the revs it is sent never go back; and of
-    ``changed``, only changes to messages it has.
-    """
-    just_added = {row.seq: row.rev for row in added}
-    for connection in sockets:
-        feed = connection.feed
-        had = feed.seqs.cursor
-        waiting = [] if feed.by_rev else [row for row in added if row.seq > had]
-        for row in changed:
-            if row.rev <= feed.revs.cursor:
-                continue
-            if feed.by_rev:
-                new = row.seq > feed.seqs.cursor
-                connection.enqueue(rows.added(row) if new else rows.updated(row))
-                feed.seqs.queued = max(feed.seqs.queued, row.seq)
-            elif row.seq <= had or just_added.get(row.seq, row.rev) < row.rev:
-                # A message it had, or one about to be queued as new in an older state.
-                while waiting and waiting[0].rev < row.rev:
-                    _queue_new(connection, rows, waiting.pop(0))
-                connection.enqueue(rows.updated(row))
-            # Else new to a socket that follows seqs: queued below, or comes in a later read by seq.
-            feed.revs.queued = row.rev
-        for row in waiting:
-            _queue_new(connection, rows, row)
-
-
-def _queue_new(connection: ChatConnection, rows: _Rows, row: Row[Any]) -> None:
-    connection.enqueue(rows.added(row))
-    connection.feed.seqs.queued = row.seq
-
-
-def _seqs_by_chat(rows: list[Row[Any]]) -> dict[int, set[int]]:
-    seqs: dict[int, set[int]] = {}
-    for row in rows:
-        seqs.setdefault(row.chat_id, set()).add(row.seq)
-    return seqs
 
 
 def _removal(chat_id: int, user_id: int) -> bytes:
