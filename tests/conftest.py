@@ -52,7 +52,7 @@ PG_URL = worker_database_url(
 )
 REQUIRE_PG = os.environ.get("WINDI_TEST_REQUIRE_POSTGRES") == "1"
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
-TABLES = ("refresh_tokens", "sessions", "messages", "chat_members", "chats", "users")
+TABLES = ("refresh_tokens", "sessions", "message_reactions", "messages", "chat_members", "chats", "users")
 # The per-person limits, out of the way of tests that do not test them (those set them small).
 UNLIMITED: dict[str, Any] = {
     "send_rate": 1_000_000.0,

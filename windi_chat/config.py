@@ -74,6 +74,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     allowed_origins: str = ""
     # Abuse limits: what one person may take of a process, whatever the number of their sockets.
     max_group_members: Annotated[int, msgspec.Meta(ge=2)] = 1000
+    # Different emoji one message may carry: each is a row per person, and every copy of the message
+    # carries them all.
+    max_reactions_per_message: Annotated[int, msgspec.Meta(ge=1)] = 20
     ws_max_sockets_per_user: Annotated[int, msgspec.Meta(ge=1)] = 32
     send_rate: Annotated[float, msgspec.Meta(gt=0)] = 20.0  # messages a second per person
     send_burst: Annotated[int, msgspec.Meta(ge=1)] = 50

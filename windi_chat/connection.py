@@ -27,13 +27,17 @@ from windi_chat.config import Settings
 from windi_chat.database import unit_of_work
 from windi_chat.errors import ChatNotFoundError, DomainError, RateLimitedError, UnauthenticatedError
 from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, KIND_UPDATED, EventBus, split_event
+from windi_chat.frame_actions import change_message
 from windi_chat.frames import (
     MAX_FRAME_BYTES,
     AckFrame,
     AuthFrame,
     AuthOkFrame,
     ClientFrame,
+    DeleteFrame,
+    EditFrame,
     ErrorFrame,
+    ReactFrame,
     ReadFrame,
     SendFrame,
 )
@@ -333,6 +337,8 @@ class ChatConnection:
                 await mark_read(session, self._events, self.chat_id, self.user_id, frame.seq)
         elif isinstance(frame, AuthFrame):
             await self._renew(frame.token)
+        elif isinstance(frame, EditFrame | DeleteFrame | ReactFrame):
+            await self._send(encode(await change_message(self._shared, self.chat_id, self.user_id, frame)))
         elif not isinstance(frame, SendFrame) and self._shared.limits.typing.allow(
             self.chat_id, self.user_id
         ):
@@ -361,7 +367,7 @@ class ChatConnection:
 
 
 def _client_id(frame: ClientFrame) -> str | None:
-    return frame.client_id if isinstance(frame, SendFrame) else None
+    return frame.client_id if isinstance(frame, SendFrame | EditFrame | DeleteFrame | ReactFrame) else None
 
 
 def _retrieve(future: asyncio.Future[Sent]) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 from msgspec import Meta, Struct
 
 from windi_chat.inputs import Seq
-from windi_chat.schemas import ClientId, MessageOut, MessageText
+from windi_chat.schemas import ClientId, Emoji, MessageOut, MessageText
 
 __all__ = (
     "MAX_FRAME_BYTES",
@@ -18,11 +18,15 @@ __all__ = (
     "AuthFrame",
     "AuthOkFrame",
     "ClientFrame",
+    "DeleteFrame",
+    "EditFrame",
     "ErrorFrame",
     "MemberAddedFrame",
     "MemberRemovedFrame",
+    "MessageChangeFrame",
     "MessageFrame",
     "MessageUpdatedFrame",
+    "ReactFrame",
     "ReadEventFrame",
     "ReadFrame",
     "ResyncFrame",
@@ -58,7 +62,31 @@ class AuthFrame(Struct, tag="auth", tag_field="type", forbid_unknown_fields=True
     token: Annotated[str, Meta(min_length=1, max_length=4096)]
 
 
-ClientFrame = SendFrame | ReadFrame | TypingFrame | AuthFrame
+class EditFrame(Struct, tag="edit", tag_field="type", forbid_unknown_fields=True):
+    """New text for one of the sender's own messages; ``client_id``, if given, comes back in the answer."""
+
+    seq: Seq
+    text: MessageText
+    client_id: ClientId | None = None
+
+
+class DeleteFrame(Struct, tag="delete", tag_field="type", forbid_unknown_fields=True):
+    seq: Seq
+    client_id: ClientId | None = None
+
+
+class ReactFrame(Struct, tag="react", tag_field="type", forbid_unknown_fields=True):
+    """Add (``on``) or take back the caller's ``emoji`` on a message."""
+
+    seq: Seq
+    emoji: Emoji
+    on: bool
+    client_id: ClientId | None = None
+
+
+# The frames that change a stored message; each is answered with an ``ack`` that carries it.
+MessageChangeFrame = EditFrame | DeleteFrame | ReactFrame
+ClientFrame = SendFrame | ReadFrame | TypingFrame | AuthFrame | EditFrame | DeleteFrame | ReactFrame
 
 
 # WebSocket frames: server to client -----------------------------------------------------------------
@@ -68,8 +96,11 @@ class MessageFrame(Struct, tag="message", tag_field="type"):
     message: MessageOut
 
 
-class AckFrame(Struct, tag="ack", tag_field="type"):
-    client_id: str
+class AckFrame(Struct, tag="ack", tag_field="type", omit_defaults=True, kw_only=True):
+    """A send, edit, delete or reaction is stored: the message as it now is. ``client_id`` is the
+    frame's own, absent when it had none."""
+
+    client_id: str | None = None
     message: MessageOut
 
 
