@@ -107,3 +107,33 @@ def test_a_socket_that_follows_seqs_gets_a_message_changed_before_it_was_polled_
                 assert [seq for kind, seq, _ in seen if kind == "message"] == [4, 5]
             else:
                 assert revs == sorted(revs)
+
+
+def test_edits_reactions_and_deletes_while_polling_reach_the_sockets_once_and_live_ones_after(
+    client: TestClient[Any], api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ada, bob = api.people("Ada", "Bob")
+    chat_id = api.private_chat(ada, bob)["id"]
+    for n in range(1, 4):
+        api.send(ada, chat_id, "before", f"before-{n}")  # revs 1..3
+    down = fail_always(monkeypatch, guarded_inner_backend(client.app), "publish")
+    base = f"/ws/{chat_id}?token={bob.token}"
+    with client.websocket_connect(base) as plain, client.websocket_connect(f"{base}&after_rev=3") as by_rev:
+        api.edit(ada, chat_id, 1, "edited while down")  # rev 4; its event is lost: degraded mode
+        for socket in (plain, by_rev):
+            assert receive_changes(socket, 4) == [("message_updated", 1, 4)]
+        assert health_status(client) == "degraded"
+        api.react(bob, chat_id, 2, "👍")  # rev 5
+        api.delete_message(ada, chat_id, 3)  # rev 6
+        api.send(ada, chat_id, "polled", "polled-4")  # rev 7
+        for socket in (plain, by_rev):
+            assert receive_changes(socket, 7) == [
+                ("message_updated", 2, 5),
+                ("message_updated", 3, 6),
+                ("message", 4, 7),
+            ]
+        down.clear()
+        wait_for(lambda: health_status(client) == "ok", interval=0.1)
+        api.edit(ada, chat_id, 4, "edited live")  # rev 8: live again, once, and nothing in between
+        for socket in (plain, by_rev):
+            assert receive_changes(socket, 8) == [("message_updated", 4, 8)]

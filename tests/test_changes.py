@@ -135,3 +135,54 @@ def test_a_removed_member_reads_no_change_made_after_the_removal(api: Api, make_
     api.send(owner, chat_id, "after the removal")
     assert api.changes(member, chat_id, expect=404)["status_code"] == 404
     assert api.changes(member, chat_id, after_rev=before["rev"], expect=404)["status_code"] == 404
+
+
+# With edits, reactions and deletes -------------------------------------------------------------------
+
+
+def test_edits_reactions_and_deletes_are_in_the_feed_once_each_in_their_current_state(
+    api: Api, pair: Any
+) -> None:
+    ada, bob, chat_id = pair
+    for n in range(1, 6):
+        api.send(ada, chat_id, f"m{n}")
+    held = api.changes(bob, chat_id)[-1]["rev"]
+    api.edit(ada, chat_id, 2, "m2, edited")
+    api.react(bob, chat_id, 3, "👍")
+    api.edit(ada, chat_id, 2, "m2, edited again")
+    api.delete_message(ada, chat_id, 4)
+    api.react(bob, chat_id, 4, "🎉", expect=409)  # a tombstone takes no reaction, and gets no rev
+    api.react(bob, chat_id, 5, "🎉")
+    api.react(bob, chat_id, 5, "🎉", on=False)
+
+    feed = api.changes(bob, chat_id, after_rev=held)
+    assert [m["seq"] for m in feed] == [3, 2, 4, 5]
+    assert [m["rev"] for m in feed] == [held + 2, held + 3, held + 4, held + 6]
+    three, two, four, five = feed
+    assert three["reactions"] == [{"emoji": "👍", "user_ids": [bob.id]}]
+    assert (two["text"], two["edited_at"] is not None) == ("m2, edited again", True)
+    assert (four["deleted"], four["text"], four["seq"]) == (True, "", 4)  # a tombstone stays in the feed
+    assert five["reactions"] == []
+    # Each entry is the message as history shows it now.
+    history = {m["seq"]: m for m in api.history(bob, chat_id)}
+    assert all(message == history[message["seq"]] for message in feed)
+    # Paging one at a time walks the same list.
+    paged, rev = [], held
+    while page := api.changes(bob, chat_id, after_rev=rev, limit=1):
+        paged += page
+        rev = page[-1]["rev"]
+    assert paged == feed
+
+
+def test_a_removed_member_reads_none_of_the_changes_made_after_the_removal(
+    api: Api, make_account: Any
+) -> None:
+    owner, member = make_account("Owner"), make_account("Member")
+    chat_id = api.group(owner, "Team", [member])["id"]
+    api.send(owner, chat_id, "hello")
+    api.remove_member(owner, chat_id, member)
+    api.edit(owner, chat_id, 1, "hello, edited")
+    api.react(owner, chat_id, 1, "👍")
+    api.delete_message(owner, chat_id, 1)
+    assert api.changes(member, chat_id, expect=404)["status_code"] == 404
+    assert [m["deleted"] for m in api.changes(owner, chat_id)] == [True]

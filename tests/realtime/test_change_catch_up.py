@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from typing import Any
 
@@ -266,3 +267,108 @@ def test_a_removed_member_following_revs_is_cut_off_and_cannot_catch_up_again(
     assert changes_in(frames) == []
     with open_socket(shared_server.ws_url, chat_id, member.token, after_rev=held) as again:
         assert receive_until_closed(again) == ([], CLOSE_FORBIDDEN)
+
+
+# With edits, reactions and deletes -------------------------------------------------------------------
+
+
+def test_after_rev_replays_edits_reactions_and_deletes_then_live_changes(rest: Api, connect: Any) -> None:
+    ada, bob = rest.people("Ada", "Bob")
+    chat_id = rest.private_chat(ada, bob)["id"]
+    held = [rest.send(ada, chat_id, "hi", f"m{n}") for n in range(1, 5)][-1]["rev"]
+    rest.edit(ada, chat_id, 1, "edited")
+    rest.react(bob, chat_id, 2, "👍")
+    rest.delete_message(ada, chat_id, 3)
+    feed = rest.changes(bob, chat_id, after_rev=held)
+
+    bob_socket = connect(chat_id, bob.token, after_rev=held)
+    rest.edit(ada, chat_id, 4, "edited live")
+
+    frames = receive_until(bob_socket, is_type("message_updated"))
+    assert changes_in(frames) == [
+        ("message", 1, held + 1),
+        ("message", 2, held + 2),
+        ("message", 3, held + 3),
+        ("message_updated", 4, held + 4),
+    ]
+    assert [f["message"] for f in frames[:3]] == feed
+    assert (frames[2]["message"]["deleted"], frames[2]["message"]["text"]) == (True, "")
+    assert frames[3]["message"]["text"] == "edited live"
+
+
+def test_reconnecting_with_the_last_rev_held_sees_each_edit_reaction_and_delete_once_in_rev_order(
+    rest: Api, shared_server: LiveServer, shared_database_url: str
+) -> None:
+    """Sends, edits, reactions and deletes keep coming while a client drops its socket again and again
+    and reconnects with the rev it holds. Across its sockets every rev comes at most once, in rev order,
+    and it ends with every message in its current state; only changes made while it was away and
+    overtaken by a later change of the same message are folded into that one.
+    """
+    ada, bob = rest.people("Ada", "Bob")
+    chat_id = rest.private_chat(ada, bob)["id"]
+    done = threading.Event()
+
+    def keep_changing() -> None:
+        choose = random.Random(15)
+        deleted: set[int] = set()
+        with shared_server.http() as http:
+            api = Api(http)
+            for n in range(1, 31):
+                api.send(ada, chat_id, "hi", f"m{n}")
+                for _ in range(2):
+                    seq = choose.randint(1, n)
+                    action = choose.choice(("edit", "react", "unreact", "delete"))
+                    if seq in deleted:
+                        continue
+                    if action == "edit":
+                        api.edit(ada, chat_id, seq, f"edit {n}")
+                    elif action == "delete" and choose.random() < 0.3:
+                        api.delete_message(ada, chat_id, seq)
+                        deleted.add(seq)
+                    else:
+                        api.react(bob, chat_id, seq, choose.choice("👍🎉"), on=action == "react")
+        done.set()
+
+    changer = threading.Thread(target=keep_changing)
+    changer.start()
+    seen: list[Frame] = []
+    try:
+        while True:
+            finished = done.is_set()
+            held = rev_of(seen[-1]) if seen else 0
+            with open_socket(
+                shared_server.ws_url, chat_id, bob.token, after_rev=held, max_queue=None
+            ) as socket:
+                target = last_rev(shared_database_url, chat_id)
+                if target > held:
+                    frames = receive_until(socket, lambda f, t=target: rev_of(f) >= t)
+                    seen += [f for f in frames if rev_of(f) >= 0]
+            if finished and (rev_of(seen[-1]) if seen else 0) >= target:
+                break
+    finally:
+        changer.join()
+
+    revs = [rev_of(frame) for frame in seen]
+    assert revs == sorted(set(revs)), "a change came twice or out of order"
+    held_now = {frame["message"]["seq"]: frame["message"] for frame in seen}
+    assert held_now == {message["seq"]: message for message in rest.history(bob, chat_id, limit=200)}
+
+
+def test_a_removed_member_following_revs_hears_no_change_after_the_removal(rest: Api, connect: Any) -> None:
+    owner, member, other = rest.people("Owner", "Member", "Other")
+    chat_id = rest.group(owner, "Team", [member, other])["id"]
+    held = rest.send(owner, chat_id, "hi", "before")["rev"]
+    member_socket = connect(chat_id, member.token, after_rev=held)
+    other_socket = connect(chat_id, other.token, after_rev=held)
+
+    rest.remove_member(owner, chat_id, member)
+    rest.edit(owner, chat_id, 1, "edited after the removal")
+    rest.react(owner, chat_id, 1, "👍")
+
+    frames, code = receive_until_closed(member_socket)
+    assert code == CLOSE_FORBIDDEN
+    assert changes_in(frames) == []
+    assert changes_in(receive_count(other_socket, is_type("message_updated"), 2)) == [
+        ("message_updated", 1, held + 1),
+        ("message_updated", 1, held + 2),
+    ]
