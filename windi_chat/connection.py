@@ -26,7 +26,15 @@ from windi_chat.catch_up import FellBehind, replay, replay_changes
 from windi_chat.config import Settings
 from windi_chat.database import unit_of_work
 from windi_chat.errors import ChatNotFoundError, DomainError, RateLimitedError, UnauthenticatedError
-from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, KIND_UPDATED, EventBus, split_event
+from windi_chat.events import (
+    KIND_MESSAGE,
+    KIND_PRESENCE,
+    KIND_REMOVED,
+    KIND_TYPING,
+    KIND_UPDATED,
+    EventBus,
+    split_event,
+)
 from windi_chat.frame_actions import change_message
 from windi_chat.frames import (
     MAX_FRAME_BYTES,
@@ -212,6 +220,8 @@ class ChatConnection:
         if kind in _CHANGES and not self.feed.fresh(kind, argument):
             return True  # already sent, during catch-up or by the poller
         if kind == KIND_TYPING and argument == self._socket_id_bytes:
+            return True
+        if kind == KIND_PRESENCE:  # presence reaches gateways only
             return True
         await self._send(frame)
         if METERS.on:

@@ -10,11 +10,13 @@ Each event travels as ``<header>\\n<frame JSON>``. The socket forwards the frame
 reads only the short header to decide what to do: skip a message it already sent during catch-up
 (``M<seq>:<rev>``: a socket that catches up by seq compares seqs, one that catches up by rev compares
 revs) or a change it already sent (``U<rev>``: an edit, a delete or a reaction), skip its own typing
-event (``T<socket id>``), close when its user is removed (``R<user id>``). The frame is encoded once
-per event, whatever the number of sockets.
+event (``T<socket id>``), close when its user is removed (``R<user id>``), skip presence
+(``O<user id>``), which only gateways carry. The frame is encoded once per event, whatever the number
+of sockets.
 
 Revoked sessions go out on a channel of their own, :data:`SESSIONS_CHANNEL`, that every process
-listens to (see ``revocations``): ``S<session id> <session id>...``.
+listens to (see ``revocations``): ``S<session id> <session id>...``. Who is online on which process
+travels on :data:`PRESENCE_CHANNEL` (see ``presence``).
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ from windi_chat.frames import (
     MemberRemovedFrame,
     MessageFrame,
     MessageUpdatedFrame,
+    PresenceFrame,
     ReadEventFrame,
     TypingEventFrame,
 )
 from windi_chat.schemas import MessageOut
 
 __all__ = (
+    "PRESENCE_CHANNEL",
     "SESSIONS_CHANNEL",
     "EventBus",
     "Publish",
@@ -55,12 +59,18 @@ KIND_UPDATED = ord("U")
 KIND_TYPING = ord("T")
 KIND_REMOVED = ord("R")
 KIND_OTHER = ord("-")
+KIND_PRESENCE = ord("O")  # not "P": that marks an event read by the poller (``seam.POLLED``)
 
 SESSIONS_CHANNEL = "sessions"
 KIND_REVOKED = ord("S")
+PRESENCE_CHANNEL = "presence"
 
-Publish = Callable[[bytes, str], None]
-"""Hands ``(payload, channel)`` to live delivery; it must not block (the channels plugin queues)."""
+Publish = Callable[[bytes, str | list[str]], None]
+"""Hands ``(payload, channel or channels)`` to live delivery; it must not block (the channels plugin queues).
+
+Several channels go out as one publish: one round trip to the backend (a Lua script on Redis, one
+transaction of NOTIFYs on PostgreSQL), the frame encoded once.
+"""
 
 _PENDING = "windi_chat.pending_events"
 _encoder = msgspec.json.Encoder()
@@ -70,7 +80,7 @@ def chat_channel(chat_id: int) -> str:
     return f"chat:{chat_id}"
 
 
-def discard(_payload: bytes, _channel: str) -> None:
+def discard(_payload: bytes, _channel: str | list[str]) -> None:
     """Publishing where no socket can listen: the demo loader, in-process benchmarks."""
 
 
@@ -106,7 +116,7 @@ class EventBus:
     def _on_commit(self, session: AsyncSession, chat_id: int, header: bytes, frame: msgspec.Struct) -> None:
         self._queue(session, event_payload(header, frame), chat_channel(chat_id))
 
-    def _queue(self, session: AsyncSession, payload: bytes, channel: str) -> None:
+    def _queue(self, session: AsyncSession, payload: bytes, channel: str | list[str]) -> None:
         session.info.setdefault(_PENDING, []).append((self._publish, payload, channel))
 
     def sessions_revoked(self, session: AsyncSession, session_ids: list[str]) -> None:
@@ -132,6 +142,12 @@ class EventBus:
     def member_removed(self, session: AsyncSession, chat_id: int, user_id: int) -> None:
         frame = MemberRemovedFrame(chat_id=chat_id, user_id=user_id)
         self._on_commit(session, chat_id, b"R%d" % user_id, frame)
+
+    def presence(self, session: AsyncSession, chat_ids: list[int], frame: PresenceFrame) -> None:
+        """A person came online or went offline: one publish to every chat they are in, once committed."""
+        if chat_ids:
+            payload = event_payload(b"O%d" % frame.user_id, frame)
+            self._queue(session, payload, [chat_channel(chat_id) for chat_id in chat_ids])
 
     def typing(self, chat_id: int, user_id: int, socket_id: str) -> None:
         """Typing changes nothing stored, so it goes out at once."""

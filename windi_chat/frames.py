@@ -26,6 +26,7 @@ __all__ = (
     "MessageChangeFrame",
     "MessageFrame",
     "MessageUpdatedFrame",
+    "PresenceFrame",
     "ReactFrame",
     "ReadEventFrame",
     "ReadFrame",
@@ -145,6 +146,18 @@ class MemberRemovedFrame(Struct, tag="member_removed", tag_field="type"):
     user_id: int
 
 
+class PresenceFrame(Struct, tag="presence", tag_field="type"):
+    """Someone who shares a chat with the receiver came online or went offline (gateways only).
+
+    ``last_seen`` is when they were last known online: the start of this stretch online, or when their
+    last gateway closed; null if never.
+    """
+
+    user_id: int
+    online: bool
+    last_seen: datetime | None
+
+
 class AuthOkFrame(Struct, tag="auth_ok", tag_field="type"):
     """The socket now lives until the new token's expiry."""
 
@@ -166,6 +179,7 @@ ServerFrame = (
     | TypingEventFrame
     | MemberAddedFrame
     | MemberRemovedFrame
+    | PresenceFrame
     | ResyncFrame
     | AuthOkFrame
     | ErrorFrame
