@@ -243,8 +243,7 @@ class ChatConnection:
                 rev, seq = await replay_changes(
                     self._send, self._sessions, self.chat_id, after_rev, self._replay_stops, limit
                 )
-                self.feed.revs.caught_up(rev)
-                self.feed.seqs.delivered = max(self.feed.seqs.delivered, seq)
+                self.feed.caught_up_by_rev(rev, seq)
             elif after_seq is not None:
                 seq = await replay(
                     self._send, self._sessions, self.chat_id, after_seq, self._replay_stops, limit

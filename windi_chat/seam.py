@@ -83,6 +83,11 @@ class SocketFeed:
         self._held: list[bytes] = []
         self._generation = -1
 
+    def caught_up_by_rev(self, rev: int, seq: int) -> None:
+        """A replay by rev sent every change up to ``rev``, new messages up to ``seq`` among them."""
+        self.revs.caught_up(rev)
+        self.seqs.delivered = max(self.seqs.delivered, seq)
+
     def fresh(self, kind: int, argument: bytes) -> bool:
         """Whether an event is new to the client (then it counts as sent) or a copy to drop."""
         if kind == KIND_MESSAGE:
