@@ -33,6 +33,7 @@ def test_the_feed_holds_the_messages_after_a_rev_ascending_by_rev(api: Api, pair
     assert revs_and_seqs(api.changes(ada, chat_id, after_rev=sent[2]["rev"])) == revs_and_seqs(sent[3:])
     assert api.changes(ada, chat_id, after_rev=sent[-1]["rev"]) == []
     assert api.changes(ada, chat_id, after_rev=10**6) == []
+    assert api.changes(ada, chat_id, after_rev=2**63 - 1) == []
 
 
 def test_a_changed_message_is_there_once_at_its_latest_rev(api: Api, pair: Any, database_url: str) -> None:

@@ -165,7 +165,7 @@ def test_after_seq_and_after_rev_together_are_refused_with_4400(rest: Api, share
 def test_a_bad_after_rev_is_refused_with_4400(rest: Api, shared_server: LiveServer) -> None:
     ada, bob = rest.people("Ada", "Bob")
     chat_id = rest.private_chat(ada, bob)["id"]
-    for bad in ("-1", "x", "", str(2**63), "1" * 30):
+    for bad in ("-1", "x", "", "1.5", "\u00b2", str(2**63), "1" * 30):
         with open_socket(shared_server.ws_url, chat_id, bob.token, after_rev=bad) as socket:
             assert receive_until_closed(socket) == ([], CLOSE_BAD_REQUEST), bad
 
