@@ -18,7 +18,7 @@ import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bench.load import COMPLETION_TIMEOUT, Api, Member, percentiles
+from bench.load import COMPLETION_TIMEOUT, Api, Member, paced, percentiles
 from bench.procs import DB_DSN, running_server
 from bench.scenarios import Context, Result
 
@@ -96,7 +96,8 @@ class _EditSocket:
         await self._ws.send(_encode(frame).decode())
         await asyncio.wait_for(self.acked.wait(), COMPLETION_TIMEOUT)
 
-    async def edit(self, tag: str) -> None:
+    async def send(self, tag: str) -> None:
+        """Edit this socket's message once the window has room (``load.paced`` drives it)."""
         await asyncio.wait_for(self.window.acquire(), COMPLETION_TIMEOUT)
         self._edits += 1
         client_id = f"{tag}-{self.user_id}-{self._edits}"
@@ -179,16 +180,6 @@ async def _last_rev(chat_id: int) -> int:
         await connection.close()
 
 
-async def _paced(editor: _EditSocket, count: int, tag: str, rate: float | None) -> None:
-    interval = 0.0 if rate is None else 1.0 / rate
-    started = time.perf_counter()
-    for index in range(count):
-        delay = started + index * interval - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await editor.edit(tag)
-
-
 async def _run_phase(
     sockets: Sequence[_EditSocket],
     editors: Sequence[_EditSocket],
@@ -206,7 +197,7 @@ async def _run_phase(
     for editor in editors:
         editor.window = asyncio.Semaphore(window)
     cpu_before, started = server_cpu(), time.perf_counter()
-    await asyncio.gather(*(_paced(e, per_editor, tag, rate) for e in editors))
+    await asyncio.gather(*(paced(e, per_editor, tag, rate) for e in editors))
     waiting = asyncio.gather(*(s.caught_up.wait() for s in sockets))
     try:
         await asyncio.wait_for(waiting, COMPLETION_TIMEOUT)

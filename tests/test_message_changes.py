@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -27,16 +28,14 @@ def chat(api: Api) -> Chat:
 @pytest.fixture
 def app_with(database_url: str) -> Iterator[Callable[..., Api]]:
     """An in-process app with settings of the test's own (limits set small), as a REST driver."""
-    clients: list[TestClient[Any]] = []
+    with ExitStack() as apps:
 
-    def start(**settings: Any) -> Api:
-        client = TestClient(app=create_app(make_settings(database_url, **settings)))
-        clients.append(client.__enter__())
-        return Api(client)
+        def start(**settings: Any) -> Api:
+            return Api(
+                apps.enter_context(TestClient(app=create_app(make_settings(database_url, **settings))))
+            )
 
-    yield start
-    for client in clients:
-        client.__exit__(None, None, None)
+        yield start
 
 
 def last_rev(database_url: str, chat_id: int) -> int:

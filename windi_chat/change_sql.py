@@ -31,8 +31,7 @@ __all__ = (
     "add_reaction",
     "clear_message",
     "edit_text",
-    "lock_chat",
-    "message_row",
+    "lock_message",
     "next_rev",
     "reaction_state",
     "take_reaction",
@@ -50,17 +49,20 @@ _emoji = bindparam("chosen", type_=String)
 _this_message = (_messages.c.chat_id == _chat) & (_messages.c.seq == _seq)
 _these_reactions = (_reactions.c.chat_id == _chat) & (_reactions.c.seq == _seq)
 
-# The caller's role, or no row when they are not a member. On PostgreSQL the chat row is locked too.
-_LOCK = (
-    select(_members.c.role)
-    .select_from(_chats)
-    .join(_members, (_members.c.chat_id == _chats.c.id) & (_members.c.user_id == _person))
-    .where(_chats.c.id == _chat)
-    .with_for_update(of=_chats)
-)
+# The chat row is locked first, alone, and the member and the message are read by the statement after
+# it, which takes a new snapshot: a statement that waited for the lock would see the other rows as they
+# were before the lock's last holder committed. Every writer of those rows takes the chat row's lock.
+_LOCK = select(_chats.c.id).where(_chats.c.id == _chat).with_for_update()
 # SQLite has no row locks: a write first takes its database-wide write lock before anything is read.
 _LOCK_SQLITE = update(_chats).where(_chats.c.id == _chat).values(last_rev=_chats.c.last_rev)
-_MESSAGE = select(_messages, all_read_seq).where(_this_message)
+# The caller's role and the message (its columns null when the chat has no such seq), or no row when
+# the caller is not a member.
+_LOCKED_MESSAGE = (
+    select(_members.c.role, _messages, all_read_seq)
+    .select_from(_members)
+    .outerjoin(_messages, (_messages.c.chat_id == _members.c.chat_id) & (_messages.c.seq == _seq))
+    .where(_members.c.chat_id == _chat, _members.c.user_id == _person)
+)
 _NEXT_REV = (
     update(_chats)
     .where(_chats.c.id == _chat)
@@ -95,18 +97,16 @@ _TAKE_REACTION = delete(_reactions).where(
 )
 
 
-async def lock_chat(session: AsyncSession, chat_id: int, user_id: int) -> str | None:
-    """Lock the chat for a change; the caller's role in it, or None when they are not a member."""
-    parameters = {"chat": chat_id, "person": user_id}
-    if session.get_bind().dialect.name != "postgresql":
-        await session.execute(_LOCK_SQLITE, parameters)
-    role: str | None = await session.scalar(_LOCK, parameters)
-    return role
+async def lock_message(session: AsyncSession, chat_id: int, user_id: int, seq: int) -> Row[Any] | None:
+    """Lock the chat for a change of one of its messages.
 
-
-async def message_row(session: AsyncSession, chat_id: int, seq: int) -> Row[Any] | None:
-    """The message as stored, with the chat's all_read_seq, or None when the chat has no such seq."""
-    return (await session.execute(_MESSAGE, {"chat": chat_id, "message_seq": seq})).one_or_none()
+    The caller's ``role`` with the message's columns and the chat's ``all_read_seq`` (``id`` is None
+    when the chat has no such seq), or None when the caller is not a member.
+    """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    await session.execute(_LOCK if postgres else _LOCK_SQLITE, {"chat": chat_id})
+    parameters = {"chat": chat_id, "person": user_id, "message_seq": seq}
+    return (await session.execute(_LOCKED_MESSAGE, parameters)).one_or_none()
 
 
 async def next_rev(session: AsyncSession, chat_id: int) -> int:

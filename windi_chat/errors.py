@@ -22,6 +22,7 @@ __all__ = (
     "InvalidMessageError",
     "InvalidReactionError",
     "InvalidRefreshTokenError",
+    "InvalidSearchError",
     "MessageDeletedError",
     "MessageNotFoundError",
     "NotAMemberError",
@@ -138,6 +139,12 @@ class MessageDeletedError(ConflictError):
 
 class TooManyReactionsError(ConflictError):
     default_detail = "The message has as many different reactions as it may hold"
+
+
+class InvalidSearchError(InvalidError):
+    """The search query is empty, too long or holds characters no message can."""
+
+    default_detail = "Invalid search query"
 
 
 class SessionNotFoundError(NotFoundError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Row
@@ -60,13 +61,12 @@ async def _locked_message(
     session: AsyncSession, chat_id: int, user_id: int, seq: int
 ) -> tuple[str, Row[Any]]:
     """Lock the chat and read the message: the caller's role and the row, or the error that says why not."""
-    role = await change_sql.lock_chat(session, chat_id, user_id)
-    if role is None:
-        raise ChatNotFoundError
-    row = await change_sql.message_row(session, chat_id, seq)
+    row = await change_sql.lock_message(session, chat_id, user_id, seq)
     if row is None:
+        raise ChatNotFoundError
+    if row.id is None:
         raise MessageNotFoundError
-    return role, row
+    return row.role, row
 
 
 async def _as_it_is(session: AsyncSession, chat_id: int, row: Row[Any]) -> MessageOut:
@@ -76,13 +76,17 @@ async def _as_it_is(session: AsyncSession, chat_id: int, row: Row[Any]) -> Messa
     return message
 
 
-async def _changed(session: AsyncSession, events: EventBus, chat_id: int, seq: int) -> MessageOut:
-    """Read back the changed message, announce it on the commit, and commit."""
-    row = await change_sql.message_row(session, chat_id, seq)
-    [message] = await messages_out(session, chat_id, [row])
+async def _changed(session: AsyncSession, events: EventBus, row: Row[Any], **changes: Any) -> MessageOut:
+    """The locked row with what the change wrote, announced on the commit; then commit.
+
+    Built from the row already read rather than read again: the chat row's lock is held until the
+    commit, and every round trip under it holds up the chat's other writers.
+    """
+    changed = SimpleNamespace(**{**row._mapping, **changes})
+    [message] = await messages_out(session, row.chat_id, [changed])
     events.message_updated(session, message)
     await session.commit()
-    logger.debug("Message changed: chat_id=%s seq=%s rev=%s", chat_id, seq, message.rev)
+    logger.debug("Message changed: chat_id=%s seq=%s rev=%s", row.chat_id, row.seq, message.rev)
     return message
 
 
@@ -99,9 +103,9 @@ async def edit_message(
             raise MessageDeletedError
         if row.text == text:
             return await _as_it_is(session, chat_id, row)
-        rev = await change_sql.next_rev(session, chat_id)
-        await change_sql.edit_text(session, chat_id, seq, text, utcnow(), rev)
-        return await _changed(session, events, chat_id, seq)
+        rev, now = await change_sql.next_rev(session, chat_id), utcnow()
+        await change_sql.edit_text(session, chat_id, seq, text, now, rev)
+        return await _changed(session, events, row, text=text, edited_at=now, rev=rev)
 
 
 async def delete_message(
@@ -119,7 +123,7 @@ async def delete_message(
             return await _as_it_is(session, chat_id, row)
         rev = await change_sql.next_rev(session, chat_id)
         await change_sql.clear_message(session, chat_id, seq, rev)
-        return await _changed(session, events, chat_id, seq)
+        return await _changed(session, events, row, text="", deleted=True, rev=rev)
 
 
 async def react(
@@ -153,4 +157,4 @@ async def react(
             await change_sql.add_reaction(session, chat_id, seq, user_id, emoji, rev)
         else:
             await change_sql.take_reaction(session, chat_id, seq, user_id, emoji, rev)
-        return await _changed(session, events, chat_id, seq)
+        return await _changed(session, events, row, rev=rev)

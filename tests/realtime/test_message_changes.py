@@ -42,7 +42,7 @@ def is_answered(frame: Frame) -> bool:
 
 def is_answer(client_id: str) -> Callable[[Frame], bool]:
     """The ack or the error frame that answers the frame sent with ``client_id``."""
-    return lambda frame: frame.get("type") in ("ack", "error") and frame.get("client_id") == client_id
+    return lambda frame: is_answered(frame) and frame.get("client_id") == client_id
 
 
 def exchange(socket: ClientConnection, **frame: Any) -> list[Frame]:
