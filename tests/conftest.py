@@ -57,6 +57,8 @@ TABLES = ("refresh_tokens", "sessions", "message_reactions", "messages", "chat_m
 UNLIMITED: dict[str, Any] = {
     "send_rate": 1_000_000.0,
     "send_burst": 1_000_000,
+    "search_rate": 1_000_000.0,
+    "search_burst": 1_000_000,
     "typing_interval": 0.0,
     "ws_max_sockets_per_user": 100_000,
 }
