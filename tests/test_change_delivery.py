@@ -137,3 +137,27 @@ def test_edits_reactions_and_deletes_while_polling_reach_the_sockets_once_and_li
         api.edit(ada, chat_id, 4, "edited live")  # rev 8: live again, once, and nothing in between
         for socket in (plain, by_rev):
             assert receive_changes(socket, 8) == [("message_updated", 4, 8)]
+
+
+def test_a_socket_that_reconnects_by_rev_during_the_outage_replays_then_gets_polled_changes_once(
+    client: TestClient[Any], api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ada, bob = api.people("Ada", "Bob")
+    chat_id = api.private_chat(ada, bob)["id"]
+    for n in range(1, 4):
+        api.send(ada, chat_id, "before", f"before-{n}")  # revs 1..3
+    fail_always(monkeypatch, guarded_inner_backend(client.app), "publish")
+    base = f"/ws/{chat_id}?token={bob.token}"
+    with client.websocket_connect(base) as plain:
+        api.edit(ada, chat_id, 1, "edited while down")  # rev 4, polled
+        assert receive_changes(plain, 4) == [("message_updated", 1, 4)]
+        assert health_status(client) == "degraded"
+        api.react(bob, chat_id, 3, "👍")  # rev 5
+        with client.websocket_connect(f"{base}&after_rev=2") as by_rev:
+            api.edit(ada, chat_id, 3, "edited after the reconnect")  # rev 6
+            api.send(ada, chat_id, "polled", "polled-4")  # rev 7
+            assert receive_changes(by_rev, 7) in (
+                # The replay read before or after the edit of 3: either way each rev once, in order.
+                [("message", 1, 4), ("message", 3, 5), ("message_updated", 3, 6), ("message", 4, 7)],
+                [("message", 1, 4), ("message", 3, 6), ("message", 4, 7)],
+            )
