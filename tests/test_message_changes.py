@@ -326,3 +326,18 @@ def test_the_routes_describe_themselves_in_openapi(client: TestClient[Any]) -> N
     assert reaction_path["put"]["operationId"] == "addReaction"
     assert set(reaction_path["put"]["responses"]) >= {"204", "400", "404", "409", "429"}
     assert reaction_path["delete"]["operationId"] == "removeReaction"
+
+
+def test_search_finds_an_edited_message_by_its_new_text_and_a_deleted_one_not_at_all(chat: Chat) -> None:
+    api, ada, bob, chat_id = chat
+    api.send(ada, chat_id, "walrus sighting")
+
+    api.edit(ada, chat_id, 1, "Hello penguin")
+    api.delete_message(ada, chat_id, 2)
+
+    def found(words: str) -> list[int]:
+        return [m["seq"] for m in api.call("GET", "/search", bob, params={"q": words}, expect=200)]
+
+    assert found("penguin") == [1]
+    assert found("Bob") == []
+    assert found("walrus") == []
