@@ -57,6 +57,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_frames_per_second: float = 20.0
     ws_socket_backlog: Annotated[int, msgspec.Meta(ge=1)] = 1000
     ws_sends_in_flight: Annotated[int, msgspec.Meta(ge=1)] = 32  # a socket's sends awaiting their ack
+    # Messages (after_seq) or revs (after_rev) a reconnecting socket may replay; past it, a resync frame.
+    ws_catch_up_limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     ws_send_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     ws_close_timeout: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     http_header_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0

@@ -22,11 +22,19 @@ from litestar.channels.subscriber import Subscriber
 from litestar.exceptions import WebSocketDisconnect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from windi_chat.catch_up import FellBehind, replay
+from windi_chat.catch_up import FellBehind, replay, replay_changes
 from windi_chat.config import Settings
 from windi_chat.database import unit_of_work
 from windi_chat.errors import ChatNotFoundError, DomainError, RateLimitedError, UnauthenticatedError
-from windi_chat.events import KIND_MESSAGE, KIND_PRESENCE, KIND_REMOVED, KIND_TYPING, EventBus, split_event
+from windi_chat.events import (
+    KIND_MESSAGE,
+    KIND_PRESENCE,
+    KIND_REMOVED,
+    KIND_TYPING,
+    KIND_UPDATED,
+    EventBus,
+    split_event,
+)
 from windi_chat.frame_actions import change_message
 from windi_chat.frames import (
     MAX_FRAME_BYTES,
@@ -60,10 +68,9 @@ from windi_chat.writer import MessageWriter
 
 __all__ = ("ChatConnection", "SocketContext")
 
-logger = logging.getLogger("windi_chat.realtime")
+_CHANGES = frozenset((KIND_MESSAGE, KIND_UPDATED))  # the events told apart from their copies by seq or rev
 
-CATCH_UP_LIMIT = 1000  # more missed messages than this get a resync frame: the client pages /history
-CATCH_UP_PAGE = 100  # messages read per query during a catch-up (at most 200: what one page may hold)
+logger = logging.getLogger("windi_chat.realtime")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +96,7 @@ class ChatConnection:
         claims: TokenClaims,
         subscriber: Subscriber,
         shared: SocketContext,
-        seen_seq: int,
+        feed: SocketFeed,
     ) -> None:
         settings = shared.settings
         self.socket = socket
@@ -101,7 +108,7 @@ class ChatConnection:
         self._socket_id_bytes = self.socket_id.encode()
         self._subscriber = subscriber
         # What the socket has sent, and whether its events come live or from the database poller.
-        self.feed = SocketFeed(seen_seq)
+        self.feed = feed
         self._shared = shared
         self._events = shared.events
         self._sessions = shared.sessions
@@ -125,10 +132,10 @@ class ChatConnection:
         self._scope: anyio.CancelScope | None = None
         self._closed = False
 
-    async def serve(self, after_seq: int | None) -> None:
+    async def serve(self, after_seq: int | None, after_rev: int | None = None) -> None:
         async with anyio.create_task_group() as tasks:
             self._scope = tasks.cancel_scope
-            tasks.start_soon(self._forward_events, after_seq)
+            tasks.start_soon(self._forward_events, after_seq, after_rev)
             tasks.start_soon(self._answer_sends)
             await self._read_frames()
             tasks.cancel_scope.cancel()
@@ -189,12 +196,11 @@ class ChatConnection:
 
     # Forwarding events ------------------------------------------------------------------------------
 
-    async def _forward_events(self, after_seq: int | None) -> None:
-        if after_seq is not None:
-            sent_up_to = await self._catch_up(after_seq)
-            if sent_up_to is None:
-                return
-            self.feed.caught_up(sent_up_to)
+    async def _forward_events(self, after_seq: int | None, after_rev: int | None) -> None:
+        if (after_seq is not None or after_rev is not None) and not await self._catch_up(
+            after_seq, after_rev
+        ):
+            return
         feed = self.feed
         async for payload in self._subscriber.iter_events():
             if self._subscriber.qsize > self._backlog:
@@ -211,7 +217,7 @@ class ChatConnection:
     async def _forward(self, payload: bytes) -> bool:
         """Send one event unless the client has it; False once the socket closed for a removal."""
         kind, argument, frame = split_event(payload)
-        if kind == KIND_MESSAGE and not self.feed.fresh(int(argument)):
+        if kind in _CHANGES and not self.feed.fresh(kind, argument):
             return True  # already sent, during catch-up or by the poller
         if kind == KIND_TYPING and argument == self._socket_id_bytes:
             return True
@@ -229,16 +235,27 @@ class ChatConnection:
         """Queue an event read from the database, behind the live events already waiting."""
         self._subscriber.put_nowait(payload)
 
-    async def _catch_up(self, after_seq: int) -> int | None:
-        """Replay what the client missed; the seq up to which live copies are dropped, or None if closed."""
+    async def _catch_up(self, after_seq: int | None, after_rev: int | None) -> bool:
+        """Replay what the client missed, by seq or by rev, and drop live copies of it; False if closed."""
+        limit = self._shared.settings.ws_catch_up_limit
         try:
-            return await replay(self._send, self._sessions, self.chat_id, after_seq, self._replay_stops)
+            if after_rev is not None:
+                rev, seq = await replay_changes(
+                    self._send, self._sessions, self.chat_id, after_rev, self._replay_stops, limit
+                )
+                self.feed.caught_up_by_rev(rev, seq)
+            elif after_seq is not None:
+                seq = await replay(
+                    self._send, self._sessions, self.chat_id, after_seq, self._replay_stops, limit
+                )
+                self.feed.seqs.caught_up(seq)
+            return True
         except FellBehind:
             await self.close(CLOSE_TRY_AGAIN, "fell too far behind")
         except DomainError as error:
             warn_if_unavailable(error, f"catch-up of socket {self.socket_id}")
             await self.close(close_code(error), error.detail)
-        return None
+        return False
 
     def _replay_stops(self) -> bool:
         """Whether a replay must stop: the socket closed, or live events pile up behind a slow replay."""

@@ -123,9 +123,17 @@ class TypingEventFrame(Struct, tag="typing", tag_field="type"):
     user_id: int
 
 
-class ResyncFrame(Struct, tag="resync", tag_field="type"):
-    after_seq: int
-    last_seq: int
+class ResyncFrame(Struct, tag="resync", tag_field="type", omit_defaults=True):
+    """Too much to replay: the client pages ``/history`` (by seq) or ``/chats/{id}/changes`` (by rev).
+
+    A socket opened with ``after_seq`` gets ``after_seq`` and ``last_seq``; one opened with ``after_rev``
+    gets ``after_rev`` and ``last_rev``.
+    """
+
+    after_seq: int | None = None
+    last_seq: int | None = None
+    after_rev: int | None = None
+    last_rev: int | None = None
 
 
 class MemberAddedFrame(Struct, tag="member_added", tag_field="type"):
