@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from litestar.exceptions import WebSocketDisconnect
 from litestar.testing import TestClient
 
 from tests.api import Api
@@ -22,6 +23,16 @@ def receive_changes(socket: Any, until_rev: int) -> list[tuple[str, int, int]]:
         if frame["type"] in ("message", "message_updated"):
             received.append((frame["type"], frame["message"]["seq"], frame["message"]["rev"]))
     return received
+
+
+def frames_until_closed(socket: Any) -> tuple[list[dict[str, Any]], int]:
+    """Every frame up to the close, and the close code."""
+    frames = []
+    try:
+        while True:
+            frames.append(socket.receive_json(timeout=10))
+    except WebSocketDisconnect as closed:
+        return frames, closed.code
 
 
 def receive_changes_until(
@@ -161,3 +172,23 @@ def test_a_socket_that_reconnects_by_rev_during_the_outage_replays_then_gets_pol
                 [("message", 1, 4), ("message", 3, 5), ("message_updated", 3, 6), ("message", 4, 7)],
                 [("message", 1, 4), ("message", 3, 6), ("message", 4, 7)],
             )
+
+
+@pytest.mark.parametrize("catch_up", ["", "&after_rev=1"])
+def test_while_polling_a_removed_members_sockets_get_nothing_written_after_the_removal(
+    client: TestClient[Any], api: Api, monkeypatch: pytest.MonkeyPatch, catch_up: str
+) -> None:
+    ada, bob = api.people("Ada", "Bob")
+    chat_id = api.group(ada, "Garden", [bob])["id"]
+    api.send(ada, chat_id, "before", "before-1")  # rev 1
+    down = fail_always(monkeypatch, guarded_inner_backend(client.app), "publish")
+    with client.websocket_connect(f"/ws/{chat_id}?token={bob.token}{catch_up}") as socket:
+        api.edit(ada, chat_id, 1, "edited while down")  # rev 2, polled: the socket is in degraded mode
+        assert receive_changes(socket, 2) == [("message_updated", 1, 2)]
+        api.remove_member(ada, chat_id, bob)
+        api.send(ada, chat_id, "after the removal", "after-1")
+        api.edit(ada, chat_id, 1, "edited after the removal")
+        seen, code = frames_until_closed(socket)
+        assert code == 4403
+        assert [frame["type"] for frame in seen if frame["type"] != "read"] == ["member_removed"]
+    down.clear()

@@ -424,6 +424,20 @@ def test_redaction_masks_the_words_of_a_search(key: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/search?q=don't+tell+anyone&limit=5", "/search?q=[redacted]&limit=5"),
+        ("/search?q=secretword;alsosecret", "/search?q=[redacted]"),
+        ("/ws/1?token=abc'def;ghi&after_seq=3", "/ws/1?token=[redacted]&after_seq=3"),
+    ],
+)
+def test_redaction_masks_a_value_up_to_the_next_ampersand(path: str, logged: str) -> None:
+    assert (
+        redacted(logging.LogRecord("x", logging.INFO, __file__, 1, path, None, None)).getMessage() == logged
+    )
+
+
+@pytest.mark.parametrize(
     "path", ["/users?search=tok%65n", "/history/3?after_seq=5&limit=50", "/chats?x=token"]
 )
 def test_redaction_leaves_other_parameters_alone(path: str) -> None:

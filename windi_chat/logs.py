@@ -32,6 +32,8 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 # A query parameter: what follows ``?``, ``&`` or ``;`` up to the next separator, space or quote.
 # (Only ``&`` separates parameters for our server; ``;`` is covered for proxies that split on it.)
 _QUERY_PARAMETER = re.compile(r"([?&;])([^&;\s\"']+)")
+# What follows a masked value up to the next ``&``: the server reads ``'`` and ``;`` as part of a value.
+_REST_OF_VALUE = re.compile(r"\[redacted\][^&\s\"]+")
 # Parameter names whose value is a secret, once fully decoded and lower-cased; ``q`` is a search's words,
 # which are message text.
 _SECRET_NAME = re.compile(r"(?:[a-z]+_)?token|jwt|password|secret|q")
@@ -78,6 +80,7 @@ def _redact_parameter(match: re.Match[str]) -> str:
 
 def redact(text: str) -> str:
     text = _QUERY_PARAMETER.sub(_redact_parameter, text)
+    text = _REST_OF_VALUE.sub("[redacted]", text)
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text

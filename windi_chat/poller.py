@@ -165,7 +165,10 @@ class DeliveryPoller:
             now = members.get(chat_id, {})
             rows = PolledRows(reactions, min(now.values(), default=0))
             mine = [row for row in added if row.chat_id == chat_id]
-            queue_rows(sockets, rows, mine, [row for row in changed if row.chat_id == chat_id])
+            # A socket whose person is no longer a member gets none of the rows: they may have been
+            # written after the removal, which was read after them. It gets its removal, and closes.
+            still_in = [connection for connection in sockets if connection.user_id in now]
+            queue_rows(still_in, rows, mine, [row for row in changed if row.chat_id == chat_id])
             self._queue_membership(chat_id, sockets, self._members.get(chat_id), now)
             self._members[chat_id] = now
         for session_id in revoked:
