@@ -26,6 +26,7 @@ from windi_chat.database import create_db_config, unavailable_cause
 from windi_chat.delivery import GuardedBackend, create_backend, redact_url
 from windi_chat.docs import asyncapi, docs_assets, openapi_config
 from windi_chat.events import EventBus
+from windi_chat.gateway_socket import NoPresence, gateway_socket
 from windi_chat.http_errors import (
     DATABASE_ERRORS,
     RETRY_AFTER_SECONDS,
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     poller = DeliveryPoller(sockets, channels, session_maker, settings.delivery_poll_seconds)
     events = EventBus(channels.publish)
     limits = PersonLimits.of(settings)
+    presence = NoPresence()
     writer = MessageWriter(session_maker, events, limiter=limits.sends)
     origins = OriginPolicy(settings.origins)
     gate = SessionGate(
@@ -165,6 +167,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             GroupController,
             MessageController,
             chat_socket,
+            gateway_socket,
             health,
             ready,
             docs_assets(),
@@ -186,6 +189,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "origins": Provide(lambda: origins, sync_to_thread=False),
             "limits": Provide(lambda: limits, sync_to_thread=False),
+            "presence": Provide(lambda: presence, sync_to_thread=False),
             "attempts": Provide(lambda: attempts, sync_to_thread=False),
         },
         # The gate subscribes to revocations once the channels plugin has started: it comes after it.

@@ -30,6 +30,9 @@ async def replay(
     chat_id: int,
     after_seq: int,
     stops: Callable[[], bool],
+    *,
+    limit: int = CATCH_UP_LIMIT,
+    unread_of: Callable[[int], int] | None = None,
 ) -> int:
     """Send what was stored after ``after_seq``; return the seq up to which live copies are dropped.
 
@@ -39,12 +42,16 @@ async def replay(
     Each frame waits until the connection takes it, so a client that stops reading holds at most one
     page; the registry closes it with 1013 at the send timeout, as it would during live events.
     ``stops`` is asked before each page (and may raise :class:`FellBehind`).
+
+    On the gateway, ``unread_of`` gives the person's unread count after a message's seq: its frames
+    carry it, and a resync names its chat.
     """
     async with unit_of_work(sessions) as session:
         last_seq = await chat_last_seq(session, chat_id)
-    if after_seq > last_seq or last_seq - after_seq > CATCH_UP_LIMIT:
+    if after_seq > last_seq or last_seq - after_seq > limit:
         # Too much to replay, or the client knows of seqs this chat never had: it pages /history.
-        await send(encode(ResyncFrame(after_seq=after_seq, last_seq=last_seq)))
+        chat = chat_id if unread_of is not None else None
+        await send(encode(ResyncFrame(after_seq=after_seq, last_seq=last_seq, chat_id=chat)))
         return last_seq
     sent_up_to = after_seq
     while sent_up_to < last_seq and not stops():
@@ -54,7 +61,8 @@ async def replay(
         if not page:
             break
         for message in page:
-            await send(encode(MessageFrame(message=message)))
+            unread = unread_of(message.seq) if unread_of is not None else None
+            await send(encode(MessageFrame(message=message, unread_count=unread)))
         if METERS.on:
             DELIVERED[KIND_MESSAGE].inc(len(page))
         sent_up_to = page[-1].seq

@@ -7,6 +7,7 @@ second reads the members of those chats, so a page costs the same however big it
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,7 +18,7 @@ from windi_chat.messaging import message_out
 from windi_chat.models import Chat, ChatMember, ChatType, Message, User
 from windi_chat.schemas import ChatOut, MemberOut
 
-__all__ = ("INBOX_MEMBERS", "chat_out", "chat_views", "inbox_page", "members_of")
+__all__ = ("INBOX_MEMBERS", "chat_out", "chat_views", "inbox_page", "members_of", "memberships")
 
 # Members a group shows in the inbox: enough to draw it, and a page stays small however big its groups.
 INBOX_MEMBERS = 20
@@ -28,6 +29,7 @@ async def chat_views(
     viewer_id: int,
     chat_id: int | None = None,
     *,
+    chat_ids: Collection[int] | None = None,
     limit: int | None = None,
     before: InboxCursor | None = None,
     member_limit: int | None = None,
@@ -48,6 +50,8 @@ async def chat_views(
     )
     if chat_id is not None:
         statement = statement.where(Chat.id == chat_id)
+    if chat_ids is not None:
+        statement = statement.where(Chat.id.in_(chat_ids))
     if before is not None:
         statement = statement.where(
             or_(
@@ -77,6 +81,16 @@ async def inbox_page(
         return chats, None
     last_chat = page[limit - 1][0]
     return chats, InboxCursor(last_chat.last_activity_at, last_chat.id)
+
+
+async def memberships(session: AsyncSession, user_id: int) -> dict[int, tuple[int, int]]:
+    """Every chat the person is in: chat id -> (their read marker, the chat's last seq), in one query."""
+    statement = (
+        select(ChatMember.chat_id, ChatMember.read_seq, Chat.last_seq)
+        .join(Chat, Chat.id == ChatMember.chat_id)
+        .where(ChatMember.user_id == user_id)
+    )
+    return {chat_id: (read_seq, last_seq) for chat_id, read_seq, last_seq in await session.execute(statement)}
 
 
 async def members_of(

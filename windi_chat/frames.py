@@ -9,16 +9,19 @@ from typing import Annotated
 
 from msgspec import Meta, Struct
 
-from windi_chat.inputs import Seq
-from windi_chat.schemas import ClientId, MessageOut, MessageText
+from windi_chat.inputs import Id, Seq
+from windi_chat.schemas import ChatOut, ClientId, MessageOut, MessageText
 
 __all__ = (
     "MAX_FRAME_BYTES",
     "AckFrame",
     "AuthFrame",
     "AuthOkFrame",
+    "ChatAddedFrame",
+    "ChatRemovedFrame",
     "ClientFrame",
     "ErrorFrame",
+    "GatewayFrame",
     "MemberAddedFrame",
     "MemberRemovedFrame",
     "MessageFrame",
@@ -28,6 +31,7 @@ __all__ = (
     "ResyncFrame",
     "SendFrame",
     "ServerFrame",
+    "SyncFrame",
     "TypingEventFrame",
     "TypingFrame",
 )
@@ -37,19 +41,23 @@ __all__ = (
 # The largest client frame, in bytes: uvicorn refuses bigger ones and the socket checks again.
 MAX_FRAME_BYTES = 65_536
 
+# On the gateway (``/ws``) a frame names the chat it is for; on ``/ws/{chat_id}`` it may leave it out.
+
 
 class SendFrame(Struct, tag="send", tag_field="type", forbid_unknown_fields=True):
     client_id: ClientId
     text: MessageText
     reply_to: Seq | None = None
+    chat_id: Id | None = None
 
 
 class ReadFrame(Struct, tag="read", tag_field="type", forbid_unknown_fields=True):
     seq: Seq
+    chat_id: Id | None = None
 
 
 class TypingFrame(Struct, tag="typing", tag_field="type", forbid_unknown_fields=True):
-    pass
+    chat_id: Id | None = None
 
 
 class AuthFrame(Struct, tag="auth", tag_field="type", forbid_unknown_fields=True):
@@ -58,19 +66,31 @@ class AuthFrame(Struct, tag="auth", tag_field="type", forbid_unknown_fields=True
     token: Annotated[str, Meta(min_length=1, max_length=4096)]
 
 
+class SyncFrame(Struct, tag="sync", tag_field="type", forbid_unknown_fields=True):
+    """The gateway's first frame: per chat, the seq after which the device wants what it missed."""
+
+    chats: dict[Id, Seq]
+
+
 ClientFrame = SendFrame | ReadFrame | TypingFrame | AuthFrame
+# The gateway's frames: the chat socket's, each naming its chat, and the opening ``sync``.
+GatewayFrame = ClientFrame | SyncFrame
 
 
 # WebSocket frames: server to client -----------------------------------------------------------------
 
 
-class MessageFrame(Struct, tag="message", tag_field="type"):
+class MessageFrame(Struct, tag="message", tag_field="type", omit_defaults=True):
+    """On the gateway, ``unread_count`` is the receiving person's unread messages in the chat."""
+
     message: MessageOut
+    unread_count: int | None = None
 
 
-class AckFrame(Struct, tag="ack", tag_field="type"):
+class AckFrame(Struct, tag="ack", tag_field="type", omit_defaults=True):
     client_id: str
     message: MessageOut
+    chat_id: int | None = None  # on the gateway
 
 
 class MessageUpdatedFrame(Struct, tag="message_updated", tag_field="type"):
@@ -91,9 +111,10 @@ class TypingEventFrame(Struct, tag="typing", tag_field="type"):
     user_id: int
 
 
-class ResyncFrame(Struct, tag="resync", tag_field="type"):
+class ResyncFrame(Struct, tag="resync", tag_field="type", omit_defaults=True):
     after_seq: int
     last_seq: int
+    chat_id: int | None = None  # on the gateway
 
 
 class MemberAddedFrame(Struct, tag="member_added", tag_field="type"):
@@ -116,6 +137,19 @@ class ErrorFrame(Struct, tag="error", tag_field="type", omit_defaults=True):
     code: str
     detail: str
     client_id: str | None = None
+    chat_id: int | None = None  # on the gateway, the chat of the frame it answers
+
+
+class ChatAddedFrame(Struct, tag="chat_added", tag_field="type"):
+    """On the gateway: the person is in a new chat (its inbox entry, as ``GET /chats`` lists it)."""
+
+    chat: ChatOut
+
+
+class ChatRemovedFrame(Struct, tag="chat_removed", tag_field="type"):
+    """On the gateway: the person left or was removed; nothing more of the chat follows."""
+
+    chat_id: int
 
 
 # Every frame the server sends: the AsyncAPI document (``/docs/asyncapi.json``) is built from this union.
@@ -130,4 +164,6 @@ ServerFrame = (
     | ResyncFrame
     | AuthOkFrame
     | ErrorFrame
+    | ChatAddedFrame
+    | ChatRemovedFrame
 )

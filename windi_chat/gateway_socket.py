@@ -1,0 +1,141 @@
+"""The WebSocket ``/ws``: a device's gateway to every chat its person is in (see ``gateway``).
+
+The handshake passes the chat socket's checks (shutdown, Origin, token, the per-person socket cap) and
+is refused with 1013 while live delivery is down (degraded mode), since a gateway is not served from
+the database: it syncs again once delivery is back. The gateway subscribes to its person's own channel
+before it reads their chats, and to the chats' channels before it accepts, so an addition or a
+removal that commits after that read is heard, and one that commits before it is in the read.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol, runtime_checkable
+
+import anyio
+from litestar import WebSocket, websocket
+from litestar.di import NamedDependency
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from windi_chat.chat_views import memberships
+from windi_chat.config import Settings
+from windi_chat.connection_core import SocketContext
+from windi_chat.database import unit_of_work
+from windi_chat.errors import DomainError, UnauthenticatedError
+from windi_chat.events import EventBus, chat_channel, user_channel
+from windi_chat.gateway import Gateway
+from windi_chat.handshake import Refusal, check_handshake, refuse
+from windi_chat.limits import PersonLimits
+from windi_chat.origins import OriginPolicy
+from windi_chat.protocol import close_code, warn_if_unavailable
+from windi_chat.revocations import SessionGate
+from windi_chat.security import TokenClaims, TokenCodec
+from windi_chat.sockets import CLOSE_TOO_MANY, CLOSE_TRY_AGAIN, SocketRegistry
+from windi_chat.writer import MessageWriter
+
+__all__ = ("NoPresence", "PresenceHook", "gateway_socket")
+
+logger = logging.getLogger("windi_chat.realtime")
+
+DEGRADED = "live delivery is down; sync again later"
+
+
+@runtime_checkable
+class PresenceHook(Protocol):
+    """What hears a person's gateways open and close, to tell who is online."""
+
+    async def opened(self, user_id: int) -> None: ...
+
+    async def closed(self, user_id: int) -> None: ...
+
+
+class NoPresence:
+    """Presence not tracked: a gateway opening or closing tells nobody."""
+
+    async def opened(self, user_id: int) -> None:
+        return None
+
+    async def closed(self, user_id: int) -> None:
+        return None
+
+
+@websocket("/ws", name="gateway")
+async def gateway_socket(
+    socket: WebSocket[Any, Any, Any],
+    tokens: NamedDependency[TokenCodec],
+    gate: NamedDependency[SessionGate],
+    events: NamedDependency[EventBus],
+    sessions: NamedDependency[async_sessionmaker[AsyncSession]],
+    settings: NamedDependency[Settings],
+    registry: NamedDependency[SocketRegistry],
+    writer: NamedDependency[MessageWriter],
+    origins: NamedDependency[OriginPolicy],
+    limits: NamedDependency[PersonLimits],
+    presence: NamedDependency[PresenceHook],
+) -> None:
+    """One device's live connection to all of its person's chats. The token comes as ``?token=`` or a
+    bearer header; the first frame may be ``sync``.
+    """
+    admission = check_handshake(socket, tokens, origins, registry.closing)
+    if isinstance(admission, Refusal):
+        await refuse(socket, *admission)
+        return
+    if registry.degraded:
+        await refuse(socket, CLOSE_TRY_AGAIN, DEGRADED)
+        return
+    user_id = admission.claims.user_id
+    # Counted with the chat sockets, before the first await, as they are.
+    if not limits.sockets.acquire(user_id):
+        await refuse(socket, CLOSE_TOO_MANY, "too many connections")
+        return
+    shared = SocketContext(events, sessions, settings, tokens, gate, writer, limits)
+    try:
+        await _serve(socket, admission.claims, registry, shared, presence)
+    finally:
+        limits.sockets.release(user_id)
+
+
+async def _serve(
+    socket: WebSocket[Any, Any, Any],
+    claims: TokenClaims,
+    registry: SocketRegistry,
+    shared: SocketContext,
+    presence: PresenceHook,
+) -> None:
+    """Subscribe, read the person's chats, subscribe to them, accept, and run the gateway until it ends."""
+    user_id = claims.user_id
+    subscriber = await registry.subscribe_many([user_channel(user_id)])
+    joined: set[str] = set()
+    try:
+        try:
+            if not await shared.gate.is_live(claims.session_id, user_id):
+                raise UnauthenticatedError("session ended; log in again")
+            async with unit_of_work(shared.sessions) as session:
+                known = await memberships(session, user_id)
+            joined = {chat_channel(chat_id) for chat_id in known}
+            await registry.join(subscriber, joined)
+        except DomainError as error:
+            warn_if_unavailable(error, "gateway handshake")
+            await refuse(socket, close_code(error), error.detail)
+            return
+        await socket.accept()
+        gateway = Gateway(socket, claims, shared, registry, subscriber, known)
+        registry.add_gateway(gateway)
+        wait = shared.settings.sync_wait_seconds
+        logger.info("Gateway opened: user_id=%s chats=%d socket=%s", user_id, len(known), gateway.socket_id)
+        try:
+            if registry.degraded:  # went down since the handshake's check: nothing tells this one
+                await gateway.close(CLOSE_TRY_AGAIN, DEGRADED)
+            elif await gateway.still_live() and (opening := await gateway.opening(wait)):
+                await presence.opened(user_id)
+                try:
+                    await gateway.serve(*opening)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await presence.closed(user_id)
+        finally:
+            registry.discard_gateway(gateway)
+            joined |= gateway.channels()
+        logger.info("Gateway closed: user_id=%s socket=%s", user_id, gateway.socket_id)
+    finally:
+        await registry.leave(subscriber, [user_channel(user_id), *joined])
