@@ -22,6 +22,7 @@ from tests.wsclient import (
     open_gateway,
     receive_count,
     receive_until,
+    receive_until_closed,
     send_frame,
     send_sync,
 )
@@ -258,3 +259,12 @@ def test_the_gateway_refuses_a_missing_token_with_4401(shared_server: LiveServer
             return socket.close_code
 
     assert asyncio.run(close_code()) == 4401
+
+
+def test_logging_out_closes_the_sessions_gateway_with_4401(rest: Api, gateway: Gateway) -> None:
+    (bob,) = rest.people("Bob")
+    bob_gateway = gateway(bob.token, sync={})
+
+    rest.logout(bob)
+
+    assert receive_until_closed(bob_gateway)[1] == 4401
