@@ -17,7 +17,7 @@ from windi_chat.catch_up import FellBehind, replay
 from windi_chat.connection_core import SocketContext, SocketCore
 from windi_chat.errors import DomainError
 from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, split_event
-from windi_chat.frames import AuthFrame, ErrorFrame, GatewayFrame, SyncFrame
+from windi_chat.frames import AuthFrame, ErrorFrame, GatewayFrame, SendFrame, SyncFrame
 from windi_chat.metrics import METERS, count_delivery
 from windi_chat.protocol import close_code, warn_if_unavailable
 from windi_chat.seam import POLLED, Mode, SocketFeed
@@ -57,7 +57,9 @@ class ChatConnection(SocketCore):
         """This socket's chat; a frame that names another one is refused."""
         named = None if isinstance(frame, ErrorFrame | AuthFrame | SyncFrame) else frame.chat_id
         if named is not None and named != self.chat_id:
-            return ErrorFrame(code="invalid_frame", detail="chat_id names another chat than this socket's")
+            client_id = frame.client_id if isinstance(frame, SendFrame) else None
+            detail = "chat_id names another chat than this socket's"
+            return ErrorFrame(code="invalid_frame", detail=detail, client_id=client_id)
         return self.chat_id
 
     # Forwarding events ------------------------------------------------------------------------------

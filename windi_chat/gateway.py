@@ -87,11 +87,20 @@ class _Route(msgspec.Struct):
 _route_decoder = msgspec.json.Decoder(_Route)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=1024)
 def route(payload: bytes) -> tuple[int, bytes, str, _Route]:
-    """An event's header and frame and its routing fields, read once per event for every gateway."""
+    """An event's header and frame and its routing fields, read once per event for every gateway.
+
+    Every gateway of a chat is handed the same payload object; many events may be in flight at once
+    across gateways, hence a larger cache than ``split_event``'s. A frame that does not fit routes
+    nowhere.
+    """
     kind, argument, frame = split_event(payload)
-    fields = _Route() if kind == KIND_ADDED else _route_decoder.decode(frame)
+    try:
+        fields = _Route() if kind == KIND_ADDED else _route_decoder.decode(frame)
+    except msgspec.ValidationError:
+        logger.warning("An event of kind %r could not be routed to gateways", chr(kind))
+        fields = _Route()
     if fields.chat_id is None and fields.message is not None:
         fields.chat_id = fields.message.chat_id
     return kind, argument, frame, fields
@@ -239,7 +248,7 @@ class Gateway(SocketCore):
         sent_up_to = await replay(
             self._send, self._sessions, chat_id, after_seq, stops, limit=limit, unread_of=state.unread
         )
-        state.sent_seq = max(state.sent_seq, sent_up_to)
+        state.sent_seq = sent_up_to  # after a resync, the chat's last seq (the client pages /history)
 
     def _replay_stops(self) -> bool:
         """Whether a replay must stop: the socket closed, or live events pile up behind a slow replay."""

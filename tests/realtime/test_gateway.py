@@ -268,3 +268,16 @@ def test_logging_out_closes_the_sessions_gateway_with_4401(rest: Api, gateway: G
     rest.logout(bob)
 
     assert receive_until_closed(bob_gateway)[1] == 4401
+
+
+def test_a_chat_socket_frame_that_names_another_chat_is_refused(rest: Api, connect: Any) -> None:
+    ada, bob = rest.people("Ada", "Bob")
+    chat_id = rest.private_chat(ada, bob)["id"]
+    other = rest.group(ada, "Other", [bob])["id"]
+    socket = connect(chat_id, bob.token)
+
+    send_frame(socket, type="send", chat_id=other, client_id="elsewhere", text="hi")
+    error = receive_until(socket, is_type("error"))[-1]
+    assert (error["code"], error["client_id"]) == ("invalid_frame", "elsewhere")
+    send_frame(socket, type="send", chat_id=chat_id, client_id="here", text="hi")
+    assert "chat_id" not in receive_until(socket, is_ack("here"))[-1]
