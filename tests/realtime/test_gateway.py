@@ -281,3 +281,19 @@ def test_a_chat_socket_frame_that_names_another_chat_is_refused(rest: Api, conne
     assert (error["code"], error["client_id"]) == ("invalid_frame", "elsewhere")
     send_frame(socket, type="send", chat_id=chat_id, client_id="here", text="hi")
     assert "chat_id" not in receive_until(socket, is_ack("here"))[-1]
+
+
+def test_a_foreign_origin_is_refused_on_the_gateway_with_4403(rest: Api, gateway: Gateway) -> None:
+    (bob,) = rest.people("Bob")
+    refused = gateway(bob.token, headers={"Origin": "https://elsewhere.example"})
+    assert receive_until_closed(refused) == ([], 4403)
+
+
+def test_the_gateway_takes_a_bearer_header_and_renews_its_token_in_band(rest: Api, gateway: Gateway) -> None:
+    (bob,) = rest.people("Bob")
+    bob_gateway = gateway(None, headers=bob.headers, sync={})
+
+    renewed = rest.refresh(bob.refresh_token)
+    send_frame(bob_gateway, type="auth", token=renewed["access_token"])
+
+    assert receive_until(bob_gateway, is_type("auth_ok"))[-1]["type"] == "auth_ok"
