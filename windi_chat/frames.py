@@ -32,6 +32,7 @@ __all__ = (
     "SendFrame",
     "ServerFrame",
     "SyncFrame",
+    "SyncedFrame",
     "TypingEventFrame",
     "TypingFrame",
 )
@@ -146,6 +147,11 @@ class ChatAddedFrame(Struct, tag="chat_added", tag_field="type"):
     chat: ChatOut
 
 
+class SyncedFrame(Struct, tag="synced", tag_field="type"):
+    """On the gateway: the ``sync`` is served (replays, ``chat_added``, ``chat_removed``); live events
+    follow."""
+
+
 class ChatRemovedFrame(Struct, tag="chat_removed", tag_field="type"):
     """On the gateway: the person left or was removed; nothing more of the chat follows."""
 
@@ -166,4 +172,5 @@ ServerFrame = (
     | ErrorFrame
     | ChatAddedFrame
     | ChatRemovedFrame
+    | SyncedFrame
 )

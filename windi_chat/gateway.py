@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from functools import lru_cache
 from typing import Any
 
 import anyio
-import msgspec
 from litestar import WebSocket
 from litestar.channels.subscriber import Subscriber
 
@@ -31,7 +29,7 @@ from windi_chat.chat_views import INBOX_MEMBERS, chat_views, memberships
 from windi_chat.connection_core import SocketContext, SocketCore
 from windi_chat.database import unit_of_work
 from windi_chat.errors import ChatNotFoundError, DomainError, UnauthenticatedError
-from windi_chat.events import KIND_ADDED, KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, chat_channel, split_event
+from windi_chat.events import KIND_ADDED, KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, chat_channel
 from windi_chat.frames import (
     AuthFrame,
     ChatAddedFrame,
@@ -39,71 +37,20 @@ from windi_chat.frames import (
     ErrorFrame,
     GatewayFrame,
     SendFrame,
+    SyncedFrame,
     SyncFrame,
     TypingFrame,
 )
+from windi_chat.gateway_state import NO_CHAT, ChatState, route
 from windi_chat.messaging import member_last_seq
 from windi_chat.metrics import METERS, count_delivery
 from windi_chat.protocol import close_code, decode_client_frame, encode, warn_if_unavailable
 from windi_chat.security import TokenClaims
 from windi_chat.sockets import CLOSE_TRY_AGAIN, SocketRegistry
 
-__all__ = ("ChatState", "Gateway")
+__all__ = ("Gateway",)
 
 logger = logging.getLogger("windi_chat.realtime")
-
-NO_CHAT = 0  # the "chat" of a frame that is for none (``auth``)
-
-
-class ChatState:
-    """What a gateway knows of one chat: the last seq it sent, and its person's read marker."""
-
-    __slots__ = ("read_seq", "sent_seq")
-
-    def __init__(self, sent_seq: int, read_seq: int) -> None:
-        self.sent_seq = sent_seq
-        self.read_seq = read_seq
-
-    def unread(self, seq: int) -> int:
-        return max(0, seq - self.read_seq)
-
-
-class _MessageRoute(msgspec.Struct):
-    chat_id: int
-    seq: int
-    sender_id: int | None = None
-
-
-class _Route(msgspec.Struct):
-    """The few fields of an event's frame a gateway needs to route it; the rest is skipped unread."""
-
-    type: str = ""
-    chat_id: int | None = None
-    user_id: int | None = None
-    seq: int | None = None
-    message: _MessageRoute | None = None
-
-
-_route_decoder = msgspec.json.Decoder(_Route)
-
-
-@lru_cache(maxsize=1024)
-def route(payload: bytes) -> tuple[int, bytes, str, _Route]:
-    """An event's header and frame and its routing fields, read once per event for every gateway.
-
-    Every gateway of a chat is handed the same payload object; many events may be in flight at once
-    across gateways, hence a larger cache than ``split_event``'s. A frame that does not fit routes
-    nowhere.
-    """
-    kind, argument, frame = split_event(payload)
-    try:
-        fields = _Route() if kind == KIND_ADDED else _route_decoder.decode(frame)
-    except msgspec.ValidationError:
-        logger.warning("An event of kind %r could not be routed to gateways", chr(kind))
-        fields = _Route()
-    if fields.chat_id is None and fields.message is not None:
-        fields.chat_id = fields.message.chat_id
-    return kind, argument, frame, fields
 
 
 class Gateway(SocketCore):
@@ -287,6 +234,7 @@ class Gateway(SocketCore):
             for chat_id in wanted.keys() - now.keys():
                 await self._send(encode(ChatRemovedFrame(chat_id=chat_id)))
             await self._announce(unnamed)
+            await self._send(encode(SyncedFrame()))
         self._known = None
 
     async def _announce(self, chat_ids: list[int]) -> None:

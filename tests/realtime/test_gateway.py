@@ -40,6 +40,7 @@ def gateway(shared_server: LiveServer) -> Iterator[Gateway]:
             socket = opened.enter_context(open_gateway(shared_server.ws_url, token, **options))
             if sync is not None:
                 send_sync(socket, sync)
+                receive_until(socket, is_type("synced"))
             return socket
 
         yield open_
