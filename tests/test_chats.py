@@ -40,7 +40,7 @@ def test_private_chat_is_created_with_both_members(api: Api, make_account: Any) 
         "last_message",
         "unread_count",
     }
-    assert set(chat["members"][0]) == {"user_id", "name", "role", "joined_at"}
+    assert set(chat["members"][0]) == {"user_id", "name", "role", "joined_at", "online", "last_seen"}
 
 
 def test_existing_private_chat_is_returned_whoever_asks(api: Api, make_account: Any) -> None:

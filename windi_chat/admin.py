@@ -65,7 +65,7 @@ async def _database(settings: Settings) -> AsyncIterator[AsyncSession]:
 def _run(action: Action[T]) -> T:
     """Run ``action`` on the database, then publish the events it committed to the running servers."""
     settings = load_settings()
-    published: list[tuple[bytes, str]] = []
+    published: list[tuple[bytes, str | list[str]]] = []
 
     async def main() -> T:
         async with _database(settings) as db:
@@ -75,7 +75,7 @@ def _run(action: Action[T]) -> T:
             await backend.on_startup()
             try:
                 for payload, channel in published:
-                    await backend.publish(payload, [channel])
+                    await backend.publish(payload, [channel] if isinstance(channel, str) else channel)
             finally:
                 await backend.on_shutdown()
         return result

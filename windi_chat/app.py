@@ -26,7 +26,7 @@ from windi_chat.database import create_db_config, unavailable_cause
 from windi_chat.delivery import GuardedBackend, create_backend, redact_url
 from windi_chat.docs import asyncapi, docs_assets, openapi_config
 from windi_chat.events import EventBus
-from windi_chat.gateway_socket import NoPresence, gateway_socket
+from windi_chat.gateway_socket import gateway_socket
 from windi_chat.http_errors import (
     DATABASE_ERRORS,
     RETRY_AFTER_SECONDS,
@@ -42,6 +42,7 @@ from windi_chat.message_routes import MessageController
 from windi_chat.metrics import Metrics
 from windi_chat.origins import OriginPolicy, cors_config
 from windi_chat.poller import DeliveryPoller
+from windi_chat.presence import Presence
 from windi_chat.readiness import ready
 from windi_chat.realtime import chat_socket
 from windi_chat.request_ids import RequestIdMiddleware, add_request_id_header
@@ -110,7 +111,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     poller = DeliveryPoller(sockets, channels, session_maker, settings.delivery_poll_seconds)
     events = EventBus(channels.publish)
     limits = PersonLimits.of(settings)
-    presence = NoPresence()
     writer = MessageWriter(session_maker, events, limiter=limits.sends)
     origins = OriginPolicy(settings.origins)
     gate = SessionGate(
@@ -121,6 +121,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
         recheck_after=settings.session_recheck_seconds,
     )
     gate.on_revocation(sockets.session_revoked)
+    presence = Presence(
+        session_maker,
+        channels,
+        events,
+        grace_seconds=settings.presence_grace_seconds,
+        heartbeat_seconds=settings.presence_heartbeat_seconds,
+    )
+
+    def chats_seeing_presence(chat_service: NamedDependency[ChatService]) -> ChatService:
+        """The chat service, its views showing who is online."""
+        chat_service.online = presence.is_online
+        return chat_service
+
     metrics = (
         Metrics(settings.metrics_port, lambda: len(sockets), db_config.get_engine(), lambda: poller.degraded)
         if settings.metrics
@@ -155,6 +168,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def on_shutdown() -> None:
         await poller.stop()
         await writer.close()
+        await login_store.__aexit__(None, None, None)  # a shared store's Redis connections
         await db_config.get_engine().dispose()
 
     return Litestar(
@@ -177,7 +191,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         dependencies={
             "users": Provide(create_service_provider(UserService)),
-            "chats": Provide(create_service_provider(ChatService)),
+            "chat_service": Provide(create_service_provider(ChatService)),
+            "chats": Provide(chats_seeing_presence, sync_to_thread=False),
             "events": Provide(lambda: events, sync_to_thread=False),
             "sessions": Provide(lambda: session_maker, sync_to_thread=False),
             "writer": Provide(lambda: writer, sync_to_thread=False),
@@ -186,14 +201,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "hasher": Provide(lambda: hasher, sync_to_thread=False),
             "tokens": Provide(lambda: tokens, sync_to_thread=False),
             "gate": Provide(lambda: gate, sync_to_thread=False),
+            "presence": Provide(lambda: presence, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "origins": Provide(lambda: origins, sync_to_thread=False),
             "limits": Provide(lambda: limits, sync_to_thread=False),
-            "presence": Provide(lambda: presence, sync_to_thread=False),
             "attempts": Provide(lambda: attempts, sync_to_thread=False),
         },
-        # The gate subscribes to revocations once the channels plugin has started: it comes after it.
-        plugins=[SQLAlchemyPlugin(config=db_config), channels, gate],
+        # The gate and presence subscribe once the channels plugin has started: they come after it.
+        plugins=[SQLAlchemyPlugin(config=db_config), channels, gate, presence],
         stores={"rate_limit": login_store},
         # Outermost: the request id is set before the other middleware (authentication) logs anything.
         middleware=[RequestIdMiddleware(), *(metrics.middleware if metrics else [])],

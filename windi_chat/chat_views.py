@@ -7,7 +7,8 @@ second reads the members of those chats, so a page costs the same however big it
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from datetime import datetime
 
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,10 +19,30 @@ from windi_chat.messaging import message_out
 from windi_chat.models import Chat, ChatMember, ChatType, Message, User
 from windi_chat.schemas import ChatOut, MemberOut
 
-__all__ = ("INBOX_MEMBERS", "chat_out", "chat_views", "inbox_page", "members_of", "memberships")
+__all__ = (
+    "INBOX_MEMBERS",
+    "OnlineCheck",
+    "chat_out",
+    "chat_views",
+    "inbox_page",
+    "members_of",
+    "memberships",
+    "nobody_online",
+)
 
 # Members a group shows in the inbox: enough to draw it, and a page stays small however big its groups.
 INBOX_MEMBERS = 20
+
+OnlineCheck = Callable[[int], bool]
+"""Whether a person is online (``Presence.is_online``): it lives in memory, not in the database."""
+
+# A member as the views list them: the membership row, the person's name, when they were last seen.
+Listed = tuple[ChatMember, str, datetime | None]
+
+
+def nobody_online(_user_id: int) -> bool:
+    """Where no gateway can be open (the command line, tests of the views alone)."""
+    return False
 
 
 async def chat_views(
@@ -33,6 +54,7 @@ async def chat_views(
     limit: int | None = None,
     before: InboxCursor | None = None,
     member_limit: int | None = None,
+    online: OnlineCheck = nobody_online,
 ) -> list[tuple[Chat, ChatOut]]:
     """The viewer's chats (or one of them), most recent activity first, in two queries.
 
@@ -66,16 +88,22 @@ async def chat_views(
         return []
     members = await members_of(session, [chat.id for chat, _, _ in rows], member_limit)
     return [
-        (chat, chat_out(chat, viewer_id, my_read_seq, last_message, *members[chat.id]))
+        (chat, chat_out(chat, viewer_id, my_read_seq, last_message, *members[chat.id], online=online))
         for chat, my_read_seq, last_message in rows
     ]
 
 
 async def inbox_page(
-    session: AsyncSession, viewer_id: int, limit: int, before: InboxCursor | None
+    session: AsyncSession,
+    viewer_id: int,
+    limit: int,
+    before: InboxCursor | None,
+    online: OnlineCheck = nobody_online,
 ) -> tuple[list[ChatOut], InboxCursor | None]:
     """A page of the viewer's chats, and the cursor of the next page when there is one."""
-    page = await chat_views(session, viewer_id, limit=limit + 1, before=before, member_limit=INBOX_MEMBERS)
+    page = await chat_views(
+        session, viewer_id, limit=limit + 1, before=before, member_limit=INBOX_MEMBERS, online=online
+    )
     chats = [view for _, view in page[:limit]]
     if len(page) <= limit:
         return chats, None
@@ -95,8 +123,8 @@ async def memberships(session: AsyncSession, user_id: int) -> dict[int, tuple[in
 
 async def members_of(
     session: AsyncSession, chat_ids: list[int], member_limit: int | None
-) -> dict[int, tuple[list[tuple[ChatMember, str]], int, int | None]]:
-    """Per chat: its first ``member_limit`` members with names, its member count, its lowest marker."""
+) -> dict[int, tuple[list[Listed], int, int | None]]:
+    """Per chat: its first ``member_limit`` members (name, last seen), its member count, its lowest marker."""
     order = (ChatMember.joined_at, ChatMember.user_id)
     ranked = select(
         ChatMember.chat_id.label("chat_id"),
@@ -116,20 +144,18 @@ async def members_of(
     )
     if member_limit is not None:
         statement = statement.where(ranked_sq.c.rank <= member_limit)
-    members: dict[int, tuple[list[tuple[ChatMember, str]], int, int | None]] = defaultdict(
-        lambda: ([], 0, None)
-    )
-    for member, name, count, all_read_seq in await session.execute(statement):
+    members: dict[int, tuple[list[Listed], int, int | None]] = defaultdict(lambda: ([], 0, None))
+    for member, name, last_seen, count, all_read_seq in await session.execute(statement):
         listed = members[member.chat_id][0]
-        listed.append((member, name))
+        listed.append((member, name, last_seen))
         members[member.chat_id] = (listed, count, all_read_seq)
     return members
 
 
-def _members_with_names() -> Select[ChatMember, str]:
+def _members_with_names() -> Select[ChatMember, str, datetime | None]:
     """Members with their names, in the order a chat lists them: by chat, then who joined first."""
     return (
-        select(ChatMember, User.name)
+        select(ChatMember, User.name, User.last_seen_at)
         .join(User, User.id == ChatMember.user_id)
         .order_by(ChatMember.chat_id, ChatMember.joined_at, ChatMember.user_id)
     )
@@ -140,15 +166,16 @@ def chat_out(
     viewer_id: int,
     my_read_seq: int,
     last: Message | None,
-    members: list[tuple[ChatMember, str]],
+    members: list[Listed],
     member_count: int,
     all_read_seq: int | None,
+    online: OnlineCheck = nobody_online,
 ) -> ChatOut:
     if all_read_seq is None:  # no members left
         all_read_seq = chat.last_seq
     name = chat.name
     if chat.type == ChatType.PRIVATE:
-        name = next((n for m, n in members if m.user_id != viewer_id), None)
+        name = next((n for m, n, _ in members if m.user_id != viewer_id), None)
     return ChatOut(
         id=chat.id,
         type=chat.type,
@@ -156,7 +183,15 @@ def chat_out(
         created_at=chat.created_at,
         creator_id=chat.creator_id,
         members=[
-            MemberOut(user_id=m.user_id, name=n, role=m.role, joined_at=m.joined_at) for m, n in members
+            MemberOut(
+                user_id=m.user_id,
+                name=n,
+                role=m.role,
+                joined_at=m.joined_at,
+                online=online(m.user_id),
+                last_seen=last_seen,
+            )
+            for m, n, last_seen in members
         ],
         member_count=member_count,
         last_message=message_out(last, all_read_seq) if last is not None else None,

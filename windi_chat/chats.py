@@ -16,7 +16,15 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 
-from windi_chat.chat_views import INBOX_MEMBERS, chat_out, chat_views, inbox_page, members_of
+from windi_chat.chat_views import (
+    INBOX_MEMBERS,
+    OnlineCheck,
+    chat_out,
+    chat_views,
+    inbox_page,
+    members_of,
+    nobody_online,
+)
 from windi_chat.errors import (
     AlreadyMemberError,
     ChatNotFoundError,
@@ -51,6 +59,8 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
     def __init__(self, session: AsyncSession | async_scoped_session[AsyncSession], **kwargs: Any) -> None:
         super().__init__(session=session, **kwargs)
         self.members = MemberRepository(session=session)
+        # Who is online lives in memory (``Presence.is_online``); the app sets it for each request.
+        self.online: OnlineCheck = nobody_online
 
     @property
     def session(self) -> AsyncSession:
@@ -60,13 +70,13 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
 
     async def views(self, viewer_id: int, chat_id: int | None = None) -> list[ChatOut]:
         """The viewer's chats (or one of them), each with every member."""
-        return [view for _, view in await chat_views(self.session, viewer_id, chat_id)]
+        return [view for _, view in await chat_views(self.session, viewer_id, chat_id, online=self.online)]
 
     async def inbox(
         self, viewer_id: int, limit: int, before: InboxCursor | None
     ) -> tuple[list[ChatOut], InboxCursor | None]:
         """A page of the viewer's chats, and the cursor of the next page when there is one."""
-        return await inbox_page(self.session, viewer_id, limit, before)
+        return await inbox_page(self.session, viewer_id, limit, before, self.online)
 
     async def view(self, viewer_id: int, chat_id: int) -> ChatOut:
         views = await self.views(viewer_id, chat_id)
@@ -84,7 +94,9 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
         """
         viewers = user_ids[:1] if same_view else user_ids
         for viewer_id in viewers:
-            [(_, entry)] = await chat_views(self.session, viewer_id, chat_id, member_limit=INBOX_MEMBERS)
+            [(_, entry)] = await chat_views(
+                self.session, viewer_id, chat_id, member_limit=INBOX_MEMBERS, online=self.online
+            )
             events.chat_added(self.session, user_ids if same_view else [viewer_id], entry)
 
     # Creating ------------------------------------------------------------------------------------
@@ -252,4 +264,4 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
             select(Message).where(Message.chat_id == chat_id, Message.seq == chat.last_seq)
         )
         members = await members_of(self.session, [chat_id], None)
-        return chat_out(chat, caller_id, chat.last_seq, last, *members[chat_id])
+        return chat_out(chat, caller_id, chat.last_seq, last, *members[chat_id], online=self.online)

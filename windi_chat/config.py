@@ -80,6 +80,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     send_rate: Annotated[float, msgspec.Meta(gt=0)] = 20.0  # messages a second per person
     send_burst: Annotated[int, msgspec.Meta(ge=1)] = 50
     typing_interval: Annotated[float, msgspec.Meta(ge=0)] = 2.0  # seconds between forwarded typing events
+    # Presence: a person stays online this long after their last gateway closes, so a reconnect does
+    # not flicker; each process announces who is online on it this often (a silent process's people
+    # go offline after the grace and two missed announcements).
+    presence_grace_seconds: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    presence_heartbeat_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     # Prometheus metrics at /metrics, or on a port of their own when metrics_port is set.
     metrics: bool = False
     metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0

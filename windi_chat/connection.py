@@ -16,7 +16,7 @@ from litestar.channels.subscriber import Subscriber
 from windi_chat.catch_up import FellBehind, replay
 from windi_chat.connection_core import SocketContext, SocketCore
 from windi_chat.errors import DomainError
-from windi_chat.events import KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, split_event
+from windi_chat.events import KIND_MESSAGE, KIND_PRESENCE, KIND_REMOVED, KIND_TYPING, split_event
 from windi_chat.frames import AuthFrame, ErrorFrame, GatewayFrame, SendFrame, SyncFrame
 from windi_chat.metrics import METERS, count_delivery
 from windi_chat.protocol import close_code, warn_if_unavailable
@@ -89,6 +89,8 @@ class ChatConnection(SocketCore):
         if kind == KIND_MESSAGE and not self.feed.fresh(int(argument)):
             return True  # already sent, during catch-up or by the poller
         if kind == KIND_TYPING and argument == self._socket_id_bytes:
+            return True
+        if kind == KIND_PRESENCE:  # presence reaches gateways only
             return True
         await self._send(frame)
         if METERS.on:

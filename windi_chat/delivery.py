@@ -56,7 +56,9 @@ def create_backend(url: str, namespace: str) -> ChannelsBackend:
             raise ConfigurationError(
                 "WINDI_CHANNELS_URL=redis://... needs the redis extra: pip install 'windi-chat[redis]'"
             ) from exc
-        return NamespacedBackend(RedisChannelsPubSubBackend(redis=Redis.from_url(url)), namespace)
+        redis = Redis.from_url(url)
+        # Litestar's backend closes its subscription at shutdown but not the client's pooled connections.
+        return NamespacedBackend(RedisChannelsPubSubBackend(redis=redis), namespace, close=redis.aclose)
     if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
         dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
         return NamespacedBackend(PostgresChannelsBackend(dsn), namespace)

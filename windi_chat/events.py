@@ -9,10 +9,12 @@ hold.
 Each event travels as ``<header>\\n<frame JSON>``. The socket forwards the frame bytes as they are and
 reads only the short header to decide what to do: skip a message it already sent during catch-up
 (``M<seq>``), skip its own typing event (``T<socket id>``), close when its user is removed
-(``R<user id>``). The frame is encoded once per event, whatever the number of sockets.
+(``R<user id>``), skip presence (``O<user id>``), which only gateways carry. The frame is encoded once
+per event, whatever the number of sockets.
 
 Revoked sessions go out on a channel of their own, :data:`SESSIONS_CHANNEL`, that every process
-listens to (see ``revocations``): ``S<session id> <session id>...``.
+listens to (see ``revocations``): ``S<session id> <session id>...``. Who is online on which process
+travels on :data:`PRESENCE_CHANNEL` (see ``presence``).
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from windi_chat.frames import (
     MemberRemovedFrame,
     MessageFrame,
     MessageUpdatedFrame,
+    PresenceFrame,
     ReadEventFrame,
     TypingEventFrame,
 )
 from windi_chat.schemas import ChatOut, MessageOut
 
 __all__ = (
+    "PRESENCE_CHANNEL",
     "SESSIONS_CHANNEL",
     "EventBus",
     "Publish",
@@ -52,13 +56,19 @@ KIND_MESSAGE = ord("M")
 KIND_TYPING = ord("T")
 KIND_REMOVED = ord("R")
 KIND_OTHER = ord("-")
+KIND_PRESENCE = ord("O")  # not "P": that marks an event read by the poller (``seam.POLLED``)
 KIND_ADDED = ord("A")  # on a person's own channel: ``A<chat id> <last seq> <their read marker>``
 
 SESSIONS_CHANNEL = "sessions"
 KIND_REVOKED = ord("S")
+PRESENCE_CHANNEL = "presence"
 
-Publish = Callable[[bytes, str], None]
-"""Hands ``(payload, channel)`` to live delivery; it must not block (the channels plugin queues)."""
+Publish = Callable[[bytes, str | list[str]], None]
+"""Hands ``(payload, channel or channels)`` to live delivery; it must not block (the channels plugin queues).
+
+Several channels go out as one publish: one round trip to the backend (a Lua script on Redis, one
+transaction of NOTIFYs on PostgreSQL), the frame encoded once.
+"""
 
 _PENDING = "windi_chat.pending_events"
 _encoder = msgspec.json.Encoder()
@@ -73,7 +83,7 @@ def user_channel(user_id: int) -> str:
     return f"user:{user_id}"
 
 
-def discard(_payload: bytes, _channel: str) -> None:
+def discard(_payload: bytes, _channel: str | list[str]) -> None:
     """Publishing where no socket can listen: the demo loader, in-process benchmarks."""
 
 
@@ -97,7 +107,7 @@ class EventBus:
     def _on_commit(self, session: AsyncSession, chat_id: int, header: bytes, frame: msgspec.Struct) -> None:
         self._queue(session, event_payload(header, frame), chat_channel(chat_id))
 
-    def _queue(self, session: AsyncSession, payload: bytes, channel: str) -> None:
+    def _queue(self, session: AsyncSession, payload: bytes, channel: str | list[str]) -> None:
         session.info.setdefault(_PENDING, []).append((self._publish, payload, channel))
 
     def sessions_revoked(self, session: AsyncSession, session_ids: list[str]) -> None:
@@ -132,8 +142,13 @@ class EventBus:
         last_seq = chat.last_message.seq if chat.last_message is not None else 0
         header = b"A%d %d %d" % (chat.id, last_seq, max(0, last_seq - chat.unread_count))
         payload = event_payload(header, ChatAddedFrame(chat=chat))
-        for user_id in user_ids:
-            self._queue(session, payload, user_channel(user_id))
+        self._queue(session, payload, [user_channel(user_id) for user_id in user_ids])
+
+    def presence(self, session: AsyncSession, chat_ids: list[int], frame: PresenceFrame) -> None:
+        """A person came online or went offline: one publish to every chat they are in, once committed."""
+        if chat_ids:
+            payload = event_payload(b"O%d" % frame.user_id, frame)
+            self._queue(session, payload, [chat_channel(chat_id) for chat_id in chat_ids])
 
     def typing(self, chat_id: int, user_id: int, socket_id: str) -> None:
         """Typing changes nothing stored, so it goes out at once."""

@@ -26,6 +26,7 @@ __all__ = (
     "MemberRemovedFrame",
     "MessageFrame",
     "MessageUpdatedFrame",
+    "PresenceFrame",
     "ReadEventFrame",
     "ReadFrame",
     "ResyncFrame",
@@ -128,6 +129,18 @@ class MemberRemovedFrame(Struct, tag="member_removed", tag_field="type"):
     user_id: int
 
 
+class PresenceFrame(Struct, tag="presence", tag_field="type"):
+    """Someone who shares a chat with the receiver came online or went offline (gateways only).
+
+    ``last_seen`` is when they were last known online: the start of this stretch online, or when their
+    last gateway closed; null if never.
+    """
+
+    user_id: int
+    online: bool
+    last_seen: datetime | None
+
+
 class AuthOkFrame(Struct, tag="auth_ok", tag_field="type"):
     """The socket now lives until the new token's expiry."""
 
@@ -167,6 +180,7 @@ ServerFrame = (
     | TypingEventFrame
     | MemberAddedFrame
     | MemberRemovedFrame
+    | PresenceFrame
     | ResyncFrame
     | AuthOkFrame
     | ErrorFrame

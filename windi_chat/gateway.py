@@ -25,11 +25,11 @@ from litestar import WebSocket
 from litestar.channels.subscriber import Subscriber
 
 from windi_chat.catch_up import FellBehind, replay
-from windi_chat.chat_views import INBOX_MEMBERS, chat_views, memberships
+from windi_chat.chat_views import INBOX_MEMBERS, OnlineCheck, chat_views, memberships
 from windi_chat.connection_core import SocketContext, SocketCore
 from windi_chat.database import unit_of_work
 from windi_chat.errors import ChatNotFoundError, DomainError, UnauthenticatedError
-from windi_chat.events import KIND_ADDED, KIND_MESSAGE, KIND_REMOVED, KIND_TYPING, chat_channel
+from windi_chat.events import KIND_ADDED, KIND_MESSAGE, KIND_PRESENCE, KIND_REMOVED, KIND_TYPING, chat_channel
 from windi_chat.frames import (
     AuthFrame,
     ChatAddedFrame,
@@ -44,6 +44,7 @@ from windi_chat.frames import (
 from windi_chat.gateway_state import NO_CHAT, ChatState, route
 from windi_chat.messaging import member_last_seq
 from windi_chat.metrics import METERS, count_delivery
+from windi_chat.presence import RecentPresence
 from windi_chat.protocol import close_code, decode_client_frame, encode, warn_if_unavailable
 from windi_chat.security import TokenClaims
 from windi_chat.sockets import CLOSE_TRY_AGAIN, SocketRegistry
@@ -66,8 +67,10 @@ class Gateway(SocketCore):
         registry: SocketRegistry,
         subscriber: Subscriber,
         known: dict[int, tuple[int, int]],
+        online: OnlineCheck,
     ) -> None:
         super().__init__(socket, claims, shared)
+        self._online = online  # who is online, for the inbox entries it announces
         self._socket_id_bytes = self.socket_id.encode()
         self._registry = registry
         self._subscriber = subscriber
@@ -77,6 +80,7 @@ class Gateway(SocketCore):
         self.chats: dict[int, ChatState] = {}
         self._limit = shared.settings.sync_limit
         self._opened = asyncio.Event()  # client frames wait for the opening: they may name its chats
+        self._presence = RecentPresence()
 
     async def serve(self, first: str | bytes | None, sync: SyncFrame | None) -> None:
         """Open with ``sync`` (None: live from the handshake on), ``first`` being the frame after it."""
@@ -145,6 +149,10 @@ class Gateway(SocketCore):
         kind, argument, frame, fields = route(payload)
         if kind == KIND_ADDED:
             await self._added(argument, frame)
+            return
+        if kind == KIND_PRESENCE:  # one copy per chat shared with that person: the first goes out
+            if fields.user_id != self.user_id and self._presence.fresh(frame):
+                await self._send(frame)
             return
         state = self.chats.get(fields.chat_id or NO_CHAT)
         if state is None:
@@ -242,7 +250,9 @@ class Gateway(SocketCore):
         if not chat_ids:
             return
         async with unit_of_work(self._sessions) as session:
-            views = await chat_views(session, self.user_id, chat_ids=chat_ids, member_limit=INBOX_MEMBERS)
+            views = await chat_views(
+                session, self.user_id, chat_ids=chat_ids, member_limit=INBOX_MEMBERS, online=self._online
+            )
         for _, entry in reversed(views):  # oldest activity first: the most recent ends on top
             last_seq = entry.last_message.seq if entry.last_message is not None else 0
             self.chats[entry.id] = ChatState(last_seq, last_seq - entry.unread_count)

@@ -10,7 +10,7 @@ removal that commits after that read is heard, and one that commits before it is
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import anyio
 from litestar import WebSocket, websocket
@@ -27,36 +27,18 @@ from windi_chat.gateway import Gateway
 from windi_chat.handshake import Refusal, check_handshake, refuse
 from windi_chat.limits import PersonLimits
 from windi_chat.origins import OriginPolicy
+from windi_chat.presence import Presence
 from windi_chat.protocol import close_code, warn_if_unavailable
 from windi_chat.revocations import SessionGate
 from windi_chat.security import TokenClaims, TokenCodec
 from windi_chat.sockets import CLOSE_TOO_MANY, CLOSE_TRY_AGAIN, SocketRegistry
 from windi_chat.writer import MessageWriter
 
-__all__ = ("NoPresence", "PresenceHook", "gateway_socket")
+__all__ = ("gateway_socket",)
 
 logger = logging.getLogger("windi_chat.realtime")
 
 DEGRADED = "live delivery is down; sync again later"
-
-
-@runtime_checkable
-class PresenceHook(Protocol):
-    """What hears a person's gateways open and close, to tell who is online."""
-
-    async def opened(self, user_id: int) -> None: ...
-
-    async def closed(self, user_id: int) -> None: ...
-
-
-class NoPresence:
-    """Presence not tracked: a gateway opening or closing tells nobody."""
-
-    async def opened(self, user_id: int) -> None:
-        return None
-
-    async def closed(self, user_id: int) -> None:
-        return None
 
 
 @websocket("/ws", name="gateway")
@@ -71,7 +53,7 @@ async def gateway_socket(
     writer: NamedDependency[MessageWriter],
     origins: NamedDependency[OriginPolicy],
     limits: NamedDependency[PersonLimits],
-    presence: NamedDependency[PresenceHook],
+    presence: NamedDependency[Presence],
 ) -> None:
     """One device's live connection to all of its person's chats. The token comes as ``?token=`` or a
     bearer header; the first frame may be ``sync``.
@@ -100,7 +82,7 @@ async def _serve(
     claims: TokenClaims,
     registry: SocketRegistry,
     shared: SocketContext,
-    presence: PresenceHook,
+    presence: Presence,
 ) -> None:
     """Subscribe, read the person's chats, subscribe to them, accept, and run the gateway until it ends."""
     user_id = claims.user_id
@@ -119,7 +101,7 @@ async def _serve(
             await refuse(socket, close_code(error), error.detail)
             return
         await socket.accept()
-        gateway = Gateway(socket, claims, shared, registry, subscriber, known)
+        gateway = Gateway(socket, claims, shared, registry, subscriber, known, presence.is_online)
         registry.add_gateway(gateway)
         wait = shared.settings.sync_wait_seconds
         logger.info("Gateway opened: user_id=%s chats=%d socket=%s", user_id, len(known), gateway.socket_id)

@@ -71,6 +71,8 @@ class User(IdentityBase):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    # When the person was last known online (see ``presence``); null if never.
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
     __table_args__ = (Index("ix_users_name", "name"),)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from pathlib import Path
 
 from litestar.channels import ChannelsBackend
@@ -48,9 +48,12 @@ def _fit(name: str, digest_of: str) -> str:
 class NamespacedBackend(ChannelsBackend):
     """A channels backend whose channel names all carry ``namespace``; the app sees the bare names."""
 
-    def __init__(self, backend: ChannelsBackend, namespace: str) -> None:
+    def __init__(
+        self, backend: ChannelsBackend, namespace: str, close: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         self.backend = backend
         self._prefix = f"{namespace}:"
+        self._close = close  # releases what the backend does not release itself (its client's connections)
 
     def _names(self, channels: Iterable[str]) -> list[str]:
         return [self._prefix + channel for channel in channels]
@@ -60,6 +63,8 @@ class NamespacedBackend(ChannelsBackend):
 
     async def on_shutdown(self) -> None:
         await self.backend.on_shutdown()
+        if self._close is not None:
+            await self._close()
 
     async def publish(self, data: bytes, channels: Iterable[str]) -> None:
         await self.backend.publish(data, self._names(channels))

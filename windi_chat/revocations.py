@@ -15,10 +15,12 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+from litestar import Litestar
 from litestar.channels import ChannelsPlugin
 from litestar.channels.subscriber import Subscriber
 from litestar.config.app import AppConfig
@@ -83,10 +85,18 @@ class SessionGate(InitPluginProtocol):
     # Wiring ----------------------------------------------------------------------------------------
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        app_config.on_startup.append(self._start)
-        # First at shutdown: before the engine is disposed and the channels plugin stops.
-        app_config.on_shutdown.insert(0, self._stop)
+        # A lifespan entered after the channels plugin's is left before it (shutdown hooks run only
+        # once every lifespan is left): the gate stops while delivery and the database still run.
+        app_config.lifespan.append(self._lifespan)
         return app_config
+
+    @asynccontextmanager
+    async def _lifespan(self, _app: Litestar) -> AsyncIterator[None]:
+        await self._start()
+        try:
+            yield
+        finally:
+            await self._stop()
 
     def on_revocation(self, listener: RevocationListener) -> None:
         """Call ``listener(session_id)`` for every session revoked, on any process."""

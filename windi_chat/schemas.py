@@ -175,6 +175,10 @@ class MemberOut(Struct):
     name: str
     role: MemberRole
     joined_at: datetime
+    # Whether a gateway of theirs is open (or closed within the grace), and when they were last known
+    # online (null if never): see ``presence``.
+    online: bool = False
+    last_seen: datetime | None = None
 
 
 class ChatOut(Struct):
