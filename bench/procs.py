@@ -40,7 +40,8 @@ __all__ = (
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-BENCH_DB = "windi_bench"
+# BENCH_DATABASE names another database, for a run beside one that uses the default.
+BENCH_DB = os.environ.get("BENCH_DATABASE", "windi_bench")
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB_DSN = f"postgresql://postgres@127.0.0.1:5432/{BENCH_DB}"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

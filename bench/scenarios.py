@@ -51,6 +51,8 @@ class Params:
     history_messages: int = 1_000_000
     history_requests: int = 200
     offset_requests: int = 50
+    search_messages: int = 1_000_000
+    search_requests: int = 200
     login_concurrency: int = 8
     limit_seconds: float = 5.0
     db_pool_size: int = 10
@@ -77,6 +79,8 @@ class Params:
             history_messages=20_000,
             history_requests=20,
             offset_requests=5,
+            search_messages=20_000,
+            search_requests=20,
             login_concurrency=2,
             limit_seconds=1.0,
             abuse_samples=25,

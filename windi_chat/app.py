@@ -48,6 +48,7 @@ from windi_chat.realtime import chat_socket
 from windi_chat.request_ids import RequestIdMiddleware, add_request_id_header
 from windi_chat.revocations import SessionGate
 from windi_chat.schemas import HealthOut
+from windi_chat.search_routes import SearchController
 from windi_chat.security import PasswordHasher, TokenCodec, create_auth
 from windi_chat.session_routes import RefreshController, SessionController
 from windi_chat.sockets import SocketRegistry
@@ -180,6 +181,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ChatController,
             GroupController,
             MessageController,
+            SearchController,
             chat_socket,
             gateway_socket,
             health,

@@ -80,6 +80,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     send_rate: Annotated[float, msgspec.Meta(gt=0)] = 20.0  # messages a second per person
     send_burst: Annotated[int, msgspec.Meta(ge=1)] = 50
     typing_interval: Annotated[float, msgspec.Meta(ge=0)] = 2.0  # seconds between forwarded typing events
+    # Message search: the longest query, in characters, and how many of the newest matches are ranked.
+    search_max_query_length: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 256
+    search_candidates: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
     # Presence: a person stays online this long after their last gateway closes, so a reconnect does
     # not flicker; each process announces who is online on it this often (a silent process's people
     # go offline after the grace and two missed announcements).

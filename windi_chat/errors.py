@@ -21,6 +21,7 @@ __all__ = (
     "InvalidError",
     "InvalidMessageError",
     "InvalidRefreshTokenError",
+    "InvalidSearchError",
     "NotAMemberError",
     "NotAllowedError",
     "NotFoundError",
@@ -109,6 +110,12 @@ class InvalidMessageError(InvalidError):
     """The message breaks a rule the schema alone cannot state (the length after trimming)."""
 
     default_detail = "Invalid message"
+
+
+class InvalidSearchError(InvalidError):
+    """The search query is empty, too long or holds characters no message can."""
+
+    default_detail = "Invalid search query"
 
 
 class SessionNotFoundError(NotFoundError):
