@@ -101,14 +101,15 @@ class SocketCore:
         self._send_lock = asyncio.Lock()
         self._scope: anyio.CancelScope | None = None
         self._closed = False
+        self._first_frame: str | bytes | None = None  # read before the loops started, handled first
 
-    async def _run(self, first: str | bytes | None = None) -> None:
-        """Forward events, acknowledge sends and read frames (``first`` first) until the socket ends."""
+    async def _run(self) -> None:
+        """Forward events, acknowledge sends and read frames until the client leaves or a loop ends it."""
         async with anyio.create_task_group() as tasks:
             self._scope = tasks.cancel_scope
             tasks.start_soon(self._forward_events)
             tasks.start_soon(self._answer_sends)
-            await self._read_frames(first)
+            await self._read_frames()
             tasks.cancel_scope.cancel()
 
     async def _forward_events(self) -> None:
@@ -188,8 +189,8 @@ class SocketCore:
             return None
         return raw
 
-    async def _read_frames(self, first: str | bytes | None = None) -> None:
-        raw = first
+    async def _read_frames(self) -> None:
+        raw, self._first_frame = self._first_frame, None
         while True:
             if raw is None:
                 raw = await self._receive()

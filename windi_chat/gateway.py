@@ -82,27 +82,29 @@ class Gateway(SocketCore):
         self._opened = asyncio.Event()  # client frames wait for the opening: they may name its chats
         self._presence = RecentPresence()
 
-    async def serve(self, first: str | bytes | None, sync: SyncFrame | None) -> None:
-        """Open with ``sync`` (None: live from the handshake on), ``first`` being the frame after it."""
-        self._sync = sync
-        await self._run(first)
+    async def serve(self) -> None:
+        """Serve the opening (the ``sync``, if one came), then live events, until the gateway ends."""
+        await self._run()
 
     def channels(self) -> set[str]:
         """The chat channels its subscriber is on (the opening may still be settling which)."""
         return {chat_channel(chat_id) for chat_id in [*self.chats, *(self._known or ())]}
 
-    async def opening(self, wait: float) -> tuple[str | bytes | None, SyncFrame | None] | None:
-        """The ``sync`` frame, or else the first frame (None: none within ``wait`` seconds).
-
-        None when the client left (or sent too big a frame) first.
+    async def opening(self, wait: float) -> bool:
+        """Wait up to ``wait`` seconds for the first frame: a ``sync`` is kept for the opening, any other
+        frame is handled first once the gateway runs. False when the client left (or sent too big a
+        frame) first.
         """
         with anyio.move_on_after(wait):
             raw = await self._receive()
             if raw is None:
-                return None
+                return False
             frame = decode_client_frame(raw, gateway=True)
-            return (None, frame) if isinstance(frame, SyncFrame) else (raw, None)
-        return None, None
+            if isinstance(frame, SyncFrame):
+                self._sync = frame
+            else:
+                self._first_frame = raw
+        return True
 
     def _chat_of(self, frame: GatewayFrame | ErrorFrame) -> int | ErrorFrame:
         """The chat a frame names; a frame without one, or typing for a chat not here, is refused."""
@@ -243,7 +245,7 @@ class Gateway(SocketCore):
                 await self._send(encode(ChatRemovedFrame(chat_id=chat_id)))
             await self._announce(unnamed)
             await self._send(encode(SyncedFrame()))
-        self._known = None
+        self._known = self._sync = None  # what the opening needed is not kept for the gateway's life
 
     async def _announce(self, chat_ids: list[int]) -> None:
         """``chat_added`` for chats the device did not name in its sync, each with its inbox entry."""

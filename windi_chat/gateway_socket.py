@@ -102,22 +102,28 @@ async def _serve(
             return
         await socket.accept()
         gateway = Gateway(socket, claims, shared, registry, subscriber, known, presence.is_online)
-        registry.add_gateway(gateway)
-        wait = shared.settings.sync_wait_seconds
         logger.info("Gateway opened: user_id=%s chats=%d socket=%s", user_id, len(known), gateway.socket_id)
+        del known  # the gateway keeps what it needs; this frame lives as long as the gateway
+        joined = set()  # ...and knows which channels it is on
+        registry.add_gateway(gateway)
         try:
-            if registry.degraded:  # went down since the handshake's check: nothing tells this one
-                await gateway.close(CLOSE_TRY_AGAIN, DEGRADED)
-            elif await gateway.still_live() and (opening := await gateway.opening(wait)):
-                await presence.opened(user_id)
-                try:
-                    await gateway.serve(*opening)
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await presence.closed(user_id)
+            await _live(gateway, registry, presence, shared.settings.sync_wait_seconds)
         finally:
             registry.discard_gateway(gateway)
-            joined |= gateway.channels()
+            joined = gateway.channels()
         logger.info("Gateway closed: user_id=%s socket=%s", user_id, gateway.socket_id)
     finally:
         await registry.leave(subscriber, [user_channel(user_id), *joined])
+
+
+async def _live(gateway: Gateway, registry: SocketRegistry, presence: Presence, wait: float) -> None:
+    """Run an accepted gateway, its person online meanwhile, unless it must end at once."""
+    if registry.degraded:  # went down since the handshake's check: nothing tells this one
+        await gateway.close(CLOSE_TRY_AGAIN, DEGRADED)
+    elif await gateway.still_live() and await gateway.opening(wait):
+        await presence.opened(gateway.user_id)
+        try:
+            await gateway.serve()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await presence.closed(gateway.user_id)
