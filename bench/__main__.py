@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench import abuse, capacity, gateway, scenarios, search
+from bench import abuse, capacity, edits, gateway, scenarios, search
 from bench.procs import RESULTS, ServerProcess, git_commit, machine_info, raise_fd_limit
 from bench.scenarios import Context, Params, Result
 
@@ -28,6 +28,7 @@ SCENARIOS: dict[str, Callable[[Context], Awaitable[Result]]] = {
     "pairs": scenarios.pairs,
     "pairs-redis": scenarios.pairs_redis,
     "group": scenarios.group,
+    "edits": edits.edits,
     "login": scenarios.login,
     "idle": capacity.idle,
     "history": capacity.history,

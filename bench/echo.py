@@ -92,7 +92,10 @@ async def _serve_socket(scope: dict[str, Any], receive: Any, send: Send) -> None
                 reactions=[],
             )
             await send(
-                {"type": "websocket.send", "text": _encode(AckFrame(frame.client_id, message)).decode()}
+                {
+                    "type": "websocket.send",
+                    "text": _encode(AckFrame(client_id=frame.client_id, message=message)).decode(),
+                }
             )
             text = _encode(MessageFrame(message)).decode()
             for member in list(room.sockets):

@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import httpx
@@ -28,6 +28,7 @@ __all__ = (
     "Member",
     "Phase",
     "connect_all",
+    "paced",
     "percentiles",
     "run_phase",
     "verify",
@@ -300,7 +301,12 @@ def _driver_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _paced(chat_socket: ChatSocket, count: int, tag: str, rate: float | None) -> None:
+class Sender(Protocol):
+    async def send(self, tag: str) -> None: ...
+
+
+async def paced(chat_socket: Sender, count: int, tag: str, rate: float | None) -> None:
+    """``count`` sends (or edits) of one socket: as fast as its window allows, or ``rate`` a second."""
     if rate is None:
         for _ in range(count):
             await chat_socket.send(tag)
@@ -336,7 +342,7 @@ async def run_phase(
         chat_socket.expect(into_chat[chat_socket.chat_id])
     acked_before = len(ledger.acked)
     cpu_before, driver_before, started = server_cpu(), _driver_cpu(), time.perf_counter()
-    await asyncio.gather(*(_paced(s, per_sender, tag, rate_per_sender) for s in senders))
+    await asyncio.gather(*(paced(s, per_sender, tag, rate_per_sender) for s in senders))
     await _settle(sockets, senders, window)
     finished, cpu_after, driver_after = time.perf_counter(), server_cpu(), _driver_cpu()
     return Phase(

@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -198,6 +199,23 @@ class Api:
 
     def history(self, account: Account, chat_id: int, *, expect: Expect = 200, **params: Any) -> Any:
         return self.call("GET", f"/history/{chat_id}", account, params=params, expect=expect)
+
+    def edit(self, account: Account, chat_id: int, seq: int, text: str, *, expect: Expect = 200) -> Any:
+        """Give a message a new text; the answer is the updated message."""
+        return self.call(
+            "PATCH", f"/chats/{chat_id}/messages/{seq}", account, json={"text": text}, expect=expect
+        )
+
+    def delete_message(self, account: Account, chat_id: int, seq: int, *, expect: Expect = 204) -> Any:
+        response = self.call("DELETE", f"/chats/{chat_id}/messages/{seq}", account, expect=None)
+        return self._no_content(response, expect)
+
+    def react(
+        self, account: Account, chat_id: int, seq: int, emoji: str, *, on: bool = True, expect: Expect = 204
+    ) -> Any:
+        """Add (``on``) or take back a reaction; the emoji is percent-encoded into the path."""
+        path = f"/chats/{chat_id}/messages/{seq}/reactions/{quote(emoji, safe='')}"
+        return self._no_content(self.call("PUT" if on else "DELETE", path, account, expect=None), expect)
 
 
 def register_and_login(

@@ -52,11 +52,13 @@ PG_URL = worker_database_url(
 )
 REQUIRE_PG = os.environ.get("WINDI_TEST_REQUIRE_POSTGRES") == "1"
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
-TABLES = ("refresh_tokens", "sessions", "messages", "chat_members", "chats", "users")
+TABLES = ("refresh_tokens", "sessions", "message_reactions", "messages", "chat_members", "chats", "users")
 # The per-person limits, out of the way of tests that do not test them (those set them small).
 UNLIMITED: dict[str, Any] = {
     "send_rate": 1_000_000.0,
     "send_burst": 1_000_000,
+    "search_rate": 1_000_000.0,
+    "search_burst": 1_000_000,
     "typing_interval": 0.0,
     "ws_max_sockets_per_user": 100_000,
 }

@@ -21,8 +21,25 @@ def test_demo_data_is_created_once_however_often_it_runs(database_url: str) -> N
     first = run(create_demo_data(settings))
     counts = fetch(database_url, COUNTS)[0]
     run(create_demo_data(settings))
-    assert fetch(database_url, COUNTS)[0] == counts == (3, 2, 4)
+    assert fetch(database_url, COUNTS)[0] == counts == (3, 2, 6)
     assert any(DEMO_PEOPLE[0][2] in line for line in first)  # the password is printed
+
+
+def test_the_demo_group_shows_a_reply_an_edit_a_reaction_and_a_delete(database_url: str) -> None:
+    run(create_demo_data(make_settings(database_url)))
+    run(create_demo_data(make_settings(database_url)))
+    _name, email, password = DEMO_PEOPLE[0]
+    with TestClient(app=create_app(make_settings(database_url))) as client:
+        token = client.post("/login", data={"username": email, "password": password}).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        group = next(chat for chat in client.get("/chats", headers=headers).json() if chat["type"] == "group")
+        messages = client.get(f"/history/{group['id']}", headers=headers).json()
+    hello, numbered, reply, mistake = messages
+    assert reply["reply_to"] == hello["seq"]
+    assert numbered["edited_at"] is not None
+    assert reply["reactions"] == [{"emoji": "👍", "user_ids": [hello["sender_id"]]}]
+    assert (mistake["deleted"], mistake["text"]) == (True, "")
+    assert group["last_message"]["seq"] == mistake["seq"]
 
 
 def test_demo_people_can_log_in_and_see_their_chats(database_url: str) -> None:
@@ -44,4 +61,4 @@ def test_demo_command_runs_on_the_default_database(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert DEMO_PEOPLE[1][1] in result.stdout
     url = f"sqlite+aiosqlite:///{tmp_path / 'windi_chat.db'}"
-    assert fetch(url, COUNTS)[0] == (3, 2, 4)
+    assert fetch(url, COUNTS)[0] == (3, 2, 6)

@@ -235,6 +235,49 @@ def test_a_socket_that_keeps_sending_past_the_limit_is_closed_with_1008(
     assert stored[0][0] == SEND_BURST
 
 
+def test_edits_and_reactions_over_a_socket_draw_on_the_send_limit(server: LiveServer, rest: Api) -> None:
+    ada, bob = rest.people("Ada", "Bob")
+    chat_id = rest.private_chat(ada, bob)["id"]
+    rest.send(ada, chat_id, "to change")  # one of the burst
+
+    with open_socket(server.ws_url, chat_id, ada.token) as socket:
+        send_frame(socket, type="edit", seq=1, text="changed", client_id="edit")
+        send_frame(socket, type="react", seq=1, emoji="👍", on=True, client_id="react")
+        send_frame(socket, type="delete", seq=1, client_id="delete")
+        answers = [
+            f
+            for f in receive_count(socket, lambda f: f["type"] in ("ack", "error"), 3)
+            if f["type"] in ("ack", "error")
+        ]
+
+    assert [(f["type"], f["client_id"]) for f in answers] == [
+        ("ack", "edit"),
+        ("ack", "react"),
+        ("error", "delete"),
+    ]
+    assert answers[2]["code"] == "rate_limited"
+    assert rest.history(bob, chat_id)[0]["deleted"] is False
+    rest.edit(ada, chat_id, 1, "again", expect=429)
+
+
+def test_a_socket_that_keeps_changing_messages_past_the_limit_is_closed_with_1008(
+    server: LiveServer, rest: Api
+) -> None:
+    ada, bob = rest.people("Ada", "Bob")
+    chat_id = rest.private_chat(ada, bob)["id"]
+    rest.send(ada, chat_id, "to change")
+    with open_socket(server.ws_url, chat_id, ada.token) as socket:
+        for index in range(10 * SEND_BURST):
+            try:
+                send_frame(socket, type="react", seq=1, emoji="👍", on=index % 2 == 0, client_id=f"r-{index}")
+            except ConnectionClosed:
+                break
+        frames, code = receive_until_closed(socket)
+
+    assert (code, socket.close_reason) == (CLOSE_POLICY, "too many messages")
+    assert {f["code"] for f in frames if f["type"] == "error"} == {"rate_limited"}
+
+
 # Typing -----------------------------------------------------------------------------------------------
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from windi_chat.events import event_payload, split_event
-from windi_chat.frames import MessageFrame, ReadEventFrame, TypingEventFrame
+from windi_chat.frames import MessageFrame, MessageUpdatedFrame, ReadEventFrame, TypingEventFrame
 from windi_chat.models import utcnow
 from windi_chat.schemas import MessageOut
 from windi_chat.seam import Mode, SocketFeed, polled, seam_end
@@ -99,3 +101,24 @@ def test_polled_events_left_over_after_the_seam_are_dropped() -> None:
     assert forward(feed, [seam_end(0), message(1), polled(message(1)), polled(message(2)), polled(READ)]) == [
         1
     ]
+
+
+def updated(seq: int, rev: int) -> bytes:
+    """A ``message_updated`` event (an edit, a delete or a reaction), which the poller does not read."""
+    out = split_event(message(seq))[2]
+    frame = MessageUpdatedFrame(message=msgspec.json.decode(out, type=MessageFrame).message)
+    return event_payload(b"U%d" % rev, frame)
+
+
+def test_message_updated_events_go_out_live_while_polling_and_at_the_seam() -> None:
+    feed = SocketFeed(seen_seq=4)
+    assert forward(feed, [updated(4, 9)]) == ["U"]
+    feed.poll()
+    assert forward(feed, [updated(4, 10), polled(message(5)), updated(5, 11)]) == ["U", 5, "U"]
+    feed.resume(generation=0)
+    assert forward(feed, [updated(5, 12), polled(message(6)), seam_end(0), updated(6, 13)]) == [
+        "U",
+        6,
+        "U",
+    ]
+    assert feed.mode is Mode.LIVE

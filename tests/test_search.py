@@ -273,6 +273,21 @@ def test_a_query_longer_than_the_setting_is_refused(database_url: str) -> None:
         assert "8" in body["detail"]
 
 
+def test_searches_past_the_rate_are_refused_with_retry_after(database_url: str) -> None:
+    settings = make_settings(database_url, search_rate=0.01, search_burst=2)
+    with TestClient(app=create_app(settings)) as client:
+        api = Api(client)
+        ada, bob = api.account("Ada"), api.account("Bob")
+        api.send(ada, api.private_chat(ada, bob)["id"], "hello")
+        assert texts(search(api, ada, "hello")) == ["hello"]
+        assert texts(search(api, ada, "hello")) == ["hello"]
+        response = api.call("GET", "/search", ada, params={"q": "hello"}, expect=None)
+        assert response.status_code == 429
+        assert response.json()["detail"] == "Too many searches; slow down"
+        assert int(response.headers["Retry-After"]) >= 1
+        assert texts(search(api, bob, "hello")) == ["hello"]  # one person's allowance, not everyone's
+
+
 HOSTILE = [
     '"',
     '""',

@@ -38,6 +38,7 @@ from windi_chat.lifecycle import install_graceful_shutdown, prepare_database
 from windi_chat.limits import PersonLimits
 from windi_chat.login_attempts import LoginAttempts
 from windi_chat.logs import install_redaction, logging_dict
+from windi_chat.message_change_routes import MessageChangeController
 from windi_chat.message_routes import MessageController
 from windi_chat.metrics import Metrics
 from windi_chat.origins import OriginPolicy, cors_config
@@ -181,6 +182,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ChatController,
             GroupController,
             MessageController,
+            MessageChangeController,
             SearchController,
             chat_socket,
             gateway_socket,

@@ -76,6 +76,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     allowed_origins: str = ""
     # Abuse limits: what one person may take of a process, whatever the number of their sockets.
     max_group_members: Annotated[int, msgspec.Meta(ge=2)] = 1000
+    # Different emoji one message may carry: each is a row per person, and every copy of the message
+    # carries them all.
+    max_reactions_per_message: Annotated[int, msgspec.Meta(ge=1)] = 20
     ws_max_sockets_per_user: Annotated[int, msgspec.Meta(ge=1)] = 32
     send_rate: Annotated[float, msgspec.Meta(gt=0)] = 20.0  # messages a second per person
     send_burst: Annotated[int, msgspec.Meta(ge=1)] = 50
@@ -83,6 +86,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Message search: the longest query, in characters, and how many of the newest matches are ranked.
     search_max_query_length: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 256
     search_candidates: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
+    # Searches a second per person, after a burst: each reads an index, so a script cannot hog the database.
+    search_rate: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    search_burst: Annotated[int, msgspec.Meta(ge=1)] = 10
     # Presence: a person stays online this long after their last gateway closes, so a reconnect does
     # not flicker; each process announces who is online on it this often (a silent process's people
     # go offline after the grace and two missed announcements).

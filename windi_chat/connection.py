@@ -14,10 +14,10 @@ from litestar import WebSocket
 from litestar.channels.subscriber import Subscriber
 
 from windi_chat.catch_up import FellBehind, replay
-from windi_chat.connection_core import SocketContext, SocketCore
+from windi_chat.connection_core import SocketContext, SocketCore, client_id_of
 from windi_chat.errors import DomainError
 from windi_chat.events import KIND_MESSAGE, KIND_PRESENCE, KIND_REMOVED, KIND_TYPING, split_event
-from windi_chat.frames import AuthFrame, ErrorFrame, GatewayFrame, SendFrame, SyncFrame
+from windi_chat.frames import AuthFrame, ErrorFrame, GatewayFrame, SyncFrame
 from windi_chat.metrics import METERS, count_delivery
 from windi_chat.protocol import close_code, warn_if_unavailable
 from windi_chat.seam import POLLED, Mode, SocketFeed
@@ -57,7 +57,7 @@ class ChatConnection(SocketCore):
         """This socket's chat; a frame that names another one is refused."""
         named = None if isinstance(frame, ErrorFrame | AuthFrame | SyncFrame) else frame.chat_id
         if named is not None and named != self.chat_id:
-            client_id = frame.client_id if isinstance(frame, SendFrame) else None
+            client_id = client_id_of(frame)
             detail = "chat_id names another chat than this socket's"
             return ErrorFrame(code="invalid_frame", detail=detail, client_id=client_id)
         return self.chat_id

@@ -29,13 +29,17 @@ from windi_chat.config import Settings
 from windi_chat.database import unit_of_work
 from windi_chat.errors import ChatNotFoundError, DomainError, RateLimitedError, UnauthenticatedError
 from windi_chat.events import EventBus
+from windi_chat.frame_actions import change_message
 from windi_chat.frames import (
     MAX_FRAME_BYTES,
     AckFrame,
     AuthFrame,
     AuthOkFrame,
+    DeleteFrame,
+    EditFrame,
     ErrorFrame,
     GatewayFrame,
+    ReactFrame,
     ReadFrame,
     SendFrame,
 )
@@ -48,7 +52,7 @@ from windi_chat.security import TokenClaims, TokenCodec
 from windi_chat.sockets import CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_UNAUTHORIZED, FrameRateLimiter
 from windi_chat.writer import MessageWriter
 
-__all__ = ("SocketContext", "SocketCore")
+__all__ = ("SocketContext", "SocketCore", "client_id_of")
 
 logger = logging.getLogger("windi_chat.realtime")
 
@@ -247,6 +251,10 @@ class SocketCore:
                 await mark_read(session, self._events, chat_id, self.user_id, frame.seq)
         elif isinstance(frame, AuthFrame):
             await self._renew(frame.token)
+        elif isinstance(frame, EditFrame | DeleteFrame | ReactFrame):
+            ack = await change_message(self._shared, chat_id, self.user_id, frame)
+            ack.chat_id = self._chat_named(chat_id)
+            await self._send(encode(ack))
         elif self._shared.limits.typing.allow(chat_id, self.user_id):
             self._events.typing(chat_id, self.user_id, self.socket_id)
 
@@ -274,7 +282,7 @@ class SocketCore:
 
     async def _answer(self, frame: GatewayFrame, action: Awaitable[None], chat_id: int) -> None:
         """Carry out a frame's action; an error becomes an error frame, or ends the socket."""
-        client_id = frame.client_id if isinstance(frame, SendFrame) else None
+        client_id = client_id_of(frame)
         try:
             await action
         except DomainError as error:
@@ -312,6 +320,11 @@ class SocketCore:
         self.session_id, self.expires_at = claims.session_id, claims.expires_at
         if await self.still_live():  # the new session may have been revoked while it was checked
             await self._send(encode(AuthOkFrame(expires_at=claims.expires_at)))
+
+
+def client_id_of(frame: GatewayFrame | ErrorFrame) -> str | None:
+    """The client's id of a frame that has one, for the error that answers it."""
+    return frame.client_id if isinstance(frame, SendFrame | EditFrame | DeleteFrame | ReactFrame) else None
 
 
 def _retrieve(future: asyncio.Future[Sent]) -> None:

@@ -1,18 +1,21 @@
-"""Demo data: three people, a private chat, a group and a few messages. Running it again adds nothing.
+"""Demo data: three people, a private chat, a group and a few messages, with a reply, an edit, a reaction
+and a delete among them. Running it again adds nothing.
 
 It goes through the same services and actions as the API, so the demo data obeys every rule; fixed
-client ids make the messages idempotent like any client's retries.
+client ids make the messages idempotent like any client's retries, and the changes are idempotent too.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.accounts import UserService
 from windi_chat.chats import ChatService
 from windi_chat.config import Settings
 from windi_chat.database import create_db_config, migrate
 from windi_chat.events import EventBus, discard
+from windi_chat.message_changes import delete_message, edit_message, react
 from windi_chat.messaging import mark_read, send_message
 from windi_chat.models import Chat, ChatType
 from windi_chat.schemas import GroupChatCreate, RegisterIn
@@ -65,12 +68,41 @@ async def create_demo_data(settings: Settings) -> list[str]:
                 (group_id, ada, "demo-3", "Hello both, this is the demo group."),
                 (group_id, cy, "demo-4", "Hi! Messages here are numbered per chat."),
             ]
+            seqs: list[int] = []
             for chat_id, sender, client_id, text in script:
-                await send_message(session, events, chat_id, sender, client_id, text)
+                sent = await send_message(session, events, chat_id, sender, client_id, text)
+                seqs.append(sent.message.seq)
             await mark_read(session, events, private.id, ada, 2)
+            await _changes(session, events, group_id, (ada, bob, cy), (seqs[2], seqs[3]), settings)
         lines.append(
             f"Chats: a private chat (id {private.id}) of Ada and Bob, and '{GROUP_NAME}' (id {group_id})."
         )
     finally:
         await engine.dispose()
     return lines
+
+
+async def _changes(
+    session: AsyncSession,
+    events: EventBus,
+    group_id: int,
+    people: tuple[int, int, int],
+    seqs: tuple[int, int],
+    settings: Settings,
+) -> None:
+    """In the group: Bob answers Ada's hello, Cy edits her message, Ada reacts, Bob takes one back."""
+    ada, bob, cy = people
+    hello, numbered = seqs
+    max_reactions = settings.max_reactions_per_message
+    reply = await send_message(session, events, group_id, bob, "demo-5", "Hi Ada, glad to be here!", hello)
+    await edit_message(
+        session,
+        events,
+        group_id,
+        cy,
+        numbered,
+        "Hi! Messages here are numbered per chat, and edits keep their number.",
+    )
+    await react(session, events, group_id, ada, reply.message.seq, "👍", on=True, max_reactions=max_reactions)
+    mistake = await send_message(session, events, group_id, bob, "demo-6", "Oops, wrong chat.")
+    await delete_message(session, events, group_id, bob, mistake.message.seq)

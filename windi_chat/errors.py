@@ -20,13 +20,18 @@ __all__ = (
     "GroupFullError",
     "InvalidError",
     "InvalidMessageError",
+    "InvalidReactionError",
     "InvalidRefreshTokenError",
     "InvalidSearchError",
+    "MessageDeletedError",
+    "MessageNotFoundError",
     "NotAMemberError",
     "NotAllowedError",
     "NotFoundError",
+    "NotYourMessageError",
     "RateLimitedError",
     "SessionNotFoundError",
+    "TooManyReactionsError",
     "UnauthenticatedError",
     "UnavailableError",
     "UserNotFoundError",
@@ -110,6 +115,30 @@ class InvalidMessageError(InvalidError):
     """The message breaks a rule the schema alone cannot state (the length after trimming)."""
 
     default_detail = "Invalid message"
+
+
+class MessageNotFoundError(NotFoundError):
+    """No message of this chat has that seq (the chat itself is one the caller is in)."""
+
+    default_detail = "Message not found"
+
+
+class InvalidReactionError(InvalidError):
+    default_detail = "An emoji is 1 to 32 bytes of UTF-8 with no whitespace or control characters"
+
+
+class NotYourMessageError(NotAllowedError):
+    """Only a message's sender edits it; its sender or the group's owner deletes it."""
+
+    default_detail = "Not your message"
+
+
+class MessageDeletedError(ConflictError):
+    default_detail = "The message was deleted"
+
+
+class TooManyReactionsError(ConflictError):
+    default_detail = "The message has as many different reactions as it may hold"
 
 
 class InvalidSearchError(InvalidError):

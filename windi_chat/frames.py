@@ -10,7 +10,7 @@ from typing import Annotated
 from msgspec import Meta, Struct
 
 from windi_chat.inputs import Id, Seq
-from windi_chat.schemas import ChatOut, ClientId, MessageOut, MessageText
+from windi_chat.schemas import ChatOut, ClientId, Emoji, MessageOut, MessageText
 
 __all__ = (
     "MAX_FRAME_BYTES",
@@ -20,13 +20,17 @@ __all__ = (
     "ChatAddedFrame",
     "ChatRemovedFrame",
     "ClientFrame",
+    "DeleteFrame",
+    "EditFrame",
     "ErrorFrame",
     "GatewayFrame",
     "MemberAddedFrame",
     "MemberRemovedFrame",
+    "MessageChangeFrame",
     "MessageFrame",
     "MessageUpdatedFrame",
     "PresenceFrame",
+    "ReactFrame",
     "ReadEventFrame",
     "ReadFrame",
     "ResyncFrame",
@@ -74,7 +78,34 @@ class SyncFrame(Struct, tag="sync", tag_field="type", forbid_unknown_fields=True
     chats: dict[Id, Seq]
 
 
-ClientFrame = SendFrame | ReadFrame | TypingFrame | AuthFrame
+class EditFrame(Struct, tag="edit", tag_field="type", forbid_unknown_fields=True):
+    """New text for one of the sender's own messages; ``client_id``, if given, comes back in the answer."""
+
+    seq: Seq
+    text: MessageText
+    client_id: ClientId | None = None
+    chat_id: Id | None = None
+
+
+class DeleteFrame(Struct, tag="delete", tag_field="type", forbid_unknown_fields=True):
+    seq: Seq
+    client_id: ClientId | None = None
+    chat_id: Id | None = None
+
+
+class ReactFrame(Struct, tag="react", tag_field="type", forbid_unknown_fields=True):
+    """Add (``on``) or take back the caller's ``emoji`` on a message."""
+
+    seq: Seq
+    emoji: Emoji
+    on: bool
+    client_id: ClientId | None = None
+    chat_id: Id | None = None
+
+
+# The frames that change a stored message; each is answered with an ``ack`` that carries it.
+MessageChangeFrame = EditFrame | DeleteFrame | ReactFrame
+ClientFrame = SendFrame | ReadFrame | TypingFrame | AuthFrame | EditFrame | DeleteFrame | ReactFrame
 # The gateway's frames: the chat socket's, each naming its chat, and the opening ``sync``.
 GatewayFrame = ClientFrame | SyncFrame
 
@@ -89,8 +120,11 @@ class MessageFrame(Struct, tag="message", tag_field="type", omit_defaults=True):
     unread_count: int | None = None
 
 
-class AckFrame(Struct, tag="ack", tag_field="type", omit_defaults=True):
-    client_id: str
+class AckFrame(Struct, tag="ack", tag_field="type", omit_defaults=True, kw_only=True):
+    """A send, edit, delete or reaction is stored: the message as it now is. ``client_id`` is the
+    frame's own, absent when it had none."""
+
+    client_id: str | None = None
     message: MessageOut
     chat_id: int | None = None  # on the gateway
 

@@ -26,7 +26,7 @@ from litestar.channels.subscriber import Subscriber
 
 from windi_chat.catch_up import FellBehind, replay
 from windi_chat.chat_views import INBOX_MEMBERS, OnlineCheck, chat_views, memberships
-from windi_chat.connection_core import SocketContext, SocketCore
+from windi_chat.connection_core import SocketContext, SocketCore, client_id_of
 from windi_chat.database import unit_of_work
 from windi_chat.errors import ChatNotFoundError, DomainError, UnauthenticatedError
 from windi_chat.events import KIND_ADDED, KIND_MESSAGE, KIND_PRESENCE, KIND_REMOVED, KIND_TYPING, chat_channel
@@ -36,7 +36,6 @@ from windi_chat.frames import (
     ChatRemovedFrame,
     ErrorFrame,
     GatewayFrame,
-    SendFrame,
     SyncedFrame,
     SyncFrame,
     TypingFrame,
@@ -113,7 +112,7 @@ class Gateway(SocketCore):
         if isinstance(frame, SyncFrame):
             return ErrorFrame(code="invalid_frame", detail="sync can only be the first frame")
         if frame.chat_id is None:
-            client_id = frame.client_id if isinstance(frame, SendFrame) else None
+            client_id = client_id_of(frame)
             detail = "On /ws every frame names its chat_id"
             return ErrorFrame(code="invalid_frame", detail=detail, client_id=client_id)
         if isinstance(frame, TypingFrame) and frame.chat_id not in self.chats:

@@ -16,6 +16,8 @@ from litestar.params import PathParameter
 from msgspec import Meta
 
 __all__ = (
+    "EMOJI_PATTERN",
+    "MAX_EMOJI_BYTES",
     "MAX_ID",
     "MAX_JSON_DEPTH",
     "MAX_OFFSET",
@@ -27,6 +29,7 @@ __all__ = (
     "PathId",
     "Seq",
     "SessionId",
+    "emoji_problem",
     "has_visible",
     "is_id",
     "json_too_deep",
@@ -39,6 +42,8 @@ MAX_ID = 2**63 - 1
 MAX_OFFSET = 2**31 - 1
 # No body or frame of ours nests deeper than 3; the decoder's own limit (the recursion limit) is a 500.
 MAX_JSON_DEPTH = 32
+# A reaction's emoji, in bytes of UTF-8: a flag or a family of several code points fits.
+MAX_EMOJI_BYTES = 32
 
 Id = Annotated[int, Meta(ge=1, le=MAX_ID)]
 Seq = Annotated[int, Meta(ge=0, le=MAX_ID)]
@@ -53,6 +58,8 @@ _TEXT_CONTROLS = r"\x00-\x08\x0b-\x1f\x7f-\x9f"
 _BIDI = r"\u202a-\u202e\u2066-\u2069"
 
 NO_CONTROL = rf"^[^{_CONTROLS}]*$"
+# A reaction: no whitespace and no control characters (``emoji_problem`` says why one is refused).
+EMOJI_PATTERN = rf"^[^\s{_CONTROLS}]+$"
 TEXT_PATTERN = rf"^[^{_TEXT_CONTROLS}]*$"
 NAME_PATTERN = rf"^[^{_CONTROLS}{_BIDI}]*$"
 # A login session's id is ``secrets.token_urlsafe(16)``; anything else names no session.
@@ -86,6 +93,15 @@ def text_problem(text: str) -> str | None:
         return "text must not contain control characters other than newline and tab"
     if not has_visible(text):
         return "text must hold a visible character"
+    return None
+
+
+def emoji_problem(emoji: str) -> str | None:
+    """Why a reaction cannot be stored, or None: 1 to 32 bytes of UTF-8, no whitespace or controls."""
+    if any(char.isspace() or unicodedata.category(char) in ("Cc", "Cs") for char in emoji):
+        return "an emoji must not contain whitespace or control characters"
+    if not 1 <= len(emoji.encode()) <= MAX_EMOJI_BYTES:
+        return f"an emoji is 1 to {MAX_EMOJI_BYTES} bytes of UTF-8"
     return None
 
 

@@ -16,12 +16,21 @@ from prometheus_client import Counter
 
 from windi_chat.config import Settings
 from windi_chat.errors import RateLimitedError
-from windi_chat.metrics import METERS, REFUSED_READS, REFUSED_SENDS
+from windi_chat.metrics import METERS, REFUSED_READS, REFUSED_SEARCHES, REFUSED_SENDS
 from windi_chat.sockets import FrameRateLimiter
 
-__all__ = ("READS_LIMITED", "PersonLimits", "SendLimiter", "SendRefused", "SocketQuota", "TypingThrottle")
+__all__ = (
+    "READS_LIMITED",
+    "SEARCHES_LIMITED",
+    "PersonLimits",
+    "SendLimiter",
+    "SendRefused",
+    "SocketQuota",
+    "TypingThrottle",
+)
 
 READS_LIMITED = "Too many read markers; slow down"
+SEARCHES_LIMITED = "Too many searches; slow down"
 
 # Past this many remembered people, a sweep drops the ones whose buckets have refilled.
 _SWEEP_ABOVE = 10_000
@@ -126,6 +135,7 @@ class PersonLimits:
     sends: SendLimiter
     # Read markers: each is a transaction, so a person's sockets and requests share one allowance too.
     reads: SendLimiter
+    searches: SendLimiter
     typing: TypingThrottle
     sockets: SocketQuota
 
@@ -134,6 +144,7 @@ class PersonLimits:
         return cls(
             SendLimiter(settings.send_rate, settings.send_burst),
             SendLimiter(settings.send_rate, settings.send_burst, REFUSED_READS),
+            SendLimiter(settings.search_rate, settings.search_burst, REFUSED_SEARCHES),
             TypingThrottle(settings.typing_interval),
             SocketQuota(settings.ws_max_sockets_per_user),
         )

@@ -65,16 +65,11 @@ def message_out(message: Any, all_read_seq: int, reactions: list[ReactionOut] | 
 async def messages_out(session: AsyncSession, chat_id: int, rows: Sequence[Any]) -> list[MessageOut]:
     """Rows of one chat in their wire form, each with its reactions (one query for them all)."""
     reactions = await message_sql.reactions_of(session, chat_id, [row.seq for row in rows])
-    return [
-        message_out(
-            row,
-            row.all_read_seq,
-            [ReactionOut(emoji, people) for emoji, people in reactions[row.seq].items()]
-            if row.seq in reactions
-            else None,
-        )
-        for row in rows
-    ]
+    return [message_out(row, row.all_read_seq, _reactions_out(reactions.get(row.seq, {}))) for row in rows]
+
+
+def _reactions_out(reactions: dict[str, list[int]]) -> list[ReactionOut]:
+    return [ReactionOut(emoji, people) for emoji, people in reactions.items()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +117,11 @@ async def send_messages(
             results.append(ChatNotFoundError())
             continue
         stored = outcome.message
-        message = message_out(stored, batch.all_read[stored.chat_id][1])
+        reactions = None
+        if not outcome.created:  # a repeat answers with the message as it now is, reactions included
+            found = await message_sql.reactions_of(session, stored.chat_id, [stored.seq])
+            reactions = _reactions_out(found.get(stored.seq, {}))
+        message = message_out(stored, batch.all_read[stored.chat_id][1], reactions)
         results.append(Sent(message, outcome.created))
         if outcome.created:
             events.message(session, message)

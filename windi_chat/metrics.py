@@ -29,6 +29,7 @@ __all__ = (
     "METERS",
     "REFUSED_FRAMES",
     "REFUSED_READS",
+    "REFUSED_SEARCHES",
     "REFUSED_SENDS",
     "SEND_LATENCY_REST",
     "SEND_LATENCY_SOCKET",
@@ -60,6 +61,7 @@ _DELIVERIES = Counter(f"{PREFIX}_deliveries", "Event frames sent to sockets", ["
 # By the event's kind byte (``windi_chat.events``): one dict lookup, no label resolution, per frame.
 DELIVERED = {
     ord("M"): _DELIVERIES.labels(kind="message"),
+    ord("U"): _DELIVERIES.labels(kind="message_updated"),
     ord("T"): _DELIVERIES.labels(kind="typing"),
     ord("R"): _DELIVERIES.labels(kind="member_removed"),
     ord("-"): _DELIVERIES.labels(kind="other"),
@@ -83,6 +85,7 @@ _REFUSALS = Counter(f"{PREFIX}_rate_limit_refusals", "Requests and frames refuse
 REFUSED_FRAMES = _REFUSALS.labels(kind="socket_frames")
 REFUSED_SENDS = _REFUSALS.labels(kind="sends")
 REFUSED_READS = _REFUSALS.labels(kind="reads")
+REFUSED_SEARCHES = _REFUSALS.labels(kind="searches")
 # 429s of the login and register routes: the per-address limit and the per-account lockout.
 _REFUSED_AUTH = {"/login": _REFUSALS.labels(kind="login"), "/register": _REFUSALS.labels(kind="register")}
 _OPEN_SOCKETS = Gauge(f"{PREFIX}_open_sockets", "Open WebSockets of this process", ["kind"])

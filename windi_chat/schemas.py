@@ -8,13 +8,24 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from windi_chat.inputs import NAME_PATTERN, NO_CONTROL, TEXT_PATTERN, Id, Seq, has_visible
+from windi_chat.inputs import (
+    EMOJI_PATTERN,
+    MAX_EMOJI_BYTES,
+    NAME_PATTERN,
+    NO_CONTROL,
+    TEXT_PATTERN,
+    Id,
+    Seq,
+    has_visible,
+)
 from windi_chat.models import ChatType, MemberRole
 
 __all__ = (
     "AccountDeleteIn",
     "ChatOut",
     "DeletedSenderOut",
+    "EditMessageIn",
+    "Emoji",
     "GroupChatCreate",
     "HealthOut",
     "LoginForm",
@@ -209,6 +220,18 @@ class SendMessageIn(Struct, forbid_unknown_fields=True):
     client_id: ClientId
     # The seq of a message of this chat that this one answers.
     reply_to: Seq | None = None
+
+
+class EditMessageIn(Struct, forbid_unknown_fields=True):
+    """The new text, under the rules of sending: trimmed, then 1..4096 characters."""
+
+    text: MessageText
+
+
+# At most 32 bytes of UTF-8 (``message_changes.clean_emoji`` counts them), so at most 32 characters.
+Emoji = Annotated[
+    str, Meta(min_length=1, max_length=MAX_EMOJI_BYTES, pattern=EMOJI_PATTERN, examples=["\U0001f44d"])
+]
 
 
 class AccountDeleteIn(Struct, forbid_unknown_fields=True):

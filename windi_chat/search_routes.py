@@ -10,9 +10,10 @@ from litestar.params import QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.config import Settings
-from windi_chat.errors import ChatNotFoundError, InvalidSearchError
+from windi_chat.errors import ChatNotFoundError, InvalidSearchError, RateLimitedError
 from windi_chat.http_errors import error_responses
 from windi_chat.inputs import is_id
+from windi_chat.limits import SEARCHES_LIMITED, PersonLimits
 from windi_chat.schemas import MessageOut
 from windi_chat.search import MAX_RESULTS, search_messages
 from windi_chat.security import CurrentUser
@@ -27,13 +28,14 @@ class SearchController(Controller):
         "/search",
         operation_id="searchMessages",
         summary="Find messages in the caller's chats",
-        responses=error_responses(ChatNotFoundError, InvalidSearchError),
+        responses=error_responses(ChatNotFoundError, InvalidSearchError, RateLimitedError),
     )
     async def search(
         self,
         request: Request[CurrentUser, Any, Any],
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
+        limits: NamedDependency[PersonLimits],
         q: Annotated[str, QueryParameter(description="Words to find, as in a web search")],
         chat_id: Annotated[int | None, QueryParameter(description="Only this chat")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_RESULTS, description="1..50")] = 20,
@@ -45,7 +47,9 @@ class SearchController(Controller):
         must not, and ``or`` offers alternatives. Case does not matter; words are matched whole, in any
         language. An empty query, or one longer than ``WINDI_SEARCH_MAX_QUERY_LENGTH`` characters, is
         400. A ``chat_id`` the caller is not in is 404, as is one out of range (it names no chat).
+        Past ``WINDI_SEARCH_RATE`` searches a second (after a burst of ``WINDI_SEARCH_BURST``): 429.
         """
+        limits.searches.check(request.user.id, SEARCHES_LIMITED)
         if chat_id is not None and not is_id(chat_id):
             raise ChatNotFoundError
         return await search_messages(

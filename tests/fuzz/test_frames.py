@@ -22,6 +22,7 @@ pytestmark = pytest.mark.fuzz
 # What a server frame may be: everything docs/protocol.md lists.
 SERVER_FRAME_TYPES = {
     "message",
+    "message_updated",
     "ack",
     "read",
     "typing",
@@ -49,12 +50,18 @@ json_values = st.recursive(
 )
 texts = st.text(max_size=80) | st.sampled_from(["\u200b", "\u202e", "\x00", "a\tb\nc", " ", "\ufeff\u2060"])
 near_valid = st.fixed_dictionaries(
-    {"type": st.sampled_from(["send", "read", "typing", "auth"]) | st.text(max_size=12) | json_values},
+    {
+        "type": st.sampled_from(["send", "read", "typing", "auth", "edit", "delete", "react"])
+        | st.text(max_size=12)
+        | json_values
+    },
     optional={
         "client_id": st.text(max_size=70) | json_values,
         "text": texts | json_values,
         "seq": st.integers(min_value=-(2**64), max_value=2**64) | json_values,
         "token": st.text(max_size=60) | json_values,
+        "emoji": st.text(max_size=40) | json_values,
+        "on": st.booleans() | json_values,
         "extra": json_values,
     },
 ).map(json.dumps)

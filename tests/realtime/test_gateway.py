@@ -313,3 +313,25 @@ def test_a_gateway_hears_someone_come_online_once_however_many_chats_they_share(
     presence = [f for f in frames if f["type"] == "presence"]
     assert [(f["user_id"], f["online"]) for f in presence] == [(bob.id, True)]
     assert rest.chat(ada, private_id)["members"][1]["online"] in (True, False)  # shown in the view
+
+
+def test_edits_deletes_and_reactions_on_the_gateway_name_their_chat(rest: Api, gateway: Gateway) -> None:
+    ada, bob = rest.people("Ada", "Bob")
+    chat_id = rest.private_chat(ada, bob)["id"]
+    ada_gateway, bob_gateway = gateway(ada.token, sync={chat_id: 0}), gateway(bob.token, sync={chat_id: 0})
+    send_frame(bob_gateway, type="send", chat_id=chat_id, client_id="to-edit", text="helo")
+    seq = receive_until(bob_gateway, is_ack("to-edit"))[-1]["message"]["seq"]
+
+    send_frame(bob_gateway, type="edit", chat_id=chat_id, seq=seq, text="hello", client_id="edit-1")
+    ack = receive_until(bob_gateway, is_ack("edit-1"))[-1]
+    assert (ack["chat_id"], ack["message"]["text"]) == (chat_id, "hello")
+    updated = receive_until(ada_gateway, is_type("message_updated"))[-1]
+    assert (updated["message"]["chat_id"], updated["message"]["text"]) == (chat_id, "hello")
+
+    send_frame(bob_gateway, type="react", chat_id=chat_id, seq=seq, emoji="👍", on=True, client_id="react-1")
+    assert receive_until(bob_gateway, is_ack("react-1"))[-1]["chat_id"] == chat_id
+    send_frame(bob_gateway, type="delete", chat_id=chat_id, seq=seq, client_id="delete-1")
+    assert receive_until(bob_gateway, is_ack("delete-1"))[-1]["message"]["deleted"] is True
+    send_frame(bob_gateway, type="edit", seq=seq, text="no chat", client_id="edit-2")
+    error = receive_until(bob_gateway, is_type("error"))[-1]
+    assert (error["code"], error["client_id"]) == ("invalid_frame", "edit-2")
