@@ -126,6 +126,8 @@ def server_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
         # The load scenarios send as fast as they can from few people; ``abuse`` sets the real limits.
         WINDI_SEND_RATE="1000000",
         WINDI_SEND_BURST="1000000",
+        WINDI_SEARCH_RATE="1000000",
+        WINDI_SEARCH_BURST="1000000",
     )
     env.update(overrides or {})
     return env

@@ -217,6 +217,10 @@ class Api:
         path = f"/chats/{chat_id}/messages/{seq}/reactions/{quote(emoji, safe='')}"
         return self._no_content(self.call("PUT" if on else "DELETE", path, account, expect=None), expect)
 
+    def changes(self, account: Account, chat_id: int, *, expect: Expect = 200, **params: Any) -> Any:
+        """The chat's change feed (``after_rev``, ``limit``): messages ascending by their latest rev."""
+        return self.call("GET", f"/chats/{chat_id}/changes", account, params=params, expect=expect)
+
 
 def register_and_login(
     http: httpx.Client, name: str, email: str | None = None, password: str = PASSWORD

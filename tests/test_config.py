@@ -333,6 +333,8 @@ def test_the_logging_config_uses_the_chosen_format() -> None:
         ("WINDI_WS_SEND_TIMEOUT", "0"),
         ("WINDI_WS_SEND_TIMEOUT", "-1"),
         ("WINDI_WS_SOCKET_BACKLOG", "0"),
+        ("WINDI_WS_CATCH_UP_LIMIT", "0"),
+        ("WINDI_WS_CATCH_UP_LIMIT", "100001"),
         ("WINDI_WS_CLOSE_TIMEOUT", "0"),
         ("WINDI_WS_CLOSE_TIMEOUT", "soon"),
         ("WINDI_HTTP_HEADER_TIMEOUT", "0"),

@@ -238,3 +238,84 @@ def test_sockets_are_served_from_the_database_while_the_delivery_backend_is_down
         assert "Traceback" not in log
         assert log.count("Live delivery is down") == 1
         assert log.count("Live delivery is back") == 1
+
+
+def test_edits_reactions_and_deletes_reach_every_socket_across_an_outage_and_sockets_following_revs_once(
+    backend: Backend, pg_database_url: str, tmp_path: Path
+) -> None:
+    env = {"WINDI_CHANNELS_URL": backend.url}
+    a = start_server(pg_database_url, tmp_path / "a.log", env)
+    b = start_server(pg_database_url, tmp_path / "b.log", env)
+    watchers: list[Watcher] = []
+    try:
+        with a.http() as http_a, b.http() as http_b, ExitStack() as sockets:
+            api_a, api_b = Api(http_a), Api(http_b)
+            owner, member = api_a.people("Owner", "Member")
+            chat_id = api_a.group(owner, "Team", [member])["id"]
+            for n in range(1, 4):
+                api_a.send(owner, chat_id, f"m{n}", f"m{n}")
+
+            def watch(server: LiveServer, account: Account, after_rev: int | None) -> Watcher:
+                socket = open_socket(server.ws_url, chat_id, account.token, after_rev=after_rev)
+                watchers.append(Watcher(sockets.enter_context(socket)))
+                return watchers[-1]
+
+            by_rev = [watch(a, member, 1), watch(b, owner, 2)]
+            plain = [watch(a, owner, None), watch(b, member, None)]
+            wait_for(lambda: all(revs_of(w)[-1:] == [3] for w in by_rev))
+
+            backend.down()
+            wait_for(lambda: health(a) == health(b) == "degraded", interval=0.2)
+            api_a.edit(owner, chat_id, 1, "edited while down")
+            api_b.react(member, chat_id, 2, "👍")
+            api_b.send(member, chat_id, "m4", "m4")
+            api_a.delete_message(owner, chat_id, 3)
+            api_b.edit(member, chat_id, 4, "m4 edited while down")
+            down_rev = 8
+            wait_for(
+                lambda: all(revs_of(w)[-1:] == [down_rev] for w in by_rev + plain), timeout=DELIVERY_DEADLINE
+            )
+
+            backend.up()
+            wait_for(lambda: health(a) == health(b) == "ok", timeout=30, interval=0.2)
+            api_b.react(owner, chat_id, 1, "🎉")
+            api_a.edit(owner, chat_id, 2, "edited live")
+            last_rev = 10
+            wait_for(lambda: all(revs_of(w)[-1:] == [last_rev] for w in by_rev + plain))
+
+            current = {m["seq"]: m for m in api_a.history(owner, chat_id)}
+            for watcher in by_rev:
+                revs = revs_of(watcher)
+                assert revs == sorted(set(revs)), revs  # every change once, in rev order
+                assert held_messages(watcher) == current
+            for watcher in plain:
+                assert watcher.seqs() == [4], watcher.seqs()  # the one new message, once
+                assert held_messages(watcher) == {seq: current[seq] for seq in held_messages(watcher)}
+                assert set(held_messages(watcher)) == {1, 2, 3, 4}
+    finally:
+        for watcher in watchers:
+            watcher.close()
+        stop_server(a)
+        stop_server(b)
+    for server in (a, b):
+        assert "Traceback" not in server.log()
+
+
+def revs_of(watcher: Watcher) -> list[int]:
+    """The revs of the message and message_updated frames a socket got, in the order they came."""
+    return [
+        frame["message"]["rev"]
+        for _, frame in list(watcher.frames)
+        if frame["type"] in ("message", "message_updated")
+    ]
+
+
+def held_messages(watcher: Watcher) -> dict[int, Any]:
+    """What a client holds after applying every frame by the stale-frame rule: each seq at its top rev."""
+    held: dict[int, Any] = {}
+    for _, frame in list(watcher.frames):
+        if frame["type"] in ("message", "message_updated"):
+            message = frame["message"]
+            if message["seq"] not in held or held[message["seq"]]["rev"] < message["rev"]:
+                held[message["seq"]] = message
+    return held

@@ -237,7 +237,22 @@ def test_adding_and_taking_back_a_reaction_are_idempotent(chat: Chat, database_u
     assert message(api, ada, chat_id, 1)["reactions"] == []
 
 
-@pytest.mark.parametrize("emoji", ["a b", "a\tb", "\u3000", "a\x01", "\x7f", "😀" * 8 + "a", "é" * 17])
+@pytest.mark.parametrize(
+    "emoji",
+    [
+        "a b",
+        "a\tb",
+        "\u3000",
+        "a\x01",
+        "\x7f",
+        "😀" * 8 + "a",
+        "é" * 17,
+        "\u200b",
+        "a\u202eb",
+        "\ufeff",
+        "\ufffd",
+    ],
+)
 def test_an_emoji_with_whitespace_or_controls_or_over_32_bytes_is_400(chat: Chat, emoji: str) -> None:
     api, ada, _bob, chat_id = chat
 
@@ -245,13 +260,23 @@ def test_an_emoji_with_whitespace_or_controls_or_over_32_bytes_is_400(chat: Chat
     api.react(ada, chat_id, 1, emoji, on=False, expect=400)
 
 
+@pytest.mark.parametrize("encoded", ["%FF", "%C0%AF", "%ED%A0%80"])
+def test_an_emoji_path_of_bytes_that_are_not_utf8_is_400(chat: Chat, encoded: str) -> None:
+    api, ada, _bob, chat_id = chat
+    for method in ("PUT", "DELETE"):
+        api.call(method, f"/chats/{chat_id}/messages/1/reactions/{encoded}", ada, expect=400)
+    assert message(api, ada, chat_id, 1)["reactions"] == []
+
+
 def test_an_emoji_of_32_bytes_and_sequences_of_several_code_points_are_taken(chat: Chat) -> None:
     api, ada, _bob, chat_id = chat
     family = "👨\u200d👩\u200d👧\u200d👦"  # one glyph of seven code points, 25 bytes
-    for emoji in ("😀" * 8, family, "🇺🇦", "+1"):
+    wales = "🏴\U000e0067\U000e0062\U000e0077\U000e006c\U000e0073\U000e007f"  # a flag built of tags
+    for emoji in ("😀" * 8, family, "🇺🇦", "+1", wales):
         api.react(ada, chat_id, 1, emoji)
 
-    assert [r["emoji"] for r in message(api, ada, chat_id, 1)["reactions"]] == ["😀" * 8, family, "🇺🇦", "+1"]
+    kept = [r["emoji"] for r in message(api, ada, chat_id, 1)["reactions"]]
+    assert kept == ["😀" * 8, family, "🇺🇦", "+1", wales]
 
 
 def test_a_new_emoji_past_the_limit_is_409_but_more_people_may_choose_one_there(

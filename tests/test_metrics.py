@@ -13,6 +13,7 @@ from tests.api import Api
 from tests.conftest import free_port, start_server, stop_server, wait_for
 from tests.redis_server import RedisServer
 from tests.wsclient import open_socket, receive_until, send_and_confirm, send_frame
+from windi_chat.metrics import DELIVERED, count_delivery
 
 
 def sample(scrape: str, name: str, **labels: str) -> float:
@@ -137,3 +138,11 @@ def test_a_delivery_outage_is_counted_and_shown_while_it_lasts(database_url: str
     finally:
         stop_server(server)
         redis.stop()
+
+
+def test_every_kind_of_event_header_is_counted_or_ignored_without_error() -> None:
+    before = DELIVERED[ord("U")]._value.get()
+    count_delivery(ord("U"))  # a message_updated event
+    assert DELIVERED[ord("U")]._value.get() == before + 1
+    for kind in b"MTR-?":
+        count_delivery(kind)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
+import asyncpg
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from tests.api import Account, Api
 from tests.conftest import fetch, insert_messages, make_settings, run
 from windi_chat.app import create_app
-from windi_chat.search import parse_query
+from windi_chat.errors import SearchBusyError
+from windi_chat.search import SearchSlots, parse_query
 
 
 def search(api: Api, account: Account, q: str, *, expect: int = 200, **params: Any) -> Any:
@@ -277,7 +281,7 @@ def test_searches_past_the_rate_are_refused_with_retry_after(database_url: str) 
     settings = make_settings(database_url, search_rate=0.01, search_burst=2)
     with TestClient(app=create_app(settings)) as client:
         api = Api(client)
-        ada, bob = api.account("Ada"), api.account("Bob")
+        ada, bob = api.people("Ada", "Bob")
         api.send(ada, api.private_chat(ada, bob)["id"], "hello")
         assert texts(search(api, ada, "hello")) == ["hello"]
         assert texts(search(api, ada, "hello")) == ["hello"]
@@ -286,6 +290,51 @@ def test_searches_past_the_rate_are_refused_with_retry_after(database_url: str) 
         assert response.json()["detail"] == "Too many searches; slow down"
         assert int(response.headers["Retry-After"]) >= 1
         assert texts(search(api, bob, "hello")) == ["hello"]  # one person's allowance, not everyone's
+
+
+def test_a_search_past_its_time_limit_answers_503_and_frees_its_connection(postgres_url: str) -> None:
+    """A search blocked by a lock on the messages stops at WINDI_SEARCH_TIMEOUT_SECONDS."""
+    settings = make_settings(postgres_url, search_timeout_seconds=0.2)
+    with TestClient(app=create_app(settings)) as client:
+        api = Api(client)
+        ada, bob = api.people("Ada", "Bob")
+        api.send(ada, api.private_chat(ada, bob)["id"], "hello")
+        locked, release = threading.Event(), threading.Event()
+
+        async def hold_lock() -> None:
+            dsn = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+            connection = await asyncpg.connect(dsn)
+            try:
+                async with connection.transaction():
+                    await connection.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+                    locked.set()
+                    await asyncio.get_running_loop().run_in_executor(None, release.wait, 60)
+            finally:
+                await connection.close()
+
+        holder = threading.Thread(target=asyncio.run, args=(hold_lock(),))
+        holder.start()
+        try:
+            assert locked.wait(30)
+            body = search(api, ada, "hello", expect=503)
+            assert body["detail"] == "Search is busy or this search took too long; try again, or narrow it"
+        finally:
+            release.set()
+            holder.join(30)
+        assert texts(search(api, ada, "hello")) == ["hello"]
+
+
+def test_searches_past_the_slots_wait_at_most_the_time_limit_then_are_refused() -> None:
+    async def scenario() -> None:
+        slots = SearchSlots(1, 0.05)
+        async with slots.slot():
+            with pytest.raises(SearchBusyError):
+                async with slots.slot():
+                    pass
+        async with slots.slot():  # freed again
+            pass
+
+    asyncio.run(scenario())
 
 
 HOSTILE = [

@@ -404,6 +404,25 @@ def test_redaction_masks_a_jwt_whose_dots_are_encoded() -> None:
     assert record.getMessage() == "see [redacted]"
 
 
+@pytest.mark.parametrize("key", ["q", "%71", "Q"])
+def test_redaction_masks_the_words_of_a_search(key: str) -> None:
+    record = redacted(
+        logging.LogRecord(
+            "uvicorn.access",
+            logging.INFO,
+            __file__,
+            1,
+            '%s - "%s %s HTTP/%s" %d',
+            ("127.0.0.1:5000", "GET", f"/search?limit=5&{key}=my+diagnosis&chat_id=3", "1.1", 200),
+            None,
+        )
+    )
+    assert (
+        record.getMessage()
+        == f'127.0.0.1:5000 - "GET /search?limit=5&{key}=[redacted]&chat_id=3 HTTP/1.1" 200'
+    )
+
+
 @pytest.mark.parametrize(
     "path", ["/users?search=tok%65n", "/history/3?after_seq=5&limit=50", "/chats?x=token"]
 )

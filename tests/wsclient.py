@@ -44,6 +44,7 @@ def open_socket(
     after_seq: int | str | None = None,
     headers: dict[str, str] | None = None,
     max_queue: int | None = 16,
+    after_rev: int | str | None = None,
 ) -> ClientConnection:
     """Connect to ``/ws/{chat_id}``, with the token in the query string unless it is None.
 
@@ -56,6 +57,8 @@ def open_socket(
         query["token"] = token
     if after_seq is not None:
         query["after_seq"] = str(after_seq)
+    if after_rev is not None:
+        query["after_rev"] = str(after_rev)
     url = f"{ws_url}/ws/{chat_id}" + (f"?{urlencode(query)}" if query else "")
     return connect(url, open_timeout=TIMEOUT, additional_headers=headers, max_queue=max_queue)
 

@@ -49,6 +49,7 @@ from windi_chat.realtime import chat_socket
 from windi_chat.request_ids import RequestIdMiddleware, add_request_id_header
 from windi_chat.revocations import SessionGate
 from windi_chat.schemas import HealthOut
+from windi_chat.search import SearchSlots
 from windi_chat.search_routes import SearchController
 from windi_chat.security import PasswordHasher, TokenCodec, create_auth
 from windi_chat.session_routes import RefreshController, SessionController
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     poller = DeliveryPoller(sockets, channels, session_maker, settings.delivery_poll_seconds)
     events = EventBus(channels.publish)
     limits = PersonLimits.of(settings)
+    search_slots = SearchSlots(settings.search_concurrency, settings.search_timeout_seconds)
     writer = MessageWriter(session_maker, events, limiter=limits.sends)
     origins = OriginPolicy(settings.origins)
     gate = SessionGate(
@@ -209,6 +211,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "origins": Provide(lambda: origins, sync_to_thread=False),
             "limits": Provide(lambda: limits, sync_to_thread=False),
+            "search_slots": Provide(lambda: search_slots, sync_to_thread=False),
             "attempts": Provide(lambda: attempts, sync_to_thread=False),
         },
         # The gate and presence subscribe once the channels plugin has started: they come after it.

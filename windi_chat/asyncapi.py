@@ -24,7 +24,8 @@ CLOSE_MEANINGS: dict[int, str] = {
     1008: "Flooding: frames or sends kept coming after rate_limited errors. Slow down, then reconnect.",
     1009: "A frame over 65,536 bytes. Send smaller frames.",
     1013: "Too far behind, or the database is unavailable: reconnect with after_seq, backing off.",
-    4400: "A bad query parameter (after_seq not an integer from 0 to 2^63-1). Fix the request.",
+    4400: "A bad query parameter (after_seq or after_rev not an integer from 0 to 2^63-1, or both given). "
+    "Fix the request.",
     4401: "Token missing, invalid or expired, or the session ended: get a new access token, reconnect.",
     4403: "The chat does not exist, you are not a member or were removed, or the origin is not allowed.",
     4429: "Too many connections: the person holds WINDI_WS_MAX_SOCKETS_PER_USER sockets on this process.",
@@ -105,8 +106,9 @@ def asyncapi_document(host: str = "localhost:8000", protocol: str = "ws") -> dic
                 "title": "A chat's socket",
                 "description": "Opened with an access token, as `?token=` or an `Authorization: Bearer` "
                 "header. The handshake always completes; a refusal is a close code. `after_seq=N` asks "
-                "for every message after N before live events. A newer token of the same person renews "
-                "the socket in-band with an `auth` frame.\n\n" + _close_code_table(),
+                "for every message after N before live events; `after_rev=N` (instead) for every message "
+                "changed after rev N, each once in its current state. A newer token of the same person "
+                "renews the socket in-band with an `auth` frame.\n\n" + _close_code_table(),
                 "parameters": {"chat_id": {"description": "The chat's id; the caller must be a member."}},
                 "messages": messages,
                 "bindings": {
@@ -120,6 +122,12 @@ def asyncapi_document(host: str = "localhost:8000", protocol: str = "ws") -> dic
                                     "type": "integer",
                                     "minimum": 0,
                                     "description": "Catch up from after this seq first.",
+                                },
+                                "after_rev": {
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "description": "Catch up on every change after this rev first "
+                                    "(not with after_seq).",
                                 },
                             },
                         },

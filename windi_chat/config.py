@@ -57,6 +57,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_frames_per_second: float = 20.0
     ws_socket_backlog: Annotated[int, msgspec.Meta(ge=1)] = 1000
     ws_sends_in_flight: Annotated[int, msgspec.Meta(ge=1)] = 32  # a socket's sends awaiting their ack
+    # Messages (after_seq) or revs (after_rev) a reconnecting socket may replay; past it, a resync frame.
+    ws_catch_up_limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     ws_send_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     ws_close_timeout: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     # The gateway (``/ws``): missed messages of one chat it replays on ``sync`` before it sends resync
@@ -89,6 +91,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Searches a second per person, after a burst: each reads an index, so a script cannot hog the database.
     search_rate: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     search_burst: Annotated[int, msgspec.Meta(ge=1)] = 10
+    # Searches one process runs at once, each on a database connection, and how long one may take
+    # (PostgreSQL's statement timeout; also the longest wait for a free slot): searches cannot take
+    # the pool from sends, whatever they ask for.
+    search_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 2
+    search_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=600)] = 2.0
     # Presence: a person stays online this long after their last gateway closes, so a reconnect does
     # not flicker; each process announces who is online on it this often (a silent process's people
     # go offline after the grace and two missed announcements).

@@ -30,6 +30,7 @@ __all__ = (
     "NotFoundError",
     "NotYourMessageError",
     "RateLimitedError",
+    "SearchBusyError",
     "SessionNotFoundError",
     "TooManyReactionsError",
     "UnauthenticatedError",
@@ -139,6 +140,12 @@ class MessageDeletedError(ConflictError):
 
 class TooManyReactionsError(ConflictError):
     default_detail = "The message has as many different reactions as it may hold"
+
+
+class SearchBusyError(UnavailableError):
+    """Every search slot of the process stayed taken, or the search ran past its time."""
+
+    default_detail = "Search is busy or this search took too long; try again, or narrow it"
 
 
 class InvalidSearchError(InvalidError):

@@ -8,9 +8,11 @@ hold.
 
 Each event travels as ``<header>\\n<frame JSON>``. The socket forwards the frame bytes as they are and
 reads only the short header to decide what to do: skip a message it already sent during catch-up
-(``M<seq>``), skip its own typing event (``T<socket id>``), close when its user is removed
-(``R<user id>``), skip presence (``O<user id>``), which only gateways carry. The frame is encoded once
-per event, whatever the number of sockets.
+(``M<seq>:<rev>``: a socket that catches up by seq compares seqs, one that catches up by rev compares
+revs) or a change it already sent (``U<rev>``: an edit, a delete or a reaction), skip its own typing
+event (``T<socket id>``), close when its user is removed (``R<user id>``), skip presence
+(``O<user id>``), which only gateways carry. The frame is encoded once per event, whatever the number
+of sockets.
 
 Revoked sessions go out on a channel of their own, :data:`SESSIONS_CHANNEL`, that every process
 listens to (see ``revocations``): ``S<session id> <session id>...``. Who is online on which process
@@ -47,12 +49,15 @@ __all__ = (
     "chat_channel",
     "discard",
     "event_payload",
+    "message_header",
+    "message_position",
     "revocation_payload",
     "split_event",
     "user_channel",
 )
 
 KIND_MESSAGE = ord("M")
+KIND_UPDATED = ord("U")
 KIND_TYPING = ord("T")
 KIND_REMOVED = ord("R")
 KIND_OTHER = ord("-")
@@ -98,6 +103,18 @@ def split_event(payload: bytes) -> tuple[int, bytes, str]:
     return header[0], header[1:], frame.decode()
 
 
+def message_header(seq: int, rev: int) -> bytes:
+    """The header of a new message's event: both its counters, so either kind of socket can compare."""
+    return b"M%d:%d" % (seq, rev)
+
+
+@lru_cache(maxsize=64)
+def message_position(argument: bytes) -> tuple[int, int]:
+    """``(seq, rev)`` from a message event's header argument, parsed once per event like ``split_event``."""
+    seq, _, rev = argument.partition(b":")
+    return int(seq), int(rev)
+
+
 class EventBus:
     """What actions publish; one method per kind of event."""
 
@@ -116,7 +133,8 @@ class EventBus:
             self._queue(session, revocation_payload(session_ids), SESSIONS_CHANNEL)
 
     def message(self, session: AsyncSession, message: MessageOut) -> None:
-        self._on_commit(session, message.chat_id, b"M%d" % message.seq, MessageFrame(message=message))
+        frame = MessageFrame(message=message)
+        self._on_commit(session, message.chat_id, message_header(message.seq, message.rev), frame)
 
     def message_updated(self, session: AsyncSession, message: MessageOut) -> None:
         """An edit, a delete or a reaction change: the message's whole state, under its new rev."""

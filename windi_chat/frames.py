@@ -73,9 +73,11 @@ class AuthFrame(Struct, tag="auth", tag_field="type", forbid_unknown_fields=True
 
 
 class SyncFrame(Struct, tag="sync", tag_field="type", forbid_unknown_fields=True):
-    """The gateway's first frame: per chat, the seq after which the device wants what it missed."""
+    """The gateway's first frame: per chat, the seq after which the device wants the new messages it
+    missed (``chats``), or the rev after which it wants every change (``revs``, which wins)."""
 
-    chats: dict[Id, Seq]
+    chats: dict[Id, Seq] = {}
+    revs: dict[Id, Seq] = {}
 
 
 class EditFrame(Struct, tag="edit", tag_field="type", forbid_unknown_fields=True):
@@ -148,8 +150,16 @@ class TypingEventFrame(Struct, tag="typing", tag_field="type"):
 
 
 class ResyncFrame(Struct, tag="resync", tag_field="type", omit_defaults=True):
-    after_seq: int
-    last_seq: int
+    """Too much to replay: the client pages ``/history`` (by seq) or ``/chats/{id}/changes`` (by rev).
+
+    A socket opened with ``after_seq`` gets ``after_seq`` and ``last_seq``; one opened with ``after_rev``
+    gets ``after_rev`` and ``last_rev``.
+    """
+
+    after_seq: int | None = None
+    last_seq: int | None = None
+    after_rev: int | None = None
+    last_rev: int | None = None
     chat_id: int | None = None  # on the gateway
 
 

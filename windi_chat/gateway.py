@@ -24,12 +24,20 @@ import anyio
 from litestar import WebSocket
 from litestar.channels.subscriber import Subscriber
 
-from windi_chat.catch_up import FellBehind, replay
+from windi_chat.catch_up import FellBehind, replay, replay_changes
 from windi_chat.chat_views import INBOX_MEMBERS, OnlineCheck, chat_views, memberships
 from windi_chat.connection_core import SocketContext, SocketCore, client_id_of
 from windi_chat.database import unit_of_work
 from windi_chat.errors import ChatNotFoundError, DomainError, UnauthenticatedError
-from windi_chat.events import KIND_ADDED, KIND_MESSAGE, KIND_PRESENCE, KIND_REMOVED, KIND_TYPING, chat_channel
+from windi_chat.events import (
+    KIND_ADDED,
+    KIND_MESSAGE,
+    KIND_PRESENCE,
+    KIND_REMOVED,
+    KIND_TYPING,
+    KIND_UPDATED,
+    chat_channel,
+)
 from windi_chat.frames import (
     AuthFrame,
     ChatAddedFrame,
@@ -51,6 +59,9 @@ from windi_chat.sockets import CLOSE_TRY_AGAIN, SocketRegistry
 __all__ = ("Gateway",)
 
 logger = logging.getLogger("windi_chat.realtime")
+
+# On a chat synced by rev, these are told apart from their replayed copies by rev.
+_CHANGES = (KIND_MESSAGE, KIND_UPDATED)
 
 
 class Gateway(SocketCore):
@@ -158,12 +169,15 @@ class Gateway(SocketCore):
         state = self.chats.get(fields.chat_id or NO_CHAT)
         if state is None:
             return  # a chat the person has left: nothing of it follows the removal
-        if kind == KIND_MESSAGE:
-            message = fields.message
-            assert message is not None  # every message frame has one
-            if message.seq <= state.sent_seq:
+        message = fields.message
+        if kind in _CHANGES and message is not None and state.sent_rev is not None:
+            if message.rev <= state.sent_rev:
+                return  # replayed already, by rev
+            state.sent_seq = max(state.sent_seq, message.seq)
+        if kind == KIND_MESSAGE and message is not None:
+            if state.sent_rev is None and message.seq <= state.sent_seq:
                 return  # sent already, during a replay
-            state.sent_seq = message.seq
+            state.sent_seq = max(state.sent_seq, message.seq)
             if message.sender_id == self.user_id:
                 state.read_seq = max(state.read_seq, message.seq)  # a send moves the sender's marker
             frame = f'{frame[:-1]},"unread_count":{state.unread(message.seq)}}}'
@@ -202,9 +216,16 @@ class Gateway(SocketCore):
     async def _replay(self, chat_id: int, state: ChatState, after_seq: int) -> None:
         stops, limit = self._replay_stops, self._limit
         sent_up_to = await replay(
-            self._send, self._sessions, chat_id, after_seq, stops, limit=limit, unread_of=state.unread
+            self._send, self._sessions, chat_id, after_seq, stops, limit, unread_of=state.unread
         )
         state.sent_seq = sent_up_to  # after a resync, the chat's last seq (the client pages /history)
+
+    async def _replay_changes(self, chat_id: int, state: ChatState, after_rev: int) -> None:
+        stops, limit = self._replay_stops, self._limit
+        state.sent_rev, top_seq = await replay_changes(
+            self._send, self._sessions, chat_id, after_rev, stops, limit, unread_of=state.unread
+        )
+        state.sent_seq = max(state.sent_seq, top_seq)
 
     def _replay_stops(self) -> bool:
         """Whether a replay must stop: the socket closed, or live events pile up behind a slow replay."""
@@ -226,12 +247,18 @@ class Gateway(SocketCore):
         gone = [chat_id for chat_id in known if chat_id not in now]
         if gone:
             await self._registry.leave(self._subscriber, [chat_channel(chat_id) for chat_id in gone])
-        wanted = self._sync.chats if self._sync is not None else None
+        sync = self._sync
+        wanted = sync.chats if sync is not None else None
+        by_rev = sync.revs if sync is not None else {}
         unnamed: list[int] = []
         for chat_id, (_, handshake_seq) in known.items():
             if chat_id not in now:
                 continue
             read_seq, last_seq = now[chat_id]
+            if chat_id in by_rev:
+                state = self.chats[chat_id] = ChatState(0, read_seq, by_rev[chat_id])
+                await self._replay_changes(chat_id, state, by_rev[chat_id])
+                continue
             if wanted is not None and chat_id not in wanted:
                 unnamed.append(chat_id)
                 continue
@@ -240,7 +267,7 @@ class Gateway(SocketCore):
             if last_seq != after_seq:
                 await self._replay(chat_id, state, after_seq)
         if wanted is not None:
-            for chat_id in wanted.keys() - now.keys():
+            for chat_id in (wanted.keys() | by_rev.keys()) - now.keys():
                 await self._send(encode(ChatRemovedFrame(chat_id=chat_id)))
             await self._announce(unnamed)
             await self._send(encode(SyncedFrame()))

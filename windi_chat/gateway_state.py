@@ -23,13 +23,16 @@ NO_CHAT = 0  # the "chat" of a frame that is for none (``auth``), or of an event
 
 
 class ChatState:
-    """What a gateway knows of one chat: the last seq it sent, and its person's read marker."""
+    """What a gateway knows of one chat: the last seq it sent, its person's read marker, and, for a chat
+    the device synced by rev, the rev up to which changes were replayed (their live copies are dropped).
+    """
 
-    __slots__ = ("read_seq", "sent_seq")
+    __slots__ = ("read_seq", "sent_rev", "sent_seq")
 
-    def __init__(self, sent_seq: int, read_seq: int) -> None:
+    def __init__(self, sent_seq: int, read_seq: int, sent_rev: int | None = None) -> None:
         self.sent_seq = sent_seq
         self.read_seq = read_seq
+        self.sent_rev = sent_rev
 
     def unread(self, seq: int) -> int:
         return max(0, seq - self.read_seq)
@@ -38,6 +41,7 @@ class ChatState:
 class MessageRoute(msgspec.Struct):
     chat_id: int
     seq: int
+    rev: int = 0
     sender_id: int | None = None
 
 

@@ -1,4 +1,5 @@
-"""The checks a socket handshake passes before it may subscribe: shutdown, Origin, token, ``after_seq``.
+"""The checks a socket handshake passes before it may subscribe: shutdown, Origin, token, ``after_seq`` or
+``after_rev``.
 
 They read only the handshake request, so they run before anything touches the database or live
 delivery. Membership is checked later, once subscribed (see :func:`windi_chat.realtime.chat_socket`).
@@ -23,10 +24,11 @@ logger = logging.getLogger("windi_chat.realtime")
 
 
 class Admission(NamedTuple):
-    """What the token proves, and from which seq the client wants to catch up (None: live events only)."""
+    """What the token proves, and from which seq or rev the client wants to catch up (None: live only)."""
 
     claims: TokenClaims
     after_seq: int | None
+    after_rev: int | None = None
 
 
 class Refusal(NamedTuple):
@@ -47,14 +49,27 @@ def check_handshake(
     claims = tokens.read(token) if token else None
     if claims is None:
         return Refusal(CLOSE_UNAUTHORIZED, "missing, invalid or expired token")
-    raw_after = socket.query_params.get("after_seq")
-    if raw_after is None:
-        return Admission(claims, None)
-    # Length first: int() of a long enough string of digits raises, and no seq has more than 19.
-    digits = raw_after.isascii() and raw_after.isdigit() and len(raw_after) <= 19
-    if not (digits and int(raw_after) <= MAX_ID):
-        return Refusal(CLOSE_BAD_REQUEST, "after_seq must be an integer from 0 to 2**63-1")
-    return Admission(claims, int(raw_after))
+    after_seq, after_rev = _counter(socket, "after_seq"), _counter(socket, "after_rev")
+    if isinstance(after_seq, Refusal):
+        return after_seq
+    if isinstance(after_rev, Refusal):
+        return after_rev
+    if after_seq is not None and after_rev is not None:
+        # One replay, one rule for copies: a socket follows new messages by seq or every change by rev.
+        return Refusal(CLOSE_BAD_REQUEST, "use one of after_seq and after_rev")
+    return Admission(claims, after_seq, after_rev)
+
+
+def _counter(socket: WebSocket[Any, Any, Any], name: str) -> int | Refusal | None:
+    """A catch-up point from the query string: absent, a valid seq or rev, or a refusal."""
+    raw = socket.query_params.get(name)
+    if raw is None:
+        return None
+    # Length first: int() of a long enough string of digits raises, and no counter has more than 19.
+    digits = raw.isascii() and raw.isdigit() and len(raw) <= 19
+    if not (digits and int(raw) <= MAX_ID):
+        return Refusal(CLOSE_BAD_REQUEST, f"{name} must be an integer from 0 to 2**63-1")
+    return int(raw)
 
 
 def _token_of(socket: WebSocket[Any, Any, Any]) -> str | None:

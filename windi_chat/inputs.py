@@ -58,6 +58,9 @@ _TEXT_CONTROLS = r"\x00-\x08\x0b-\x1f\x7f-\x9f"
 _BIDI = r"\u202a-\u202e\u2066-\u2069"
 
 NO_CONTROL = rf"^[^{_CONTROLS}]*$"
+# What emoji sequences are built of: the joiner of a family, the tags of a subdivision's flag.
+_ZERO_WIDTH_JOINER = "\u200d"
+_TAGS = ("\U000e0020", "\U000e007f")
 # A reaction: no whitespace and no control characters (``emoji_problem`` says why one is refused).
 EMOJI_PATTERN = rf"^[^\s{_CONTROLS}]+$"
 TEXT_PATTERN = rf"^[^{_TEXT_CONTROLS}]*$"
@@ -96,10 +99,22 @@ def text_problem(text: str) -> str | None:
     return None
 
 
+def _refused_in_emoji(char: str) -> bool:
+    category = unicodedata.category(char)
+    if category == "Cf":
+        return not (char == _ZERO_WIDTH_JOINER or _TAGS[0] <= char <= _TAGS[1])
+    return char.isspace() or category in ("Cc", "Cs") or char in "/\ufffd"
+
+
 def emoji_problem(emoji: str) -> str | None:
-    """Why a reaction cannot be stored, or None: 1 to 32 bytes of UTF-8, no whitespace or controls."""
-    if any(char.isspace() or unicodedata.category(char) in ("Cc", "Cs") for char in emoji):
-        return "an emoji must not contain whitespace or control characters"
+    """Why a reaction cannot be stored, or None: 1 to 32 bytes of UTF-8, no whitespace or controls.
+
+    Invisible formatting is refused too (a zero-width space or a bidi override would make two reactions
+    look alike) except the joiner and tags that emoji sequences are built of; so are ``/``, which no
+    REST path segment can carry, and U+FFFD, what undecodable bytes turn into.
+    """
+    if any(_refused_in_emoji(char) for char in emoji):
+        return "an emoji must not contain whitespace, control or invisible characters, '/' or U+FFFD"
     if not 1 <= len(emoji.encode()) <= MAX_EMOJI_BYTES:
         return f"an emoji is 1 to {MAX_EMOJI_BYTES} bytes of UTF-8"
     return None

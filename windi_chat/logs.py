@@ -32,8 +32,9 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 # A query parameter: what follows ``?``, ``&`` or ``;`` up to the next separator, space or quote.
 # (Only ``&`` separates parameters for our server; ``;`` is covered for proxies that split on it.)
 _QUERY_PARAMETER = re.compile(r"([?&;])([^&;\s\"']+)")
-# Parameter names whose value is a secret, once fully decoded and lower-cased.
-_SECRET_NAME = re.compile(r"(?:[a-z]+_)?token|jwt|password|secret")
+# Parameter names whose value is a secret, once fully decoded and lower-cased; ``q`` is a search's words,
+# which are message text.
+_SECRET_NAME = re.compile(r"(?:[a-z]+_)?token|jwt|password|secret|q")
 _JWT_DOT = r"(?:\.|%(?:25)*2[eE])"  # a dot, or a dot percent-encoded once or more
 _SECRET_PATTERNS = (
     (re.compile(r"(?i)(bearer\s+)[\w.~+/=-]+"), r"\1[redacted]"),

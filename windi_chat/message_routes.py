@@ -1,4 +1,4 @@
-"""Messages over REST: history, sending and read markers, through the actions in ``messaging``."""
+"""Messages over REST: history, the change feed, sending and read markers, through ``messaging``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from windi_chat.events import EventBus
 from windi_chat.http_errors import error_responses
 from windi_chat.inputs import MAX_ID, MAX_OFFSET, PathId
 from windi_chat.limits import READS_LIMITED, PersonLimits
-from windi_chat.messaging import history, mark_read
+from windi_chat.messaging import changes, history, mark_read
 from windi_chat.metrics import METERS, SEND_LATENCY_REST
 from windi_chat.schemas import MessageOut, ReadIn, ReadOut, SendMessageIn
 from windi_chat.security import CurrentUser
@@ -30,6 +30,10 @@ MAX_PAGE = 200
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="Page size, 1..200")]
 Seq = Annotated[int | None, QueryParameter(ge=0, le=MAX_ID)]
+FeedLimit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="Page size, 1..200 (default 100)")]
+Rev = Annotated[
+    int, QueryParameter(ge=0, le=MAX_ID, description="The rev the client holds; 0 (the default) for all")
+]
 
 
 class MessageController(Controller):
@@ -57,6 +61,26 @@ class MessageController(Controller):
         if sum((offset > 0, after_seq is not None, before_seq is not None)) > 1:
             raise ClientException("Use one of offset, after_seq and before_seq")
         return await history(db_session, chat_id, request.user.id, limit, offset, after_seq, before_seq)
+
+    @get(
+        "/chats/{chat_id:int}/changes",
+        operation_id="changes",
+        summary="The chat's change feed: messages changed after a rev, ascending by rev",
+        responses=error_responses(ChatNotFoundError),
+    )
+    async def changes(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        chat_id: PathId,
+        db_session: NamedDependency[AsyncSession],
+        after_rev: Rev = 0,
+        limit: FeedLimit = 100,
+    ) -> list[MessageOut]:
+        """Every message whose ``rev`` is past ``after_rev``, each once in its current state: new messages,
+        edited ones, deleted ones (as tombstones: ``deleted``, ``text`` empty) and ones whose reactions
+        changed. Page on with the last message's ``rev`` until a page is shorter than ``limit``.
+        """
+        return await changes(db_session, chat_id, request.user.id, after_rev, limit)
 
     @post(
         "/chats/{chat_id:int}/messages",

@@ -29,8 +29,12 @@ from windi_chat.models import metadata
 __all__ = (
     "all_read_of",
     "all_read_seq",
+    "changes",
+    "changes_up_to",
+    "last_rev",
     "last_seq",
     "member_last_seq",
+    "member_position",
     "move_read_marker",
     "original",
     "page",
@@ -122,10 +126,24 @@ _MEMBER = select(_is_member)
 _ALL_READ = select(all_read_seq)
 _AFTER = _message_rows.where(_messages.c.seq > bindparam("after_seq")).order_by(_messages.c.seq).limit(_limit)
 _LAST_SEQ = select(_chats.c.last_seq).where(_chats.c.id == _chat)
+_LAST_REV = select(_chats.c.last_rev).where(_chats.c.id == _chat)
+_MEMBER_POSITION = (
+    select(_chats.c.last_seq, _chats.c.last_rev)
+    .join(_members, (_members.c.chat_id == _chats.c.id) & (_members.c.user_id == _person))
+    .where(_chats.c.id == _chat)
+)
 _MEMBER_LAST_SEQ = (
     select(_chats.c.last_seq)
     .join(_members, (_members.c.chat_id == _chats.c.id) & (_members.c.user_id == _person))
     .where(_chats.c.id == _chat)
+)
+# The change feed: each message once, at its latest rev, read by the (chat_id, rev) unique index.
+_after_rev = _messages.c.rev > bindparam("after_rev", type_=BigInteger)
+_CHANGES = _page.where(_after_rev).order_by(_messages.c.rev).limit(_limit)
+_CHANGES_UP_TO = (
+    _message_rows.where(_after_rev, _messages.c.rev <= bindparam("up_to", type_=BigInteger))
+    .order_by(_messages.c.rev)
+    .limit(_limit)
 )
 
 
@@ -169,6 +187,25 @@ async def rows_after(session: AsyncSession, chat_id: int, after_seq: int, limit:
     return list((await session.execute(_AFTER, parameters)).all())
 
 
+async def changes(
+    session: AsyncSession, chat_id: int, user_id: int, after_rev: int, limit: int
+) -> list[Row[Any]] | None:
+    """A member's page of the change feed, ascending by rev, or None when ``user_id`` is not a member."""
+    parameters = {"chat": chat_id, "person": user_id, "after_rev": after_rev, "limit": limit}
+    rows = list((await session.execute(_CHANGES, parameters)).all())
+    if not rows and not await session.scalar(_MEMBER, parameters):
+        return None
+    return rows
+
+
+async def changes_up_to(
+    session: AsyncSession, chat_id: int, after_rev: int, up_to: int, limit: int
+) -> list[Row[Any]]:
+    """Up to ``limit`` messages whose rev is past ``after_rev`` and at most ``up_to``, in rev order."""
+    parameters = {"chat": chat_id, "after_rev": after_rev, "up_to": up_to, "limit": limit}
+    return list((await session.execute(_CHANGES_UP_TO, parameters)).all())
+
+
 # By rev: each emoji comes first where it was first used, and its people in the order they chose it.
 _REACTIONS = (
     select(_reactions.c.seq, _reactions.c.emoji, _reactions.c.user_id)
@@ -195,6 +232,16 @@ async def last_seq(session: AsyncSession, chat_id: int) -> int:
 async def member_last_seq(session: AsyncSession, chat_id: int, user_id: int) -> int | None:
     seq: int | None = await session.scalar(_MEMBER_LAST_SEQ, {"chat": chat_id, "person": user_id})
     return seq
+
+
+async def last_rev(session: AsyncSession, chat_id: int) -> int:
+    return await session.scalar(_LAST_REV, {"chat": chat_id}) or 0
+
+
+async def member_position(session: AsyncSession, chat_id: int, user_id: int) -> tuple[int, int] | None:
+    """The chat's ``(last_seq, last_rev)`` if the user is a member, else None."""
+    row = (await session.execute(_MEMBER_POSITION, {"chat": chat_id, "person": user_id})).one_or_none()
+    return None if row is None else (row.last_seq, row.last_rev)
 
 
 async def all_read_of(session: AsyncSession, chat_id: int) -> int:

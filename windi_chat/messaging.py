@@ -25,11 +25,15 @@ from windi_chat.schemas import MAX_TEXT_LENGTH, DeletedSenderOut, MessageOut, Re
 
 __all__ = (
     "Sent",
+    "changes",
+    "changes_up_to",
     "clean_text",
     "history",
+    "last_rev",
     "last_seq",
     "mark_read",
     "member_last_seq",
+    "member_position",
     "message_out",
     "messages_after",
     "messages_out",
@@ -194,9 +198,31 @@ async def history(
     return await messages_out(session, chat_id, rows)
 
 
+async def changes(
+    session: AsyncSession, chat_id: int, user_id: int, after_rev: int, limit: int
+) -> list[MessageOut]:
+    """The change feed: the messages changed after ``after_rev`` (new ones too), each once in its current
+    state, ascending by rev. A deleted message is there as its tombstone.
+    """
+    rows = await message_sql.changes(session, chat_id, user_id, after_rev, limit)
+    if rows is None:
+        raise ChatNotFoundError
+    return await messages_out(session, chat_id, rows)
+
+
 async def member_last_seq(session: AsyncSession, chat_id: int, user_id: int) -> int | None:
     """The chat's last seq if the user is a member, else None: where a new socket's live events start."""
     return await message_sql.member_last_seq(session, chat_id, user_id)
+
+
+async def member_position(session: AsyncSession, chat_id: int, user_id: int) -> tuple[int, int] | None:
+    """The chat's ``(last_seq, last_rev)`` if the user is a member, else None: where a new socket starts."""
+    return await message_sql.member_position(session, chat_id, user_id)
+
+
+async def last_rev(session: AsyncSession, chat_id: int) -> int:
+    """The chat's last rev: at most ``last_rev - after_rev`` changes follow ``after_rev``."""
+    return await message_sql.last_rev(session, chat_id)
 
 
 async def last_seq(session: AsyncSession, chat_id: int) -> int:
@@ -207,4 +233,12 @@ async def last_seq(session: AsyncSession, chat_id: int) -> int:
 async def messages_after(session: AsyncSession, chat_id: int, after_seq: int, limit: int) -> list[MessageOut]:
     """One page of a socket's catch-up: up to ``limit`` messages after ``after_seq``."""
     rows = await message_sql.rows_after(session, chat_id, after_seq, limit)
+    return await messages_out(session, chat_id, rows)
+
+
+async def changes_up_to(
+    session: AsyncSession, chat_id: int, after_rev: int, up_to: int, limit: int
+) -> list[MessageOut]:
+    """One page of a socket's catch-up by rev: up to ``limit`` messages with a rev in (after_rev, up_to]."""
+    rows = await message_sql.changes_up_to(session, chat_id, after_rev, up_to, limit)
     return await messages_out(session, chat_id, rows)

@@ -14,9 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.models import metadata
 
-__all__ = ("members_of", "messages_after", "revoked_among")
+__all__ = ("changes_after", "members_of", "messages_after", "reactions_of", "revoked_among")
 
-_members, _messages, _sessions = (metadata.tables[name] for name in ("chat_members", "messages", "sessions"))
+_members, _messages, _reactions, _sessions = (
+    metadata.tables[name] for name in ("chat_members", "messages", "message_reactions", "sessions")
+)
 
 
 async def messages_after(session: AsyncSession, cursors: Mapping[int, int], limit: int) -> list[Row[Any]]:
@@ -26,6 +28,41 @@ async def messages_after(session: AsyncSession, cursors: Mapping[int, int], limi
     )
     statement = select(_messages).where(wanted).order_by(_messages.c.chat_id, _messages.c.seq).limit(limit)
     return list((await session.execute(statement)).all())
+
+
+async def changes_after(session: AsyncSession, cursors: Mapping[int, int], limit: int) -> list[Row[Any]]:
+    """Up to ``limit`` messages changed past each chat's cursor (``chat id -> rev``), by chat and rev.
+
+    New messages are changes too, so this one read finds both what is new and what was edited, deleted
+    or reacted to.
+    """
+    wanted = or_(
+        *(and_(_messages.c.chat_id == chat_id, _messages.c.rev > rev) for chat_id, rev in cursors.items())
+    )
+    statement = select(_messages).where(wanted).order_by(_messages.c.chat_id, _messages.c.rev).limit(limit)
+    return list((await session.execute(statement)).all())
+
+
+async def reactions_of(
+    session: AsyncSession, seqs: Mapping[int, Collection[int]]
+) -> dict[tuple[int, int], dict[str, list[int]]]:
+    """``(chat id, seq) -> emoji -> people`` of these messages (``chat id -> seqs``), emoji in order of
+    first use, people in the order they chose it.
+    """
+    found: dict[tuple[int, int], dict[str, list[int]]] = {}
+    wanted = [
+        and_(_reactions.c.chat_id == chat_id, _reactions.c.seq.in_(s)) for chat_id, s in seqs.items() if s
+    ]
+    if not wanted:
+        return found
+    statement = (
+        select(_reactions.c.chat_id, _reactions.c.seq, _reactions.c.emoji, _reactions.c.user_id)
+        .where(or_(*wanted))
+        .order_by(_reactions.c.chat_id, _reactions.c.seq, _reactions.c.rev)
+    )
+    for chat_id, seq, emoji, user_id in await session.execute(statement):
+        found.setdefault((chat_id, seq), {}).setdefault(emoji, []).append(user_id)
+    return found
 
 
 async def members_of(session: AsyncSession, chat_ids: Collection[int]) -> dict[int, dict[int, int]]:

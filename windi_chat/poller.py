@@ -3,8 +3,9 @@
 The database holds every message, marker and membership, so a lost backend need not stop the chat:
 sockets stay open, sends commit and are acked, and about once a second :class:`DeliveryPoller` reads,
 in one statement each for all the chats this process's sockets watch, the messages past what each
-socket has, the members and their read markers, and which of the sockets' sessions were revoked.
-From these it queues message, read, ``member_added`` and ``member_removed`` events on the sockets
+socket has (by seq), the messages changed since (by rev), the members and their read markers, and
+which of the sockets' sessions were revoked. From these it queues message and ``message_updated``
+events (``windi_chat.poll_queue``), read, ``member_added`` and ``member_removed`` events on the sockets
 (a socket whose user is no longer a member gets its removal and closes with 4403), and closes the
 sockets of revoked sessions with 4401. Typing is not stored, so it is lost while the backend is down.
 
@@ -21,20 +22,19 @@ import itertools
 import logging
 import secrets
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from litestar.channels import ChannelsPlugin
 from litestar.channels.subscriber import Subscriber
-from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat import poll_sql
 from windi_chat.database import unit_of_work
 from windi_chat.errors import DomainError
 from windi_chat.events import SESSIONS_CHANNEL, event_payload
-from windi_chat.frames import MemberAddedFrame, MemberRemovedFrame, MessageFrame, ReadEventFrame
-from windi_chat.messaging import message_out
+from windi_chat.frames import MemberAddedFrame, MemberRemovedFrame, ReadEventFrame
 from windi_chat.metrics import DELIVERY_OUTAGES, METERS
+from windi_chat.poll_queue import PolledRows, queue_rows, seqs_by_chat
 from windi_chat.seam import Mode, polled, seam_end
 
 if TYPE_CHECKING:
@@ -143,40 +143,37 @@ class DeliveryPoller:
         self._members = {chat_id: known for chat_id, known in self._members.items() if chat_id in watched}
         if not watched:
             return False
-        cursors = {chat_id: min(c.feed.cursor for c in sockets) for chat_id, sockets in watched.items()}
+        # Sockets that follow seqs get new messages in seq order from one read; every socket gets the
+        # changes, in rev order, from another.
+        seq_cursors = {
+            chat_id: min(c.feed.seqs.cursor for c in sockets if not c.feed.by_rev)
+            for chat_id, sockets in watched.items()
+            if any(not c.feed.by_rev for c in sockets)
+        }
+        rev_cursors = {
+            chat_id: min(c.feed.revs.cursor for c in sockets) for chat_id, sockets in watched.items()
+        }
         async with unit_of_work(self._sessions) as session:
-            rows = await poll_sql.messages_after(session, cursors, POLL_ROWS)
+            added = await poll_sql.messages_after(session, seq_cursors, POLL_ROWS) if seq_cursors else []
+            changed = await poll_sql.changes_after(session, rev_cursors, POLL_ROWS)
+            reactions = await poll_sql.reactions_of(session, seqs_by_chat([*added, *changed]))
             members = await poll_sql.members_of(session, watched.keys())
             revoked = await poll_sql.revoked_among(
                 session, {c.session_id for s in watched.values() for c in s}
             )
-        by_chat: dict[int, list[Row[Any]]] = {}
-        for row in rows:
-            by_chat.setdefault(row.chat_id, []).append(row)
         for chat_id, sockets in watched.items():
             now = members.get(chat_id, {})
-            self._queue_messages(sockets, by_chat.get(chat_id, []), min(now.values(), default=0))
-            self._queue_changes(chat_id, sockets, self._members.get(chat_id), now)
+            rows = PolledRows(reactions, min(now.values(), default=0))
+            mine = [row for row in added if row.chat_id == chat_id]
+            queue_rows(sockets, rows, mine, [row for row in changed if row.chat_id == chat_id])
+            self._queue_membership(chat_id, sockets, self._members.get(chat_id), now)
             self._members[chat_id] = now
         for session_id in revoked:
             self._registry.session_revoked(session_id)
-        return len(rows) >= POLL_ROWS
+        return len(added) >= POLL_ROWS or len(changed) >= POLL_ROWS
 
     @staticmethod
-    def _queue_messages(sockets: list[ChatConnection], rows: list[Row[Any]], all_read_seq: int) -> None:
-        events = [
-            (row.seq, polled(event_payload(b"M%d" % row.seq, MessageFrame(message_out(row, all_read_seq)))))
-            for row in rows
-        ]
-        for connection in sockets:
-            feed = connection.feed
-            for seq, event in events:
-                if seq > feed.cursor:
-                    connection.enqueue(event)
-                    feed.queued = seq
-
-    @staticmethod
-    def _queue_changes(
+    def _queue_membership(
         chat_id: int, sockets: list[ChatConnection], before: dict[int, int] | None, now: dict[int, int]
     ) -> None:
         """Members added or removed and markers moved since the last read (none on the first read)."""

@@ -27,14 +27,15 @@ from windi_chat.errors import (
     UnauthenticatedError,
 )
 from windi_chat.events import EventBus
-from windi_chat.handshake import Refusal, check_handshake, refuse
+from windi_chat.handshake import Admission, Refusal, check_handshake, refuse
 from windi_chat.inputs import is_id
 from windi_chat.limits import PersonLimits
-from windi_chat.messaging import member_last_seq
+from windi_chat.messaging import member_position
 from windi_chat.origins import OriginPolicy
 from windi_chat.protocol import close_code, warn_if_unavailable
 from windi_chat.revocations import SessionGate
-from windi_chat.security import TokenClaims, TokenCodec
+from windi_chat.seam import SocketFeed
+from windi_chat.security import TokenCodec
 from windi_chat.sockets import CLOSE_TOO_MANY, SocketRegistry
 from windi_chat.writer import MessageWriter
 
@@ -62,19 +63,18 @@ async def chat_socket(
     if isinstance(admission, Refusal):
         await refuse(socket, *admission)
         return
-    claims, after_seq = admission
     if not is_id(chat_id):  # no chat can have it: refused as a chat the caller is not in
         missing = ChatNotFoundError()
         await refuse(socket, close_code(missing), missing.detail)
         return
-    user_id = claims.user_id
+    user_id = admission.claims.user_id
     # Counted before the first await, so concurrent handshakes of one person cannot all slip past.
     if not limits.sockets.acquire(user_id):
         await refuse(socket, CLOSE_TOO_MANY, "too many connections")
         return
     shared = SocketContext(events, sessions, settings, tokens, gate, writer, limits)
     try:
-        await _serve(socket, chat_id, claims, after_seq, registry, shared)
+        await _serve(socket, chat_id, admission, registry, shared)
     finally:
         limits.sockets.release(user_id)
 
@@ -82,12 +82,12 @@ async def chat_socket(
 async def _serve(
     socket: WebSocket[Any, Any, Any],
     chat_id: int,
-    claims: TokenClaims,
-    after_seq: int | None,
+    admission: Admission,
     registry: SocketRegistry,
     shared: SocketContext,
 ) -> None:
     """Subscribe, check membership, accept, and run the socket until it ends."""
+    claims, after_seq, after_rev = admission
     user_id = claims.user_id
     # Subscribed before membership is checked: a removal that commits after the check is published
     # after it too, so this socket hears it and closes; one that commits before fails the check.
@@ -97,22 +97,23 @@ async def _serve(
             if not await shared.gate.is_live(claims.session_id, user_id):
                 raise UnauthenticatedError("session ended; log in again")
             async with unit_of_work(shared.sessions) as session:
-                seen_seq = await member_last_seq(session, chat_id, user_id)
-            if seen_seq is None:
+                position = await member_position(session, chat_id, user_id)
+            if position is None:
                 raise ChatNotFoundError
         except DomainError as error:
             warn_if_unavailable(error, "handshake")
             await refuse(socket, close_code(error), error.detail)
             return
         await socket.accept()
-        connection = ChatConnection(socket, chat_id, claims, subscriber, shared, seen_seq)
+        feed = SocketFeed(*position, by_rev=after_rev is not None)
+        connection = ChatConnection(socket, chat_id, claims, subscriber, shared, feed)
         registry.add(connection)
         logger.info("Socket opened: chat_id=%s user_id=%s socket=%s", chat_id, user_id, connection.socket_id)
         try:
             # A revocation heard between the check above and ``add`` found no socket to close: ask
             # again, now that the registry would close this one.
             if await connection.still_live():
-                await connection.serve(after_seq)
+                await connection.serve(after_seq, after_rev)
         finally:
             registry.discard(connection)
         logger.info("Socket closed: chat_id=%s user_id=%s socket=%s", chat_id, user_id, connection.socket_id)

@@ -11,17 +11,20 @@ read the whole index. A query left with nothing to look for matches nothing.
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat import search_sql
-from windi_chat.errors import ChatNotFoundError, InvalidSearchError
+from windi_chat.errors import ChatNotFoundError, InvalidSearchError, SearchBusyError
 from windi_chat.messaging import message_out
 from windi_chat.schemas import MessageOut, ReactionOut
 
-__all__ = ("MAX_RESULTS", "Query", "Term", "parse_query", "search_messages")
+__all__ = ("MAX_RESULTS", "Query", "SearchSlots", "Term", "parse_query", "search_messages")
 
 MAX_RESULTS = 50
 # Tab and line breaks are whitespace in a query; every other control character is refused, NUL first
@@ -119,6 +122,27 @@ def parse_query(q: str, max_length: int) -> Query:
     return Query(tuple(alternatives))
 
 
+class SearchSlots:
+    """How many searches the process runs at once: each holds a database connection while it reads an
+    index, and a burst of broad searches must not leave none for sends."""
+
+    def __init__(self, slots: int, wait: float) -> None:
+        self._semaphore = asyncio.Semaphore(slots)
+        self._wait = wait
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a slot, waiting at most ``wait`` seconds for one; :class:`SearchBusyError` if none frees."""
+        try:
+            await asyncio.wait_for(self._semaphore.acquire(), self._wait)
+        except TimeoutError:
+            raise SearchBusyError from None
+        try:
+            yield
+        finally:
+            self._semaphore.release()
+
+
 async def search_messages(
     session: AsyncSession,
     user_id: int,
@@ -127,6 +151,7 @@ async def search_messages(
     limit: int,
     max_query_length: int,
     candidates: int,
+    time_limit: float,
     chat_id: int | None = None,
 ) -> list[MessageOut]:
     """The caller's messages that match ``q``: most relevant first, newest first among equals.
@@ -139,7 +164,9 @@ async def search_messages(
     query = parse_query(q, max_query_length)
     found = []
     if query:
-        found = await search_sql.search(session, query, user_id, chat_id, limit, max(candidates, limit))
+        found = await search_sql.search(
+            session, query, user_id, chat_id, limit, max(candidates, limit), time_limit
+        )
     if not found and chat_id is not None and not await search_sql.is_member(session, chat_id, user_id):
         raise ChatNotFoundError
     return [

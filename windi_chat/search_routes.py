@@ -10,12 +10,12 @@ from litestar.params import QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.config import Settings
-from windi_chat.errors import ChatNotFoundError, InvalidSearchError, RateLimitedError
+from windi_chat.errors import ChatNotFoundError, InvalidSearchError, RateLimitedError, SearchBusyError
 from windi_chat.http_errors import error_responses
 from windi_chat.inputs import is_id
 from windi_chat.limits import SEARCHES_LIMITED, PersonLimits
 from windi_chat.schemas import MessageOut
-from windi_chat.search import MAX_RESULTS, search_messages
+from windi_chat.search import MAX_RESULTS, SearchSlots, search_messages
 from windi_chat.security import CurrentUser
 
 __all__ = ("SearchController",)
@@ -28,7 +28,7 @@ class SearchController(Controller):
         "/search",
         operation_id="searchMessages",
         summary="Find messages in the caller's chats",
-        responses=error_responses(ChatNotFoundError, InvalidSearchError, RateLimitedError),
+        responses=error_responses(ChatNotFoundError, InvalidSearchError, RateLimitedError, SearchBusyError),
     )
     async def search(
         self,
@@ -36,6 +36,7 @@ class SearchController(Controller):
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
         limits: NamedDependency[PersonLimits],
+        search_slots: NamedDependency[SearchSlots],
         q: Annotated[str, QueryParameter(description="Words to find, as in a web search")],
         chat_id: Annotated[int | None, QueryParameter(description="Only this chat")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_RESULTS, description="1..50")] = 20,
@@ -47,17 +48,21 @@ class SearchController(Controller):
         must not, and ``or`` offers alternatives. Case does not matter; words are matched whole, in any
         language. An empty query, or one longer than ``WINDI_SEARCH_MAX_QUERY_LENGTH`` characters, is
         400. A ``chat_id`` the caller is not in is 404, as is one out of range (it names no chat).
-        Past ``WINDI_SEARCH_RATE`` searches a second (after a burst of ``WINDI_SEARCH_BURST``): 429.
+        Past ``WINDI_SEARCH_RATE`` searches a second (after a burst of ``WINDI_SEARCH_BURST``): 429. A
+        search that finds no free slot (``WINDI_SEARCH_CONCURRENCY`` per process) or runs past
+        ``WINDI_SEARCH_TIMEOUT_SECONDS`` is 503.
         """
         limits.searches.check(request.user.id, SEARCHES_LIMITED)
         if chat_id is not None and not is_id(chat_id):
             raise ChatNotFoundError
-        return await search_messages(
-            db_session,
-            request.user.id,
-            q,
-            limit=limit,
-            max_query_length=settings.search_max_query_length,
-            candidates=settings.search_candidates,
-            chat_id=chat_id,
-        )
+        async with search_slots.slot():
+            return await search_messages(
+                db_session,
+                request.user.id,
+                q,
+                limit=limit,
+                max_query_length=settings.search_max_query_length,
+                candidates=settings.search_candidates,
+                time_limit=settings.search_timeout_seconds,
+                chat_id=chat_id,
+            )

@@ -21,8 +21,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, BigInteger, Integer, Row, String, bindparam, column, select, text, tuple_
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from windi_chat.errors import SearchBusyError
 from windi_chat.models import metadata
 
 if TYPE_CHECKING:
@@ -98,10 +100,13 @@ Reactions = dict[str, list[int]]
 # The plan must fit the words searched for (a rare word: the GIN index; a common one: the newest rows),
 # so PostgreSQL plans each search for its own query rather than once for every query; and one search
 # does not take the parallel workers a scan would.
+# A search also stops at its time limit (``statement_timeout``, for this transaction only).
 _PG_PLAN_PER_QUERY = text(
     "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
-    "set_config('max_parallel_workers_per_gather', '0', true)"
-)
+    "set_config('max_parallel_workers_per_gather', '0', true), "
+    "set_config('statement_timeout', :timeout, true)"
+).bindparams(bindparam("timeout", type_=String))
+_QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement stopped by its timeout
 _IS_MEMBER = text("SELECT 1 FROM chat_members WHERE chat_id = :chat AND user_id = :person").bindparams(
     bindparam("chat", type_=BigInteger), bindparam("person", type_=BigInteger)
 )
@@ -114,9 +119,11 @@ async def search(
     chat_id: int | None,
     limit: int,
     candidates: int,
+    time_limit: float,
 ) -> list[tuple[Row[Any], Reactions]]:
     """Matching messages of the caller's chats, best first: rows of ``messages`` with ``all_read_seq``,
-    each with its reactions."""
+    each with its reactions. On PostgreSQL a search past ``time_limit`` seconds is :class:`SearchBusyError`.
+    """
     parameters: dict[str, Any] = {"person": user_id, "candidates": candidates, "limit": limit}
     if chat_id is not None:
         parameters["chat"] = chat_id
@@ -125,9 +132,14 @@ async def search(
         rows = (await session.execute(SQLITE_SEARCH[chat_id is not None], parameters)).all()
         reactions = await reactions_of(session, [(row.chat_id, row.seq) for row in rows])
         return [(row, reactions.get((row.chat_id, row.seq), {})) for row in rows]
-    await session.execute(_PG_PLAN_PER_QUERY)
+    await session.execute(_PG_PLAN_PER_QUERY, {"timeout": f"{max(round(time_limit * 1000), 1)}ms"})
     parameters["q"] = query.websearch()
-    rows = (await session.execute(PG_SEARCH[chat_id is not None], parameters)).all()
+    try:
+        rows = (await session.execute(PG_SEARCH[chat_id is not None], parameters)).all()
+    except DBAPIError as error:
+        if getattr(error.orig, "sqlstate", None) == _QUERY_CANCELED:
+            raise SearchBusyError from None
+        raise
     return [(row, dict(row.reactions or ())) for row in rows]
 
 

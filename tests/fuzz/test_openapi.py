@@ -16,7 +16,7 @@ pytestmark = pytest.mark.fuzz
 
 # Fixed, so that a failure found in CI is found again locally.
 SEED = 20261202
-PAGING = ("offset", "limit", "after_seq", "before_seq")
+PAGING = ("offset", "limit", "after_seq", "before_seq", "after_rev")
 # Each run must stay within a few minutes on a small CI machine.
 TIME_LIMIT_SECONDS = 600
 

@@ -15,7 +15,10 @@ from tests.api import Api
 from tests.conftest import LiveServer, insert_messages, make_settings, wait_for
 from tests.wsclient import is_message, is_type, messages_in, receive_until
 from windi_chat.app import create_app
-from windi_chat.catch_up import CATCH_UP_LIMIT, CATCH_UP_PAGE
+from windi_chat.catch_up import CATCH_UP_PAGE
+from windi_chat.config import Settings
+
+CATCH_UP_LIMIT = Settings().ws_catch_up_limit  # what the shared server runs with
 
 
 def test_after_seq_sends_the_missed_messages_then_live_ones(rest: Api, connect: Any) -> None:

@@ -102,3 +102,24 @@ def test_a_message_sent_while_the_gateway_waits_for_sync_is_not_lost(
         send_sync(gateway, {chat_id: 0})
         frames = receive_until(gateway, is_message(client_id="waiting"))
         assert [f["message"]["client_id"] for f in frames if f["type"] == "message"] == ["waiting"]
+
+
+def test_sync_by_rev_replays_every_change_once_then_live_changes(
+    rest: Api, shared_server: LiveServer
+) -> None:
+    ada, bob = rest.people("Ada", "Bob")
+    chat_id = rest.private_chat(ada, bob)["id"]
+    first = rest.send(ada, chat_id, "frist", "rev-1")
+    rest.send(ada, chat_id, "second", "rev-2")
+    rest.edit(ada, chat_id, first["seq"], "first")  # the device was off: a new message and an edit
+
+    with open_gateway(shared_server.ws_url, bob.token, max_queue=None) as gateway:
+        send_frame(gateway, type="sync", revs={str(chat_id): first["rev"]})
+        frames = receive_until(gateway, is_type("synced"))
+        replayed = [f["message"] for f in frames if f["type"] == "message"]
+        assert [(m["client_id"], m["text"]) for m in replayed] == [("rev-2", "second"), ("rev-1", "first")]
+        assert [m["rev"] for m in replayed] == sorted(m["rev"] for m in replayed)
+
+        rest.edit(ada, chat_id, first["seq"], "first!")
+        updated = receive_until(gateway, is_type("message_updated"))[-1]
+        assert updated["message"]["text"] == "first!"

@@ -179,6 +179,11 @@ def test_refused_changes_get_error_frames_with_their_client_id_and_the_socket_st
         "e6",
     )
     assert error(ada_socket, type="react", seq=seq, emoji="👍", client_id="e7") == ("invalid_frame", "e7")
+    # Refused alike on both transports: REST could not carry it in a path, nor take it back.
+    assert error(ada_socket, type="react", seq=seq, emoji="1/2", on=True, client_id="e8") == (
+        "invalid_frame",
+        "e8",
+    )
     answer(ada_socket, type="delete", seq=seq, client_id="gone")
     assert error(ada_socket, type="edit", seq=seq, text="back", client_id="e8") == ("conflict", "e8")
     assert error(bob_socket, type="react", seq=seq, emoji="👍", on=True, client_id="e9") == ("conflict", "e9")
