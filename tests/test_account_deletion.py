@@ -60,6 +60,34 @@ def test_messages_stay_with_the_sender_shown_as_deleted(api: Api) -> None:
     assert [member["user_id"] for member in chat["members"]] == [bob.id]
 
 
+def test_the_accounts_reactions_are_taken_back_as_changes_the_feed_shows(api: Api) -> None:
+    """Also in a chat the person had left: everyone who follows the feed sees each reaction go."""
+    ada, bob, cy = api.people("Ada", "Bob", "Cy")
+    chat_id = api.private_chat(ada, bob)["id"]
+    group_id = api.group(bob, "Left", [ada, cy])["id"]
+    api.send(bob, chat_id, "one")
+    api.send(bob, chat_id, "two")
+    api.send(cy, group_id, "three")
+    api.react(ada, chat_id, 1, "👍")
+    api.react(bob, chat_id, 1, "👍")
+    api.react(ada, chat_id, 2, "🎉")
+    api.react(ada, group_id, 1, "🔥")
+    api.remove_member(bob, group_id, ada)
+    chat_rev = max(m["rev"] for m in api.changes(bob, chat_id))
+    group_rev = max(m["rev"] for m in api.changes(cy, group_id))
+
+    api.delete_account(ada)
+
+    changed = api.changes(bob, chat_id, after_rev=chat_rev)
+    assert [(m["seq"], m["reactions"]) for m in changed] == [
+        (1, [{"emoji": "👍", "user_ids": [bob.id]}]),
+        (2, []),
+    ]
+    assert [m["rev"] for m in changed] == [chat_rev + 1, chat_rev + 2]
+    [taken] = api.changes(cy, group_id, after_rev=group_rev)
+    assert (taken["seq"], taken["reactions"], taken["rev"]) == (1, [], group_rev + 1)
+
+
 def test_a_group_owners_deletion_passes_ownership_as_when_the_owner_leaves(api: Api) -> None:
     ada, bob, cat = api.people("Ada", "Bob", "Cat")
     group_id = api.group(ada, "Team", [bob, cat])["id"]

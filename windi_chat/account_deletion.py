@@ -1,7 +1,8 @@
 """Deleting an account: the person leaves, their messages stay for the others without a name.
 
 One action serves ``DELETE /users/me`` and ``windi-chat users delete``. In one transaction the account
-leaves every chat (a group's ownership passes as when an owner leaves), its messages lose their sender
+leaves every chat (a group's ownership passes as when an owner leaves), its reactions are taken back
+(each a change with its rev, as if the person had taken it back), its messages lose their sender
 (``sender_id`` null, shown as "Deleted account"), and the user row goes with its sessions and refresh
 tokens, so no email, name or password hash remains and the email can be registered again. The events
 go out on the commit: every process closes the account's sockets and tells the chats it left.
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from windi_chat.errors import UserNotFoundError
 from windi_chat.events import EventBus
 from windi_chat.login_attempts import LoginAttempts
+from windi_chat.message_changes import take_back_reactions
 from windi_chat.models import Chat, ChatMember, ChatType, LoginSession, MemberRole, Message, User
 from windi_chat.security import PasswordHasher
 from windi_chat.sessions import prove_password
@@ -34,6 +36,8 @@ async def delete_account(db: AsyncSession, events: EventBus, user_id: int) -> No
     memberships = list(
         await db.scalars(select(ChatMember).where(ChatMember.user_id == user_id).order_by(ChatMember.chat_id))
     )
+    # While the person is still a member of the chats, so that each is told of the change.
+    await take_back_reactions(db, events, user_id)
     for member in memberships:
         await _leave(db, events, member)
     session_ids = list(await db.scalars(select(LoginSession.id).where(LoginSession.user_id == user_id)))

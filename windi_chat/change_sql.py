@@ -29,12 +29,15 @@ from windi_chat.models import metadata
 
 __all__ = (
     "add_reaction",
+    "chats_reacted_in",
     "clear_message",
     "edit_text",
+    "lock_chat",
     "lock_message",
     "next_rev",
     "reaction_state",
     "take_reaction",
+    "take_reactions_of",
 )
 
 _chats, _members, _messages, _reactions = (
@@ -97,14 +100,19 @@ _TAKE_REACTION = delete(_reactions).where(
 )
 
 
+async def lock_chat(session: AsyncSession, chat_id: int) -> None:
+    """Lock the chat row, as every writer of its messages and reactions does first."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    await session.execute(_LOCK if postgres else _LOCK_SQLITE, {"chat": chat_id})
+
+
 async def lock_message(session: AsyncSession, chat_id: int, user_id: int, seq: int) -> Row[Any] | None:
     """Lock the chat for a change of one of its messages.
 
     The caller's ``role`` with the message's columns and the chat's ``all_read_seq`` (``id`` is None
     when the chat has no such seq), or None when the caller is not a member.
     """
-    postgres = session.get_bind().dialect.name == "postgresql"
-    await session.execute(_LOCK if postgres else _LOCK_SQLITE, {"chat": chat_id})
+    await lock_chat(session, chat_id)
     parameters = {"chat": chat_id, "person": user_id, "message_seq": seq}
     return (await session.execute(_LOCKED_MESSAGE, parameters)).one_or_none()
 
@@ -152,3 +160,34 @@ async def take_reaction(
     parameters = {"chat": chat_id, "message_seq": seq, "person": user_id, "chosen": emoji}
     await session.execute(_TAKE_REACTION, parameters)
     await session.execute(_TOUCH, {"chat": chat_id, "message_seq": seq, "new_rev": rev})
+
+
+_CHATS_REACTED_IN = (
+    select(_reactions.c.chat_id)
+    .where(_reactions.c.user_id == _person)
+    .distinct()
+    .order_by(_reactions.c.chat_id)
+)
+_TAKE_REACTIONS_OF = (
+    delete(_reactions)
+    .where(_reactions.c.chat_id == _chat, _reactions.c.user_id == _person)
+    .returning(_reactions.c.seq)
+)
+_MESSAGE = select(_messages, all_read_seq).where(_this_message)
+
+
+async def chats_reacted_in(session: AsyncSession, user_id: int) -> list[int]:
+    return list((await session.scalars(_CHATS_REACTED_IN, {"person": user_id})).all())
+
+
+async def take_reactions_of(session: AsyncSession, chat_id: int, user_id: int) -> list[Row[Any]]:
+    """Take back all of a person's reactions in one chat (its row locked), each changed message under a
+    rev of its own: the messages as they are now, ascending by seq."""
+    parameters = {"chat": chat_id, "person": user_id}
+    seqs = sorted(set((await session.scalars(_TAKE_REACTIONS_OF, parameters)).all()))
+    changed = []
+    for seq in seqs:
+        rev = await next_rev(session, chat_id)
+        await session.execute(_TOUCH, {"chat": chat_id, "message_seq": seq, "new_rev": rev})
+        changed.append((await session.execute(_MESSAGE, {"chat": chat_id, "message_seq": seq})).one())
+    return changed
