@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench import abuse, capacity, edits, scenarios, search
+from bench import abuse, capacity, edits, gateway, scenarios, search
 from bench.procs import RESULTS, ServerProcess, git_commit, machine_info, raise_fd_limit
 from bench.scenarios import Context, Params, Result
 
@@ -34,6 +34,7 @@ SCENARIOS: dict[str, Callable[[Context], Awaitable[Result]]] = {
     "history": capacity.history,
     "search": search.search,
     "abuse": abuse.abuse,
+    "gateway": gateway.gateway,
 }
 
 

@@ -59,6 +59,11 @@ class Params:
     redis_url: str = "redis://127.0.0.1:6379/0"
     abuse_samples: int = 200
     abuse_sockets: int = 32
+    gateway_people: int = 2000
+    gateway_chats: int = 20
+    gateway_group: int = 10
+    gateway_messages: int = 2000
+    gateway_rate: float = 100.0
 
     @classmethod
     def smoke(cls) -> Params:
@@ -80,6 +85,11 @@ class Params:
             limit_seconds=1.0,
             abuse_samples=25,
             abuse_sockets=8,
+            gateway_people=40,
+            gateway_chats=4,
+            gateway_group=5,
+            gateway_messages=40,
+            gateway_rate=20.0,
         )
 
 

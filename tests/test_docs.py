@@ -110,6 +110,7 @@ def test_the_asyncapi_document_describes_the_token_query_parameter_and_bearer_he
     assert {"type": "httpApiKey", "name": "token", "in": "query"}.items() <= schemes["queryToken"].items()
     assert schemes["bearer"]["scheme"] == "bearer"
     assert asyncapi["channels"]["chat"]["address"] == "/ws/{chat_id}"
+    assert asyncapi["channels"]["gateway"]["address"] == "/ws"
 
 
 def test_the_asyncapi_document_names_the_host_it_was_asked_on(asyncapi: dict[str, Any]) -> None:

@@ -19,12 +19,14 @@ __all__ = (
     "is_message",
     "is_type",
     "messages_in",
+    "open_gateway",
     "open_socket",
     "receive_count",
     "receive_until",
     "receive_until_closed",
     "send_and_confirm",
     "send_frame",
+    "send_sync",
 )
 
 Frame = dict[str, Any]
@@ -59,6 +61,25 @@ def open_socket(
         query["after_rev"] = str(after_rev)
     url = f"{ws_url}/ws/{chat_id}" + (f"?{urlencode(query)}" if query else "")
     return connect(url, open_timeout=TIMEOUT, additional_headers=headers, max_queue=max_queue)
+
+
+def open_gateway(
+    ws_url: str,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    max_queue: int | None = 16,
+) -> ClientConnection:
+    """Connect to the gateway ``/ws``, with the token in the query string unless it is None.
+
+    Use the connection as a context manager, as ``open_socket``'s; :func:`send_sync` opens with a sync.
+    """
+    url = f"{ws_url}/ws" + (f"?{urlencode({'token': token})}" if token is not None else "")
+    return connect(url, open_timeout=TIMEOUT, additional_headers=headers, max_queue=max_queue)
+
+
+def send_sync(socket: ClientConnection, chats: dict[int, int]) -> None:
+    """The gateway's opening frame: per chat, the seq after which the device wants what it missed."""
+    send_frame(socket, type="sync", chats={str(chat_id): seq for chat_id, seq in chats.items()})
 
 
 def send_frame(socket: ClientConnection, **frame: Any) -> None:

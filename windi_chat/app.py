@@ -26,6 +26,7 @@ from windi_chat.database import create_db_config, unavailable_cause
 from windi_chat.delivery import GuardedBackend, create_backend, redact_url
 from windi_chat.docs import asyncapi, docs_assets, openapi_config
 from windi_chat.events import EventBus
+from windi_chat.gateway_socket import gateway_socket
 from windi_chat.http_errors import (
     DATABASE_ERRORS,
     RETRY_AFTER_SECONDS,
@@ -186,6 +187,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MessageChangeController,
             SearchController,
             chat_socket,
+            gateway_socket,
             health,
             ready,
             docs_assets(),

@@ -13,7 +13,7 @@ from typing import Any, get_args
 import msgspec
 
 from windi_chat import __version__, sockets
-from windi_chat.frames import ClientFrame, ServerFrame
+from windi_chat.frames import GatewayFrame, ServerFrame
 
 __all__ = ("CLOSE_MEANINGS", "asyncapi_document", "close_codes", "frame_types")
 
@@ -42,7 +42,7 @@ def close_codes() -> set[int]:
 
 def frame_types() -> tuple[tuple[type[msgspec.Struct], ...], tuple[type[msgspec.Struct], ...]]:
     """The client frames and the server frames, from the unions the socket decodes and encodes."""
-    return get_args(ClientFrame), get_args(ServerFrame)
+    return get_args(GatewayFrame), get_args(ServerFrame)
 
 
 def _tag(frame: type[msgspec.Struct]) -> str:
@@ -76,6 +76,8 @@ def asyncapi_document(host: str = "localhost:8000", protocol: str = "ws") -> dic
 
     def refs(frames: tuple[type[msgspec.Struct], ...]) -> list[dict[str, str]]:
         return [{"$ref": f"#/channels/chat/messages/{frame.__name__}"} for frame in frames]
+
+    gateway_messages = {name: {"$ref": f"#/channels/chat/messages/{name}"} for name in messages}
 
     return {
         "asyncapi": "3.0.0",
@@ -131,13 +133,26 @@ def asyncapi_document(host: str = "localhost:8000", protocol: str = "ws") -> dic
                         },
                     }
                 },
-            }
+            },
+            "gateway": {
+                "address": "/ws",
+                "title": "A device's gateway",
+                "description": "One socket for every chat the person is in, opened like a chat's socket. "
+                "It carries the same frames; each names its `chat_id`, and so must the client's (but "
+                "`auth`). The first client frame may be `sync` (`chats`: chat id to after_seq): replays "
+                "for the chats named, `chat_added` for the others, `chat_removed` for named chats the "
+                "person left. `chat_added` and `chat_removed` keep the inbox live; `message` frames "
+                "carry the person's `unread_count`. A frame for a chat the person is not in gets an "
+                "error frame; the gateway stays open. While live delivery is down it is refused (or "
+                "closed) with 1013.",
+                "messages": gateway_messages,
+            },
         },
         "operations": {
             "receiveClientFrames": {
                 "action": "receive",
                 "channel": {"$ref": "#/channels/chat"},
-                "summary": "Frames a client sends: send, read, typing, auth.",
+                "summary": "Frames a client sends: send, read, typing, auth (and sync, on the gateway).",
                 "messages": refs(client_frames),
             },
             "sendServerFrames": {

@@ -37,6 +37,8 @@ async def replay(
     after_seq: int,
     stops: Callable[[], bool],
     limit: int,
+    *,
+    unread_of: Callable[[int], int] | None = None,
 ) -> int:
     """Send what was stored after ``after_seq``; return the seq up to which live copies are dropped.
 
@@ -46,13 +48,18 @@ async def replay(
     Each frame waits until the connection takes it, so a client that stops reading holds at most one
     page; the registry closes it with 1013 at the send timeout, as it would during live events.
     ``stops`` is asked before each page (and may raise :class:`FellBehind`). More than ``limit`` missed
-    messages (``WINDI_WS_CATCH_UP_LIMIT``) get a resync frame instead: the client pages ``/history``.
+    messages (``WINDI_WS_CATCH_UP_LIMIT``; ``WINDI_SYNC_LIMIT`` on the gateway) get a resync frame
+    instead: the client pages ``/history``.
+
+    On the gateway, ``unread_of`` gives the person's unread count after a message's seq: its frames
+    carry it, and a resync names its chat.
     """
     async with unit_of_work(sessions) as session:
         last_seq = await chat_last_seq(session, chat_id)
     if after_seq > last_seq or last_seq - after_seq > limit:
         # Too much to replay, or the client knows of seqs this chat never had: it pages /history.
-        await send(encode(ResyncFrame(after_seq=after_seq, last_seq=last_seq)))
+        chat = chat_id if unread_of is not None else None
+        await send(encode(ResyncFrame(after_seq=after_seq, last_seq=last_seq, chat_id=chat)))
         return last_seq
     sent_up_to = after_seq
     while sent_up_to < last_seq and not stops():
@@ -63,7 +70,8 @@ async def replay(
         if not page:
             break
         for message in page:
-            await send(encode(MessageFrame(message=message)))
+            unread = unread_of(message.seq) if unread_of is not None else None
+            await send(encode(MessageFrame(message=message, unread_count=unread)))
         if METERS.on:
             DELIVERED[KIND_MESSAGE].inc(len(page))
         sent_up_to = page[-1].seq
@@ -77,6 +85,8 @@ async def replay_changes(
     after_rev: int,
     stops: Callable[[], bool],
     limit: int,
+    *,
+    unread_of: Callable[[int], int] | None = None,
 ) -> tuple[int, int]:
     """Send every message changed after ``after_rev``, in rev order, as ``message`` frames of its current
     state; return the rev up to which live copies are dropped and the highest seq sent.
@@ -86,12 +96,13 @@ async def replay_changes(
     message changed again during the replay has left the range: it is not read twice, and its live
     event carries it. Revs have gaps once messages change (a message keeps only its latest), so
     ``last_rev - after_rev`` bounds the changes to replay from above, and decides a resync (past
-    ``limit``) as cheaply as for seqs.
+    ``limit``) as cheaply as for seqs. ``unread_of`` is as for :func:`replay`.
     """
     async with unit_of_work(sessions) as session:
         last_rev = await chat_last_rev(session, chat_id)
     if after_rev > last_rev or last_rev - after_rev > limit:
-        await send(encode(ResyncFrame(after_rev=after_rev, last_rev=last_rev)))
+        chat = chat_id if unread_of is not None else None
+        await send(encode(ResyncFrame(after_rev=after_rev, last_rev=last_rev, chat_id=chat)))
         return last_rev, 0
     sent_up_to, top_seq = after_rev, 0
     while sent_up_to < last_rev and not stops():
@@ -100,7 +111,8 @@ async def replay_changes(
         if not page:
             break
         for message in page:
-            await send(encode(MessageFrame(message=message)))
+            unread = unread_of(message.seq) if unread_of is not None else None
+            await send(encode(MessageFrame(message=message, unread_count=unread)))
         if METERS.on:
             DELIVERED[KIND_MESSAGE].inc(len(page))
         sent_up_to = page[-1].rev

@@ -53,6 +53,7 @@ class ChatController(Controller):
         data: JSONBody[ChatCreate],
         chats: NamedDependency[ChatService],
         settings: NamedDependency[Settings],
+        events: NamedDependency[EventBus],
     ) -> Response[ChatOut]:
         """201 with the new chat. A private chat the two already share comes back as 200, whoever made it.
 
@@ -60,9 +61,9 @@ class ChatController(Controller):
         a group of more than ``WINDI_MAX_GROUP_MEMBERS`` (the owner included) is 409, ``group is full``.
         """
         if isinstance(data, PrivateChatCreate):
-            chat, created = await chats.open_private(request.user.id, data.user_id)
+            chat, created = await chats.open_private(request.user.id, data.user_id, events)
             return Response(chat, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
-        group = await chats.create_group(request.user.id, data, settings.max_group_members)
+        group = await chats.create_group(request.user.id, data, settings.max_group_members, events)
         return Response(group, status_code=HTTP_201_CREATED)
 
     @get(

@@ -7,7 +7,7 @@ second reads the members of those chats, so a page costs the same however big it
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 
 from sqlalchemy import Select, and_, func, or_, select
@@ -26,6 +26,7 @@ __all__ = (
     "chat_views",
     "inbox_page",
     "members_of",
+    "memberships",
     "nobody_online",
 )
 
@@ -49,6 +50,7 @@ async def chat_views(
     viewer_id: int,
     chat_id: int | None = None,
     *,
+    chat_ids: Collection[int] | None = None,
     limit: int | None = None,
     before: InboxCursor | None = None,
     member_limit: int | None = None,
@@ -70,6 +72,8 @@ async def chat_views(
     )
     if chat_id is not None:
         statement = statement.where(Chat.id == chat_id)
+    if chat_ids is not None:
+        statement = statement.where(Chat.id.in_(chat_ids))
     if before is not None:
         statement = statement.where(
             or_(
@@ -105,6 +109,16 @@ async def inbox_page(
         return chats, None
     last_chat = page[limit - 1][0]
     return chats, InboxCursor(last_chat.last_activity_at, last_chat.id)
+
+
+async def memberships(session: AsyncSession, user_id: int) -> dict[int, tuple[int, int]]:
+    """Every chat the person is in: chat id -> (their read marker, the chat's last seq), in one query."""
+    statement = (
+        select(ChatMember.chat_id, ChatMember.read_seq, Chat.last_seq)
+        .join(Chat, Chat.id == ChatMember.chat_id)
+        .where(ChatMember.user_id == user_id)
+    )
+    return {chat_id: (read_seq, last_seq) for chat_id, read_seq, last_seq in await session.execute(statement)}
 
 
 async def members_of(

@@ -16,7 +16,15 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 
-from windi_chat.chat_views import OnlineCheck, chat_out, chat_views, inbox_page, members_of, nobody_online
+from windi_chat.chat_views import (
+    INBOX_MEMBERS,
+    OnlineCheck,
+    chat_out,
+    chat_views,
+    inbox_page,
+    members_of,
+    nobody_online,
+)
 from windi_chat.errors import (
     AlreadyMemberError,
     ChatNotFoundError,
@@ -76,10 +84,28 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
             raise ChatNotFoundError
         return views[0]
 
+    async def _announce(
+        self, events: EventBus, chat_id: int, user_ids: Sequence[int], same_view: bool
+    ) -> None:
+        """Queue ``chat_added`` for these new members, each with the chat's inbox entry as they see it.
+
+        Read inside the transaction that adds them, so the entry is the state the commit makes. The
+        members of a group see one entry (``same_view``): it is read once, however many they are.
+        """
+        viewers = user_ids[:1] if same_view else user_ids
+        for viewer_id in viewers:
+            [(_, entry)] = await chat_views(
+                self.session, viewer_id, chat_id, member_limit=INBOX_MEMBERS, online=self.online
+            )
+            events.chat_added(self.session, user_ids if same_view else [viewer_id], entry)
+
     # Creating ------------------------------------------------------------------------------------
 
-    async def open_private(self, caller_id: int, other_id: int) -> tuple[ChatOut, bool]:
-        """The one private chat of the pair: (chat, created). The unique pair key settles races."""
+    async def open_private(self, caller_id: int, other_id: int, events: EventBus) -> tuple[ChatOut, bool]:
+        """The one private chat of the pair: (chat, created). The unique pair key settles races.
+
+        A new chat is announced to both people's gateways once it commits.
+        """
         if other_id == caller_id:
             raise InvalidError("A private chat needs another person")
         await self._require_users([other_id])
@@ -96,8 +122,10 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
                     ChatMember(chat_id=chat.id, user_id=uid, role=MemberRole.MEMBER)
                     for uid in (caller_id, other_id)
                 ],
-                auto_commit=True,
+                auto_commit=False,
             )
+            await self._announce(events, chat.id, [caller_id, other_id], same_view=False)
+            await self.session.commit()
         except IntegrityError:
             # The other person opened the same chat at the same moment: theirs is the one.
             await self.session.rollback()
@@ -108,8 +136,13 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
         logger.info("Private chat created: chat_id=%s user_ids=%s,%s", chat.id, caller_id, other_id)
         return await self.view(caller_id, chat.id), True
 
-    async def create_group(self, caller_id: int, data: GroupChatCreate, max_members: int) -> ChatOut:
-        """A group of the caller (its owner) and ``data.member_ids``, at most ``max_members`` in all."""
+    async def create_group(
+        self, caller_id: int, data: GroupChatCreate, max_members: int, events: EventBus
+    ) -> ChatOut:
+        """A group of the caller (its owner) and ``data.member_ids``, at most ``max_members`` in all.
+
+        It is announced to every member's gateways, the owner's included, once it commits.
+        """
         member_ids = sorted(set(data.member_ids) - {caller_id})
         if len(member_ids) + 1 > max_members:
             raise GroupFullError
@@ -120,8 +153,10 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
         await self.members.add_many(
             [ChatMember(chat_id=chat.id, user_id=caller_id, role=MemberRole.OWNER)]
             + [ChatMember(chat_id=chat.id, user_id=uid, role=MemberRole.MEMBER) for uid in member_ids],
-            auto_commit=True,
+            auto_commit=False,
         )
+        await self._announce(events, chat.id, [caller_id, *member_ids], same_view=True)
+        await self.session.commit()
         logger.info(
             "Group created: chat_id=%s owner_id=%s members=%d", chat.id, caller_id, len(member_ids) + 1
         )
@@ -169,10 +204,12 @@ class ChatService(SQLAlchemyAsyncRepositoryService[Chat]):
         events.member_added(self.session, group_id, user_id)
         member = ChatMember(chat_id=group_id, user_id=user_id, role=MemberRole.MEMBER, read_seq=chat.last_seq)
         try:
-            await self.members.add(member, auto_commit=True, auto_refresh=False)
+            await self.members.add(member, auto_commit=False, auto_refresh=False)
         except IntegrityError as exc:  # added twice at the same moment
             await self.session.rollback()
             raise already from exc
+        await self._announce(events, group_id, [user_id], same_view=True)
+        await self.session.commit()
         logger.info("Member added: chat_id=%s user_id=%s by=%s", group_id, user_id, caller_id)
         return await self._snapshot(group_id, caller_id)
 

@@ -61,6 +61,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_catch_up_limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     ws_send_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     ws_close_timeout: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    # The gateway (``/ws``): missed messages of one chat it replays on ``sync`` before it sends resync
+    # instead, and how long it waits for the ``sync`` frame before it goes live without one.
+    sync_limit: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    sync_wait_seconds: Annotated[float, msgspec.Meta(ge=0, le=60)] = 2.0
     http_header_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     max_connections: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: the open-files limit less a reserve
     migrate_on_start: bool = True

@@ -52,7 +52,7 @@ async def create_demo_data(settings: Settings) -> list[str]:
             ada, bob, cy = people
 
             chats = ChatService(session=session)
-            private, _ = await chats.open_private(ada, bob)
+            private, _ = await chats.open_private(ada, bob, events)
             group_id = await session.scalar(
                 select(Chat.id).where(
                     Chat.type == ChatType.GROUP, Chat.name == GROUP_NAME, Chat.creator_id == ada
@@ -60,7 +60,7 @@ async def create_demo_data(settings: Settings) -> list[str]:
             )
             if group_id is None:
                 group = GroupChatCreate(GROUP_NAME, [bob, cy])
-                group_id = (await chats.create_group(ada, group, settings.max_group_members)).id
+                group_id = (await chats.create_group(ada, group, settings.max_group_members, events)).id
 
             script = [
                 (private.id, ada, "demo-1", "Hi Bob! Welcome to WinDI Chat."),

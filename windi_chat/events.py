@@ -21,7 +21,7 @@ travels on :data:`PRESENCE_CHANNEL` (see ``presence``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 import msgspec
@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
 from windi_chat.frames import (
+    ChatAddedFrame,
     MemberAddedFrame,
     MemberRemovedFrame,
     MessageFrame,
@@ -38,7 +39,7 @@ from windi_chat.frames import (
     ReadEventFrame,
     TypingEventFrame,
 )
-from windi_chat.schemas import MessageOut
+from windi_chat.schemas import ChatOut, MessageOut
 
 __all__ = (
     "PRESENCE_CHANNEL",
@@ -52,6 +53,7 @@ __all__ = (
     "message_position",
     "revocation_payload",
     "split_event",
+    "user_channel",
 )
 
 KIND_MESSAGE = ord("M")
@@ -60,6 +62,7 @@ KIND_TYPING = ord("T")
 KIND_REMOVED = ord("R")
 KIND_OTHER = ord("-")
 KIND_PRESENCE = ord("O")  # not "P": that marks an event read by the poller (``seam.POLLED``)
+KIND_ADDED = ord("A")  # on a person's own channel: ``A<chat id> <last seq> <their read marker>``
 
 SESSIONS_CHANNEL = "sessions"
 KIND_REVOKED = ord("S")
@@ -78,6 +81,11 @@ _encoder = msgspec.json.Encoder()
 
 def chat_channel(chat_id: int) -> str:
     return f"chat:{chat_id}"
+
+
+def user_channel(user_id: int) -> str:
+    """A person's own channel: what their gateways hear that belongs to no chat they are in yet."""
+    return f"user:{user_id}"
 
 
 def discard(_payload: bytes, _channel: str | list[str]) -> None:
@@ -142,6 +150,17 @@ class EventBus:
     def member_removed(self, session: AsyncSession, chat_id: int, user_id: int) -> None:
         frame = MemberRemovedFrame(chat_id=chat_id, user_id=user_id)
         self._on_commit(session, chat_id, b"R%d" % user_id, frame)
+
+    def chat_added(self, session: AsyncSession, user_ids: Iterable[int], chat: ChatOut) -> None:
+        """The chat is in these people's inboxes now, as ``chat`` shows it to each of them.
+
+        Their gateways announce it and subscribe to its channel; the header says from which seq on
+        they deliver its messages, and where the person's read marker stands.
+        """
+        last_seq = chat.last_message.seq if chat.last_message is not None else 0
+        header = b"A%d %d %d" % (chat.id, last_seq, max(0, last_seq - chat.unread_count))
+        payload = event_payload(header, ChatAddedFrame(chat=chat))
+        self._queue(session, payload, [user_channel(user_id) for user_id in user_ids])
 
     def presence(self, session: AsyncSession, chat_ids: list[int], frame: PresenceFrame) -> None:
         """A person came online or went offline: one publish to every chat they are in, once committed."""

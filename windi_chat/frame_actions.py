@@ -13,7 +13,7 @@ from windi_chat.frames import AckFrame, DeleteFrame, EditFrame, MessageChangeFra
 from windi_chat.message_changes import CHANGES_LIMITED, delete_message, edit_message, react
 
 if TYPE_CHECKING:
-    from windi_chat.connection import SocketContext
+    from windi_chat.connection_core import SocketContext
 
 __all__ = ("change_message",)
 

@@ -9,18 +9,21 @@ from typing import Annotated
 
 from msgspec import Meta, Struct
 
-from windi_chat.inputs import Seq
-from windi_chat.schemas import ClientId, Emoji, MessageOut, MessageText
+from windi_chat.inputs import Id, Seq
+from windi_chat.schemas import ChatOut, ClientId, Emoji, MessageOut, MessageText
 
 __all__ = (
     "MAX_FRAME_BYTES",
     "AckFrame",
     "AuthFrame",
     "AuthOkFrame",
+    "ChatAddedFrame",
+    "ChatRemovedFrame",
     "ClientFrame",
     "DeleteFrame",
     "EditFrame",
     "ErrorFrame",
+    "GatewayFrame",
     "MemberAddedFrame",
     "MemberRemovedFrame",
     "MessageChangeFrame",
@@ -33,6 +36,8 @@ __all__ = (
     "ResyncFrame",
     "SendFrame",
     "ServerFrame",
+    "SyncFrame",
+    "SyncedFrame",
     "TypingEventFrame",
     "TypingFrame",
 )
@@ -42,19 +47,23 @@ __all__ = (
 # The largest client frame, in bytes: uvicorn refuses bigger ones and the socket checks again.
 MAX_FRAME_BYTES = 65_536
 
+# On the gateway (``/ws``) a frame names the chat it is for; on ``/ws/{chat_id}`` it may leave it out.
+
 
 class SendFrame(Struct, tag="send", tag_field="type", forbid_unknown_fields=True):
     client_id: ClientId
     text: MessageText
     reply_to: Seq | None = None
+    chat_id: Id | None = None
 
 
 class ReadFrame(Struct, tag="read", tag_field="type", forbid_unknown_fields=True):
     seq: Seq
+    chat_id: Id | None = None
 
 
 class TypingFrame(Struct, tag="typing", tag_field="type", forbid_unknown_fields=True):
-    pass
+    chat_id: Id | None = None
 
 
 class AuthFrame(Struct, tag="auth", tag_field="type", forbid_unknown_fields=True):
@@ -63,17 +72,27 @@ class AuthFrame(Struct, tag="auth", tag_field="type", forbid_unknown_fields=True
     token: Annotated[str, Meta(min_length=1, max_length=4096)]
 
 
+class SyncFrame(Struct, tag="sync", tag_field="type", forbid_unknown_fields=True):
+    """The gateway's first frame: per chat, the seq after which the device wants the new messages it
+    missed (``chats``), or the rev after which it wants every change (``revs``, which wins)."""
+
+    chats: dict[Id, Seq] = {}
+    revs: dict[Id, Seq] = {}
+
+
 class EditFrame(Struct, tag="edit", tag_field="type", forbid_unknown_fields=True):
     """New text for one of the sender's own messages; ``client_id``, if given, comes back in the answer."""
 
     seq: Seq
     text: MessageText
     client_id: ClientId | None = None
+    chat_id: Id | None = None
 
 
 class DeleteFrame(Struct, tag="delete", tag_field="type", forbid_unknown_fields=True):
     seq: Seq
     client_id: ClientId | None = None
+    chat_id: Id | None = None
 
 
 class ReactFrame(Struct, tag="react", tag_field="type", forbid_unknown_fields=True):
@@ -83,18 +102,24 @@ class ReactFrame(Struct, tag="react", tag_field="type", forbid_unknown_fields=Tr
     emoji: Emoji
     on: bool
     client_id: ClientId | None = None
+    chat_id: Id | None = None
 
 
 # The frames that change a stored message; each is answered with an ``ack`` that carries it.
 MessageChangeFrame = EditFrame | DeleteFrame | ReactFrame
 ClientFrame = SendFrame | ReadFrame | TypingFrame | AuthFrame | EditFrame | DeleteFrame | ReactFrame
+# The gateway's frames: the chat socket's, each naming its chat, and the opening ``sync``.
+GatewayFrame = ClientFrame | SyncFrame
 
 
 # WebSocket frames: server to client -----------------------------------------------------------------
 
 
-class MessageFrame(Struct, tag="message", tag_field="type"):
+class MessageFrame(Struct, tag="message", tag_field="type", omit_defaults=True):
+    """On the gateway, ``unread_count`` is the receiving person's unread messages in the chat."""
+
     message: MessageOut
+    unread_count: int | None = None
 
 
 class AckFrame(Struct, tag="ack", tag_field="type", omit_defaults=True, kw_only=True):
@@ -103,6 +128,7 @@ class AckFrame(Struct, tag="ack", tag_field="type", omit_defaults=True, kw_only=
 
     client_id: str | None = None
     message: MessageOut
+    chat_id: int | None = None  # on the gateway
 
 
 class MessageUpdatedFrame(Struct, tag="message_updated", tag_field="type"):
@@ -134,6 +160,7 @@ class ResyncFrame(Struct, tag="resync", tag_field="type", omit_defaults=True):
     last_seq: int | None = None
     after_rev: int | None = None
     last_rev: int | None = None
+    chat_id: int | None = None  # on the gateway
 
 
 class MemberAddedFrame(Struct, tag="member_added", tag_field="type"):
@@ -168,6 +195,24 @@ class ErrorFrame(Struct, tag="error", tag_field="type", omit_defaults=True):
     code: str
     detail: str
     client_id: str | None = None
+    chat_id: int | None = None  # on the gateway, the chat of the frame it answers
+
+
+class ChatAddedFrame(Struct, tag="chat_added", tag_field="type"):
+    """On the gateway: the person is in a new chat (its inbox entry, as ``GET /chats`` lists it)."""
+
+    chat: ChatOut
+
+
+class SyncedFrame(Struct, tag="synced", tag_field="type"):
+    """On the gateway: the ``sync`` is served (replays, ``chat_added``, ``chat_removed``); live events
+    follow."""
+
+
+class ChatRemovedFrame(Struct, tag="chat_removed", tag_field="type"):
+    """On the gateway: the person left or was removed; nothing more of the chat follows."""
+
+    chat_id: int
 
 
 # Every frame the server sends: the AsyncAPI document (``/docs/asyncapi.json``) is built from this union.
@@ -183,4 +228,7 @@ ServerFrame = (
     | ResyncFrame
     | AuthOkFrame
     | ErrorFrame
+    | ChatAddedFrame
+    | ChatRemovedFrame
+    | SyncedFrame
 )

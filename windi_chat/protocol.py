@@ -24,7 +24,7 @@ from windi_chat.errors import (
     UnavailableError,
     answer_for,
 )
-from windi_chat.frames import ClientFrame, ErrorFrame
+from windi_chat.frames import ClientFrame, ErrorFrame, GatewayFrame
 from windi_chat.inputs import MAX_JSON_DEPTH, json_too_deep
 from windi_chat.sockets import CLOSE_FORBIDDEN, CLOSE_TRY_AGAIN, CLOSE_UNAUTHORIZED
 
@@ -60,12 +60,13 @@ CLOSE_CODES: dict[type[DomainError], int] = {
 }
 
 # A tuple, not a set: a client's "type" may be any JSON value, lists included, and those cannot be hashed.
-FRAME_TYPES = tuple(str(kind.__struct_config__.tag) for kind in get_args(ClientFrame))
+FRAME_TYPES = tuple(str(kind.__struct_config__.tag) for kind in get_args(GatewayFrame))
 
 # How much of an unknown frame type an error frame repeats.
 MAX_SHOWN_TYPE = 64
 
 _decode = msgspec.json.Decoder(ClientFrame).decode
+_decode_gateway = msgspec.json.Decoder(GatewayFrame).decode
 _encoder = msgspec.json.Encoder()
 
 
@@ -77,21 +78,25 @@ def close_code(error: DomainError) -> int:
     return answer_for(type(error), CLOSE_CODES, CLOSE_TRY_AGAIN)
 
 
-def error_frame(error: DomainError, client_id: str | None = None) -> ErrorFrame:
+def error_frame(error: DomainError, client_id: str | None = None, chat_id: int | None = None) -> ErrorFrame:
     return ErrorFrame(
         code=answer_for(type(error), FRAME_ERROR_CODES, "invalid_frame"),
         detail=error.detail,
         client_id=client_id,
+        chat_id=chat_id,
     )
 
 
-def decode_client_frame(raw: str | bytes) -> ClientFrame | ErrorFrame:
-    """The frame, or the error frame that tells the client what is wrong with it."""
+def decode_client_frame(raw: str | bytes, *, gateway: bool = False) -> GatewayFrame | ErrorFrame:
+    """The frame, or the error frame that tells the client what is wrong with it.
+
+    Only the gateway (``/ws``) knows the ``sync`` frame; the chat socket answers it as an unknown type.
+    """
     if json_too_deep(raw):  # before msgspec, whose limit is the recursion limit, raised as RecursionError
         return ErrorFrame(code="invalid_frame", detail=f"Frames nest at most {MAX_JSON_DEPTH} levels deep")
     not_json = ErrorFrame(code="invalid_json", detail="Frames must be JSON objects")
     try:
-        return _decode(raw)
+        return _decode_gateway(raw) if gateway else _decode(raw)
     except msgspec.ValidationError as exc:  # not a frame, and perhaps not JSON either
         problem = str(exc)
     except msgspec.DecodeError:
@@ -106,7 +111,7 @@ def decode_client_frame(raw: str | bytes) -> ClientFrame | ErrorFrame:
         return ErrorFrame(code="invalid_frame", detail="A frame is a JSON object with a type")
     client_id = value.get("client_id")
     client_id = client_id if isinstance(client_id, str) else None
-    if kind not in FRAME_TYPES:
+    if kind not in FRAME_TYPES or (kind == "sync" and not gateway):
         shown = repr(kind)[:MAX_SHOWN_TYPE]  # the answer does not echo a whole frame back
         return ErrorFrame(code="unknown_type", detail=f"Unknown frame type: {shown}", client_id=client_id)
     return ErrorFrame(code="invalid_frame", detail=problem, client_id=client_id)

@@ -130,9 +130,9 @@ def create_auth(secret: str, ttl: timedelta, session_is_live: SessionCheck = _no
 
     A token passes when it is valid and ``session_is_live`` says its session was not revoked.
 
-    The WebSocket path is excluded: a middleware failure there would refuse the handshake with an HTTP
-    status, which browsers cannot read; the socket checks its token itself (with :class:`TokenCodec`,
-    on this same object) and closes with 4401.
+    The WebSocket paths (``/ws/{chat_id}`` and the gateway, ``/ws``) are excluded: a middleware failure
+    there would refuse the handshake with an HTTP status, which browsers cannot read; the socket checks
+    its token itself (with :class:`TokenCodec`, on this same object) and closes with 4401.
     """
 
     async def retrieve_user(
@@ -151,7 +151,15 @@ def create_auth(secret: str, ttl: timedelta, session_is_live: SessionCheck = _no
         retrieve_user_handler=retrieve_user,
         token_cls=SessionToken,
         default_token_expiration=ttl,
-        exclude=[r"^/register$", r"^/login$", r"^/token/refresh$", r"^/health$", r"^/docs", r"^/ws/"],
+        exclude=[
+            r"^/register$",
+            r"^/login$",
+            r"^/token/refresh$",
+            r"^/health$",
+            r"^/docs",
+            r"^/ws/",
+            r"^/ws$",
+        ],
     )
 
 

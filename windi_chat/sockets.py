@@ -1,8 +1,10 @@
 """The open sockets of a process, and the limits every socket shares.
 
-:class:`SocketRegistry` subscribes sockets to their chat's events and closes them when they must catch
-up (a stuck client, shutdown); :class:`FrameRateLimiter` bounds what one socket may send. Sockets that
-may have missed live events stay open: the ``DeliveryPoller`` serves them from the database.
+:class:`SocketRegistry` subscribes sockets to their chats' events and closes them when they must catch
+up (a stuck client, shutdown); :class:`FrameRateLimiter` bounds what one socket may send. Chat sockets
+that may have missed live events stay open: the ``DeliveryPoller`` serves them from the database.
+Gateways (``/ws``) are closed with 1013 instead, and refused while that lasts: they catch up with
+``sync`` when live delivery is back.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,8 @@ from windi_chat.events import chat_channel
 
 if TYPE_CHECKING:
     from windi_chat.connection import ChatConnection
+    from windi_chat.connection_core import SocketCore
+    from windi_chat.gateway import Gateway
 
 __all__ = ("FrameRateLimiter", "SocketRegistry")
 
@@ -95,17 +99,34 @@ class SocketRegistry:
         self._backend = backend
         self._send_timeout = send_timeout
         self._connections: set[ChatConnection] = set()
+        self._gateways: set[Gateway] = set()
         self._subscription_lock = anyio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
         self.closing = False
-        self.degraded = False  # set by the DeliveryPoller: new sockets are served from the database
+        self._degraded = False
 
     def __len__(self) -> int:
-        return len(self._connections)
+        return len(self._connections) + len(self._gateways)
 
     def __iter__(self) -> Iterator[ChatConnection]:
+        """The chat sockets (the ones the poller serves while live delivery is down)."""
         return iter(list(self._connections))
+
+    def _everyone(self) -> list[SocketCore]:
+        return [*self._connections, *self._gateways]
+
+    @property
+    def degraded(self) -> bool:
+        """Set by the DeliveryPoller: new chat sockets are served from the database, gateways refused."""
+        return self._degraded
+
+    @degraded.setter
+    def degraded(self, degraded: bool) -> None:
+        self._degraded = degraded
+        if degraded:
+            for gateway in list(self._gateways):
+                self._spawn(gateway.close(CLOSE_TRY_AGAIN, "live delivery is down; sync again later"))
 
     async def subscribe(self, chat_id: int) -> Subscriber:
         """A subscriber to the chat's events (if the backend could not subscribe, the poller serves it)."""
@@ -120,20 +141,60 @@ class SocketRegistry:
     async def unsubscribe(self, subscriber: Subscriber, chat_id: int) -> None:
         with anyio.CancelScope(shield=True):
             async with self._subscription_lock:
-                await self._leave(subscriber, chat_channel(chat_id))
+                await self._leave(subscriber, [chat_channel(chat_id)])
 
-    async def _leave(self, subscriber: Subscriber, channel: str) -> None:
-        await self._channels.unsubscribe(subscriber, channel)
+    async def subscribe_many(self, channels: Iterable[str]) -> Subscriber:
+        """One subscriber to the events of many channels (a gateway's)."""
+        async with self._subscription_lock:
+            return await self._channels.subscribe(list(channels))
+
+    async def join(self, subscriber: Subscriber, channels: Iterable[str]) -> None:
+        """Add channels to a subscriber, as ``ChannelsPlugin.subscribe`` does for a new one.
+
+        The plugin has no way to grow an existing subscriber, so this does what its ``subscribe`` does,
+        on the plugin's own table.
+        """
+        async with self._subscription_lock:
+            table = self._channels._channels
+            new = set()
+            for channel in channels:
+                listeners = table.setdefault(channel, set())
+                if not listeners:
+                    new.add(channel)
+                listeners.add(subscriber)
+            if new:
+                await self._backend.subscribe(new)
+
+    async def leave(self, subscriber: Subscriber, channels: Iterable[str]) -> None:
+        """Take channels off a subscriber (all of them ends its stream)."""
+        with anyio.CancelScope(shield=True):
+            async with self._subscription_lock:
+                await self._leave(subscriber, list(channels))
+
+    async def _leave(self, subscriber: Subscriber, channels: list[str]) -> None:
+        channels = [channel for channel in channels if channel in self._channels._channels]
+        await self._channels.unsubscribe(subscriber, channels)
         # Litestar keeps an entry for every channel ever subscribed and walks them all on each
         # unsubscribe, so sockets opened to many chat ids (members or not) would grow both without
         # bound (https://github.com/litestar-org/litestar/issues/4867; this can go once it is fixed).
-        if not self._channels._channels.get(channel):
-            self._channels._channels.pop(channel, None)
+        for channel in channels:
+            if not self._channels._channels.get(channel):
+                self._channels._channels.pop(channel, None)
 
     def add(self, connection: ChatConnection) -> None:
         if self.degraded:
             connection.feed.poll()
         self._connections.add(connection)
+        self._watch()
+
+    def add_gateway(self, gateway: Gateway) -> None:
+        self._gateways.add(gateway)
+        self._watch()
+
+    def discard_gateway(self, gateway: Gateway) -> None:
+        self._gateways.discard(gateway)
+
+    def _watch(self) -> None:
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = asyncio.get_running_loop().create_task(self._close_stuck_sockets())
 
@@ -144,11 +205,11 @@ class SocketRegistry:
         when the last socket is gone and starts again with the next one. The same sweep closes the
         sockets whose token has expired (4401), within a second of the expiry.
         """
-        while self._connections:
+        while self._connections or self._gateways:
             await asyncio.sleep(min(1.0, self._send_timeout / 2))
             sent_before = time.monotonic() - self._send_timeout
             now = datetime.now(UTC)
-            for connection in list(self._connections):
+            for connection in self._everyone():
                 if connection.sending_since(sent_before):
                     self._spawn(connection.close(CLOSE_TRY_AGAIN, "too slow to receive"))
                 elif connection.expired(now):
@@ -165,14 +226,15 @@ class SocketRegistry:
     async def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
         """Refuse new sockets, let each open one finish its current frame, then close it."""
         self.closing = True
-        if self._connections:
-            logger.info("Closing %d sockets (code %d)", len(self._connections), code)
+        everyone = self._everyone()
+        if everyone:
+            logger.info("Closing %d sockets (code %d)", len(everyone), code)
         async with anyio.create_task_group() as tasks:
-            for connection in list(self._connections):
+            for connection in everyone:
                 tasks.start_soon(connection.shutdown, code, reason)
 
     def session_revoked(self, session_id: str) -> None:
         """Close this process's sockets of a revoked session; they let their current frame finish."""
-        for connection in list(self._connections):
+        for connection in self._everyone():
             if connection.session_id == session_id:
                 self._spawn(connection.shutdown(CLOSE_UNAUTHORIZED, "session ended; log in again"))
