@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,11 +30,13 @@ from tests.wsclient import (
     Frame,
     is_message,
     is_type,
+    open_gateway,
     open_socket,
     receive_count,
     receive_until,
     receive_until_closed,
     send_frame,
+    send_sync,
 )
 
 CLOSE_FORBIDDEN = 4403
@@ -357,3 +360,36 @@ def test_clients_recover_every_message_once_when_the_backend_drops_out(cluster: 
     assert follower.error is None, follower.error
     assert sorted(follower.received) == list(range(1, total + 1)), follower.received  # every one, once
     assert follower.close_codes == []  # served from the database while the backend was down
+
+
+def _presence_of(person_id: int, online: bool) -> Callable[[Frame], bool]:
+    return lambda f: f.get("type") == "presence" and f["user_id"] == person_id and f["online"] is online
+
+
+@pytest.mark.parametrize("backend", ["redis", "postgres"])
+def test_presence_of_a_gateway_on_one_process_reaches_a_gateway_on_the_other_with_the_grace(
+    backend: str, postgres_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    redis = request.getfixturevalue("redis_server") if backend == "redis" else None
+    cluster = _start_cluster(backend, postgres_url, tmp_path, redis, WINDI_PRESENCE_GRACE_SECONDS="0.5")
+    try:
+        api_a, api_b = cluster.api(cluster.a), cluster.api(cluster.b)
+        ada, bob = api_a.people("Ada", "Bob")
+        chat_id = api_a.private_chat(ada, bob)["id"]
+
+        def ada_as_bob_sees_her() -> dict[str, Any]:
+            members = api_b.chat(bob, chat_id)["members"]
+            return next(member for member in members if member["user_id"] == ada.id)
+
+        with open_gateway(cluster.b.ws_url, bob.token) as bob_on_b:
+            send_sync(bob_on_b, {chat_id: 0})
+            with open_gateway(cluster.a.ws_url, ada.token) as ada_on_a:
+                send_sync(ada_on_a, {chat_id: 0})
+                receive_until(bob_on_b, _presence_of(ada.id, True))
+                wait_for(lambda: ada_as_bob_sees_her()["online"])
+            offline = receive_until(bob_on_b, _presence_of(ada.id, False))[-1]
+            assert offline["last_seen"] is not None
+            assert ada_as_bob_sees_her()["online"] is False
+            assert ada_as_bob_sees_her()["last_seen"] is not None
+    finally:
+        cluster.close()
