@@ -239,7 +239,7 @@ class Gateway(SocketCore):
         """Serve the opening: the chats as they are now that the gateway hears them, and ``sync``.
 
         Chats joined after the handshake's read are left to their ``chat_added`` event, which the
-        person's channel (subscribed before that read) brings; chats left meanwhile are dropped.
+        person's channel (subscribed before that read) brings; chats left meanwhile get ``chat_removed``.
         """
         known = self._known or {}
         async with unit_of_work(self._sessions) as session:
@@ -250,6 +250,11 @@ class Gateway(SocketCore):
         sync = self._sync
         wanted = sync.chats if sync is not None else None
         by_rev = sync.revs if sync is not None else {}
+        # Left since the handshake's read (their removal events may have come before the chat was
+        # followed), or named by the sync and left while the device was away.
+        removed = set(gone) | ((wanted.keys() | by_rev.keys()) - now.keys() if wanted is not None else set())
+        for chat_id in sorted(removed):
+            await self._send(encode(ChatRemovedFrame(chat_id=chat_id)))
         unnamed: list[int] = []
         for chat_id, (_, handshake_seq) in known.items():
             if chat_id not in now:
@@ -267,8 +272,6 @@ class Gateway(SocketCore):
             if last_seq != after_seq:
                 await self._replay(chat_id, state, after_seq)
         if wanted is not None:
-            for chat_id in (wanted.keys() | by_rev.keys()) - now.keys():
-                await self._send(encode(ChatRemovedFrame(chat_id=chat_id)))
             await self._announce(unnamed)
             await self._send(encode(SyncedFrame()))
         self._known = self._sync = None  # what the opening needed is not kept for the gateway's life

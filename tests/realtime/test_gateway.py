@@ -147,6 +147,24 @@ def test_removed_gets_chat_removed_and_then_nothing_of_that_chat(rest: Api, gate
     assert not [f for f in frames if f["type"] == "message" and f["message"]["chat_id"] == team]
 
 
+def test_removed_while_the_gateway_waits_for_a_sync_still_gets_chat_removed(
+    rest: Api, gateway: Gateway
+) -> None:
+    """Between the handshake's read of the chats and the opening (the wait for a sync that never comes)."""
+    ada, bob = rest.people("Ada", "Bob")
+    team = rest.group(ada, "Team", [bob])["id"]
+    other = rest.private_chat(ada, bob)["id"]
+    bob_gateway = gateway(bob.token)  # no sync: the opening waits WINDI_SYNC_WAIT_SECONDS first
+
+    rest.remove_member(ada, team, bob)
+    rest.send(ada, team, "after the removal", "after-removal")
+    rest.send(ada, other, "still here", "marker")
+
+    frames = receive_until(bob_gateway, in_chat(other, "marker"))
+    assert {"type": "chat_removed", "chat_id": team} in frames
+    assert not [f for f in frames if f["type"] == "message" and f["message"]["chat_id"] == team]
+
+
 def test_leaving_a_group_is_chat_removed_on_every_gateway_of_the_person(rest: Api, gateway: Gateway) -> None:
     ada, bob = rest.people("Ada", "Bob")
     team = rest.group(ada, "Team", [bob])["id"]
