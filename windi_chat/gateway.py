@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 import anyio
+import msgspec
 from litestar import WebSocket
 from litestar.channels.subscriber import Subscriber
 
@@ -54,7 +55,7 @@ from windi_chat.metrics import METERS, count_delivery
 from windi_chat.presence import RecentPresence
 from windi_chat.protocol import close_code, decode_client_frame, encode, warn_if_unavailable
 from windi_chat.security import TokenClaims
-from windi_chat.sockets import CLOSE_TRY_AGAIN, SocketRegistry
+from windi_chat.sockets import CLOSE_BAD_REQUEST, CLOSE_TRY_AGAIN, SocketRegistry
 
 __all__ = ("Gateway",)
 
@@ -112,6 +113,10 @@ class Gateway(SocketCore):
             frame = decode_client_frame(raw, gateway=True)
             if isinstance(frame, SyncFrame):
                 self._sync = frame
+            elif isinstance(frame, ErrorFrame) and _is_sync(raw):
+                # A client waiting for ``synced`` would wait forever: it learns why, and reconnects.
+                await self.close(CLOSE_BAD_REQUEST, f"invalid sync: {frame.detail}"[:MAX_REASON])
+                return False
             else:
                 self._first_frame = raw
         return True
@@ -290,3 +295,15 @@ class Gateway(SocketCore):
             await self._send(encode(ChatAddedFrame(chat=entry)))
         for chat_id in set(chat_ids) - self.chats.keys():  # left between the two reads
             await self._registry.leave(self._subscriber, [chat_channel(chat_id)])
+
+
+MAX_REASON = 120  # a close reason is at most 123 bytes; details are ASCII
+
+
+def _is_sync(raw: str | bytes) -> bool:
+    """Whether a frame that failed to decode meant to be a ``sync``."""
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(value, dict) and value.get("type") == "sync"

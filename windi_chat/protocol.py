@@ -25,7 +25,7 @@ from windi_chat.errors import (
     answer_for,
 )
 from windi_chat.frames import ClientFrame, ErrorFrame, GatewayFrame
-from windi_chat.inputs import MAX_JSON_DEPTH, json_too_deep
+from windi_chat.inputs import MAX_JSON_DEPTH, is_id, json_too_deep
 from windi_chat.sockets import CLOSE_FORBIDDEN, CLOSE_TRY_AGAIN, CLOSE_UNAUTHORIZED
 
 __all__ = (
@@ -114,7 +114,12 @@ def decode_client_frame(raw: str | bytes, *, gateway: bool = False) -> GatewayFr
     if kind not in FRAME_TYPES or (kind == "sync" and not gateway):
         shown = repr(kind)[:MAX_SHOWN_TYPE]  # the answer does not echo a whole frame back
         return ErrorFrame(code="unknown_type", detail=f"Unknown frame type: {shown}", client_id=client_id)
-    return ErrorFrame(code="invalid_frame", detail=problem, client_id=client_id)
+    # On the gateway, an error answering a chat's frame names the chat, when the frame named a valid one.
+    chat_id = value.get("chat_id") if gateway else None
+    chat_id = (
+        chat_id if isinstance(chat_id, int) and not isinstance(chat_id, bool) and is_id(chat_id) else None
+    )
+    return ErrorFrame(code="invalid_frame", detail=problem, client_id=client_id, chat_id=chat_id)
 
 
 # What a failed handshake or frame logs ---------------------------------------------------------------

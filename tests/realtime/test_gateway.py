@@ -216,6 +216,9 @@ def test_acks_and_errors_on_the_gateway_carry_the_chat_id(rest: Api, gateway: Ga
     send_frame(bob_gateway, type="send", chat_id=chat_id, client_id="blank", text="   ")
     error = receive_until(bob_gateway, is_type("error"))[-1]
     assert (error["code"], error["client_id"], error["chat_id"]) == ("invalid_frame", "blank", chat_id)
+    send_frame(bob_gateway, type="read", chat_id=chat_id, seq=-1)  # refused by the frame's schema
+    error = receive_until(bob_gateway, is_type("error"))[-1]
+    assert (error["code"], error["chat_id"]) == ("invalid_frame", chat_id)
 
 
 def test_a_frame_for_a_chat_the_person_is_not_in_gets_an_error_and_the_gateway_stays_open(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from tests.api import Api
 from tests.conftest import LiveServer
 from tests.wsclient import (
@@ -11,6 +15,7 @@ from tests.wsclient import (
     open_gateway,
     receive_count,
     receive_until,
+    receive_until_closed,
     send_frame,
     send_sync,
 )
@@ -78,15 +83,30 @@ def test_sync_ahead_of_a_chat_gets_a_resync_for_that_chat(rest: Api, shared_serv
         assert resync == {"type": "resync", "after_seq": 7, "last_seq": 1, "chat_id": chat_id}
 
 
-def test_a_sync_that_is_not_json_or_names_bad_ids_is_an_error_and_the_gateway_goes_live(
+@pytest.mark.parametrize(
+    "sync", [{"chats": {"not an id": 1}}, {"chats": {}, "rev": {}}, {"chats": {"1": -1}}, {"chats": []}]
+)
+def test_a_first_sync_that_is_not_valid_closes_the_gateway_with_4400_and_why(
+    rest: Api, shared_server: LiveServer, sync: dict[str, Any]
+) -> None:
+    """Rather than leave a client waiting for ``synced`` that never comes."""
+    bob = rest.people("Bob")[0]
+    with open_gateway(shared_server.ws_url, bob.token, max_queue=None) as gateway:
+        send_frame(gateway, type="sync", **sync)
+        _, code = receive_until_closed(gateway)
+        assert code == 4400
+        assert gateway.close_reason.startswith("invalid sync: ")
+
+
+def test_a_first_frame_that_is_not_json_is_an_error_and_the_gateway_goes_live(
     rest: Api, shared_server: LiveServer
 ) -> None:
     ada, bob = rest.people("Ada", "Bob")
     chat_id = rest.private_chat(ada, bob)["id"]
 
     with open_gateway(shared_server.ws_url, bob.token, max_queue=None) as gateway:
-        send_frame(gateway, type="sync", chats={"not an id": 1})
-        assert receive_until(gateway, is_type("error"))[-1]["code"] == "invalid_frame"
+        gateway.send("{not json")
+        assert receive_until(gateway, is_type("error"))[-1]["code"] == "invalid_json"
         send_frame(gateway, type="send", chat_id=chat_id, client_id="live", text="hi")
         assert receive_until(gateway, is_ack("live"))[-1]["chat_id"] == chat_id
 
