@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from windi_chat.errors import UserNotFoundError
 from windi_chat.events import EventBus
 from windi_chat.login_attempts import LoginAttempts
-from windi_chat.message_changes import take_back_reactions
+from windi_chat.message_changes import chats_reacted_in, take_back_reactions
 from windi_chat.models import Chat, ChatMember, ChatType, LoginSession, MemberRole, Message, User
 from windi_chat.security import PasswordHasher
 from windi_chat.sessions import prove_password
@@ -33,13 +33,18 @@ async def delete_account(db: AsyncSession, events: EventBus, user_id: int) -> No
     user = await db.get(User, user_id, with_for_update=True)
     if user is None:
         raise UserNotFoundError
-    memberships = list(
-        await db.scalars(select(ChatMember).where(ChatMember.user_id == user_id).order_by(ChatMember.chat_id))
-    )
-    # While the person is still a member of the chats, so that each is told of the change.
-    await take_back_reactions(db, events, user_id)
-    for member in memberships:
-        await _leave(db, events, member)
+    memberships = {
+        member.chat_id: member
+        for member in await db.scalars(select(ChatMember).where(ChatMember.user_id == user_id))
+    }
+    reacted = set(await chats_reacted_in(db, user_id))
+    # One pass in chat id order, each chat row locked once in that order, as two deletions at once
+    # must lock them; the reactions go while the person is still a member, so that each chat is told.
+    for chat_id in sorted(memberships.keys() | reacted):
+        if chat_id in reacted:
+            await take_back_reactions(db, events, chat_id, user_id)
+        if chat_id in memberships:
+            await _leave(db, events, memberships[chat_id])
     session_ids = list(await db.scalars(select(LoginSession.id).where(LoginSession.user_id == user_id)))
     if session_ids:
         events.sessions_revoked(db, session_ids)

@@ -32,7 +32,15 @@ from windi_chat.messaging import clean_text, messages_out
 from windi_chat.models import MemberRole, utcnow
 from windi_chat.schemas import MessageOut
 
-__all__ = ("CHANGES_LIMITED", "clean_emoji", "delete_message", "edit_message", "react", "take_back_reactions")
+__all__ = (
+    "CHANGES_LIMITED",
+    "chats_reacted_in",
+    "clean_emoji",
+    "delete_message",
+    "edit_message",
+    "react",
+    "take_back_reactions",
+)
 
 logger = logging.getLogger("windi_chat.messaging")
 
@@ -90,14 +98,19 @@ async def _changed(session: AsyncSession, events: EventBus, row: Row[Any], **cha
     return message
 
 
-async def take_back_reactions(session: AsyncSession, events: EventBus, user_id: int) -> None:
-    """Take back every reaction of a person whose account goes, each change under a rev and announced
-    on the commit, so that clients that follow the change feed see them go (the caller commits)."""
-    for chat_id in await change_sql.chats_reacted_in(session, user_id):
-        await change_sql.lock_chat(session, chat_id)
-        rows = await change_sql.take_reactions_of(session, chat_id, user_id)
-        for message in await messages_out(session, chat_id, rows):
-            events.message_updated(session, message)
+async def chats_reacted_in(session: AsyncSession, user_id: int) -> list[int]:
+    """The chats where the person has reactions, members or not any more."""
+    return await change_sql.chats_reacted_in(session, user_id)
+
+
+async def take_back_reactions(session: AsyncSession, events: EventBus, chat_id: int, user_id: int) -> None:
+    """Take back every reaction of a person whose account goes in one chat, each changed message under a
+    rev and announced on the commit, so that clients that follow the change feed see them go (the caller
+    commits)."""
+    await change_sql.lock_chat(session, chat_id)
+    rows = await change_sql.take_reactions_of(session, chat_id, user_id)
+    for message in await messages_out(session, chat_id, rows):
+        events.message_updated(session, message)
 
 
 async def edit_message(
