@@ -12,18 +12,22 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
 
 import anyio
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.plugins import InitPluginProtocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from windi_chat.config import Settings
 from windi_chat.database import is_unavailable, migrate
 
-__all__ = ("DatabaseUnreachableError", "install_graceful_shutdown", "prepare_database")
+__all__ = ("BackgroundPlugin", "DatabaseUnreachableError", "install_graceful_shutdown", "prepare_database")
 
 logger = logging.getLogger("windi_chat.lifecycle")
 
@@ -111,3 +115,29 @@ def install_graceful_shutdown(drain: Callable[[], Awaitable[None]]) -> None:
         loop.call_soon_threadsafe(on_sigterm, sig, frame)
 
     signal.signal(signal.SIGTERM, schedule)
+
+
+class BackgroundPlugin(InitPluginProtocol):
+    """A plugin with background work that needs live delivery and the database while it runs.
+
+    Its lifespan is entered after the channels plugin's, so it is left before it (shutdown hooks run
+    only once every lifespan is left): the work stops while delivery and the database still run.
+    """
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        app_config.lifespan.append(self._lifespan)
+        return app_config
+
+    @asynccontextmanager
+    async def _lifespan(self, _app: Litestar) -> AsyncIterator[None]:
+        await self._start()
+        try:
+            yield
+        finally:
+            await self._stop()
+
+    async def _start(self) -> None:
+        raise NotImplementedError
+
+    async def _stop(self) -> None:
+        raise NotImplementedError

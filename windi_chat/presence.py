@@ -33,22 +33,19 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from litestar import Litestar
 from litestar.channels import ChannelsPlugin
 from litestar.channels.subscriber import Subscriber
-from litestar.config.app import AppConfig
-from litestar.plugins import InitPluginProtocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.database import unit_of_work
 from windi_chat.events import PRESENCE_CHANNEL, EventBus
 from windi_chat.frames import PresenceFrame
+from windi_chat.lifecycle import BackgroundPlugin
 from windi_chat.models import utcnow
 from windi_chat.presence_sql import chats_of, mark_seen
 
@@ -73,7 +70,7 @@ class _Origin:
     lingering: set[int] = field(default_factory=set)
 
 
-class Presence(InitPluginProtocol):
+class Presence(BackgroundPlugin):
     """The online state of people, shared by every process; a plugin, to start after channels."""
 
     def __init__(
@@ -99,20 +96,6 @@ class Presence(InitPluginProtocol):
         self._stopped = False
 
     # Wiring ----------------------------------------------------------------------------------------
-
-    def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        # A lifespan entered after the channels plugin's is left before it: presence stops while
-        # delivery and the database still run.
-        app_config.lifespan.append(self._lifespan)
-        return app_config
-
-    @asynccontextmanager
-    async def _lifespan(self, _app: Litestar) -> AsyncIterator[None]:
-        await self._start()
-        try:
-            yield
-        finally:
-            await self._stop()
 
     async def _start(self) -> None:
         self._subscriber = await self._channels.subscribe([PRESENCE_CHANNEL])

@@ -15,21 +15,18 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
-from litestar import Litestar
 from litestar.channels import ChannelsPlugin
 from litestar.channels.subscriber import Subscriber
-from litestar.config.app import AppConfig
-from litestar.plugins import InitPluginProtocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat.database import unit_of_work
 from windi_chat.events import KIND_REVOKED, SESSIONS_CHANNEL, revocation_payload
+from windi_chat.lifecycle import BackgroundPlugin
 from windi_chat.models import LoginSession, utcnow
 
 __all__ = ("SessionGate",)
@@ -45,7 +42,7 @@ SWEEP_INTERVAL_SECONDS = 60.0
 RevocationListener = Callable[[str], None]
 
 
-class SessionGate(InitPluginProtocol):
+class SessionGate(BackgroundPlugin):
     """The live/revoked state of sessions as this process knows it; a plugin, to start after channels.
 
     ``forget_after`` is the access-token lifetime: once it has passed since a revocation, every token of
@@ -83,20 +80,6 @@ class SessionGate(InitPluginProtocol):
         self._tasks: set[asyncio.Task[None]] = set()
 
     # Wiring ----------------------------------------------------------------------------------------
-
-    def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        # A lifespan entered after the channels plugin's is left before it (shutdown hooks run only
-        # once every lifespan is left): the gate stops while delivery and the database still run.
-        app_config.lifespan.append(self._lifespan)
-        return app_config
-
-    @asynccontextmanager
-    async def _lifespan(self, _app: Litestar) -> AsyncIterator[None]:
-        await self._start()
-        try:
-            yield
-        finally:
-            await self._stop()
 
     def on_revocation(self, listener: RevocationListener) -> None:
         """Call ``listener(session_id)`` for every session revoked, on any process."""
