@@ -13,8 +13,8 @@ it. Nothing is published while nothing changes, so the cost is one publish per r
 
 Processes share what they hold on :data:`~windi_chat.events.PRESENCE_CHANNEL`, as
 ``<kind><origin>\n<user ids>``: ``H`` every ``WINDI_PRESENCE_HEARTBEAT_SECONDS`` with everyone open
-here (and, negated, everyone in their grace here); ``U`` opened, ``L`` in grace, ``D`` dropped (someone
-else still holds them), ``X`` dropped and announced offline, ``Q`` a new process asks for heartbeats.
+here (and, negated, everyone in their grace here); ``U`` opened, ``L`` in grace, ``D`` dropped (no longer
+held here), ``X`` dropped and announced offline, ``Q`` a new process asks for heartbeats.
 A process silent for the grace plus two heartbeats is taken for dead; the live process with the
 lowest origin then announces its people offline, as of when it was last heard. When an offline
 announcement was wrong (two processes racing, or one wrongly taken for dead), a process that still
@@ -182,6 +182,8 @@ class Presence(BackgroundPlugin):
         if self._held_elsewhere(user_id, lingering_too=False):
             self._announce(b"D", user_id)
             return
+        # Before the frames: every process then counts them offline by the time its gateways tell so.
+        self._announce(b"D", user_id)
         await self._went_offline([user_id], lingering[0])
         # After the frames are queued: a process that still holds them answers with ``online`` later.
         self._announce(b"X", user_id)
