@@ -12,13 +12,11 @@ import asyncpg
 import httpx
 
 from bench.load import Api, ChatSocket, Ledger, connect_all, percentiles, run_phase, verify
-from bench.procs import DB_DSN, running_server
+from bench.procs import CHEAP_ARGON2, DB_DSN, running_server
 from bench.scenarios import Context, Result
 
 __all__ = ("history", "idle")
 
-# Idle sockets need thousands of accounts; argon2 at its production cost would take most of the run.
-CHEAP_ARGON2 = {"WINDI_ARGON2_TIME_COST": "1", "WINDI_ARGON2_MEMORY_KIB": "1024"}
 SETTLE_SECONDS = 3.0
 MEMORY_TARGET_KIB = 50
 SOCKETS_TARGET = 10_000

@@ -21,9 +21,9 @@ import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bench.capacity import CHEAP_ARGON2, SETTLE_SECONDS
+from bench.capacity import SETTLE_SECONDS
 from bench.load import TEXT, Api, Member, percentiles
-from bench.procs import running_server
+from bench.procs import CHEAP_ARGON2, running_server
 from bench.scenarios import Context, Result
 
 __all__ = ("gateway",)

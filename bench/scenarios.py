@@ -29,7 +29,15 @@ from bench.load import (
     run_phase,
     verify,
 )
-from bench.procs import ADMIN_DSN, BENCH_DB, DB_DSN, ServerProcess, reset_database, running_server
+from bench.procs import (
+    ADMIN_DSN,
+    BENCH_DB,
+    CHEAP_ARGON2,
+    DB_DSN,
+    ServerProcess,
+    reset_database,
+    running_server,
+)
 
 __all__ = ("Context", "Params", "Result", "group", "limits", "login", "pairs", "pairs_redis")
 
@@ -264,7 +272,7 @@ async def group(ctx: Context) -> Result:
             "window": p.window,
         },
     )
-    async with running_server("chat", "group") as server:
+    async with running_server("chat", "group", CHEAP_ARGON2) as server:
         api = Api(server.base_url)
         members = await api.register_users(p.group_size, "group")
         chat_id = await api.create_group(members[0], members[1:], "bench group")

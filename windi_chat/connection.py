@@ -88,10 +88,11 @@ class ChatConnection(SocketCore):
             if feed.mode is Mode.LIVE and payload[0] != POLLED:
                 if not await self._forward(payload):
                     return
-                continue
-            for event in feed.admit(payload):  # delivery from the database (see ``seam``)
-                if not await self._forward(event):
-                    return
+            else:
+                for event in feed.admit(payload):  # delivery from the database (see ``seam``)
+                    if not await self._forward(event):
+                        return
+            await self._take_turn(self._subscriber.qsize)
 
     async def _forward(self, payload: bytes) -> bool:
         """Send one event unless the client has it; False once the socket closed for a removal."""

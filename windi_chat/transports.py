@@ -29,7 +29,7 @@ from uvicorn.server import ServerState
 
 from windi_chat.config import Settings
 
-__all__ = ("ClosingWebSocketProtocol", "GuardedHttpProtocol", "max_connections")
+__all__ = ("ClosingWebSocketProtocol", "CorkedTransport", "GuardedHttpProtocol", "max_connections")
 
 logger = logging.getLogger("windi_chat.transports")
 
@@ -139,8 +139,53 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.abort()
 
 
+class CorkedTransport:
+    """A transport whose writes within one turn of the event loop go to the kernel as one.
+
+    A socket that sends many frames in a row (its share of a burst into a big group) would otherwise
+    make one system call, and one TCP segment, per frame: most of what a delivery costs. Writes are
+    kept in order and flushed once the tasks that are ready have run; a close flushes first.
+    """
+
+    __slots__ = ("_flush_pending", "_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+        self._flush_pending = False
+
+    def write(self, data: bytes) -> None:
+        self._pending.append(data)
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_pending = False
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class ClosingWebSocketProtocol(WebSocketsSansIOProtocol):
-    """The default WebSocket protocol of uvicorn, plus a deadline on closing."""
+    """The default WebSocket protocol of uvicorn, plus a deadline on closing, on a corked transport."""
 
     def __init__(
         self,
@@ -152,6 +197,11 @@ class ClosingWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.close_timeout = _settings().ws_close_timeout
         self._abort_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(
+            cast("asyncio.Transport", CorkedTransport(cast("asyncio.Transport", transport), self.loop))
+        )
 
     def _abort_later(self) -> None:
         """Start the close deadline once; a connection that ends first cancels it."""
