@@ -50,15 +50,12 @@ from windi_chat.protocol import close_code, decode_client_frame, encode, error_f
 from windi_chat.revocations import SessionGate
 from windi_chat.security import TokenClaims, TokenCodec
 from windi_chat.sockets import CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_UNAUTHORIZED, FrameRateLimiter
+from windi_chat.turns import FRAMES_PER_TURN, Turns
 from windi_chat.writer import MessageWriter
 
 __all__ = ("SocketContext", "SocketCore", "client_id_of")
 
 logger = logging.getLogger("windi_chat.realtime")
-
-# Events a socket with a backlog sends before it lets the rest of the process run (see ``_take_turn``);
-# they go to the kernel as one write.
-FRAMES_PER_TURN = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +69,7 @@ class SocketContext:
     gate: SessionGate
     writer: MessageWriter
     limits: PersonLimits
+    turns: Turns
 
 
 class SocketCore:
@@ -97,7 +95,8 @@ class SocketCore:
         # queues drop events silently and unsubscribing from a full one blocks; it grows past the limit
         # only while a send waits, for at most the send timeout.
         self._backlog = settings.ws_socket_backlog
-        self._run_of_frames = 0  # events sent since the socket last let the loop run
+        self._turn = shared.turns.turn()  # its turns at sending a backlog of events
+        self._sent_in_a_row = 0
         self._sending_since: float | None = None  # watched by SocketRegistry._close_stuck_sockets
         # Held while a client frame is handled, so a shutdown lets an in-flight send commit and ack.
         self._handling = asyncio.Lock()
@@ -114,12 +113,15 @@ class SocketCore:
 
     async def _run(self) -> None:
         """Forward events, acknowledge sends and read frames until the client leaves or a loop ends it."""
-        async with anyio.create_task_group() as tasks:
-            self._scope = tasks.cancel_scope
-            tasks.start_soon(self._forward_events)
-            tasks.start_soon(self._answer_sends)
-            await self._read_frames()
-            tasks.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tasks:
+                self._scope = tasks.cancel_scope
+                tasks.start_soon(self._forward_events)
+                tasks.start_soon(self._answer_sends)
+                await self._read_frames()
+                tasks.cancel_scope.cancel()
+        finally:
+            self._turn.end()  # a socket closed in its turn passes it on
 
     async def _forward_events(self) -> None:
         raise NotImplementedError
@@ -152,20 +154,16 @@ class SocketCore:
             self._sending_since = None
 
     async def _take_turn(self, waiting: int) -> None:
-        """Let the rest of the process run between two events when more are waiting.
-
-        A send into a socket with room does not suspend, so a socket with a backlog (a burst into a big
-        group: hundreds of frames for each of its sockets) would otherwise send it all in one go, and the
-        commits and acks of the sends after it would wait for every socket's whole backlog. A turn of
-        ``FRAMES_PER_TURN`` keeps most of the saving of one write per turn (``CorkedTransport``).
-        """
+        """After an event: with ``waiting`` more, queue for the next turn at sending once this one is
+        used up; with none, give the turn up (see ``turns``)."""
         if not waiting:
-            self._run_of_frames = 0  # the next event is awaited: the loop gets its turn then
+            self._sent_in_a_row = 0
+            self._turn.end()
             return
-        self._run_of_frames += 1
-        if self._run_of_frames >= FRAMES_PER_TURN:
-            self._run_of_frames = 0
-            await asyncio.sleep(0)
+        self._sent_in_a_row += 1
+        if self._sent_in_a_row >= FRAMES_PER_TURN or self._shared.turns.pass_over():
+            self._sent_in_a_row = 0
+            await self._turn.next()
 
     def _chat_named(self, chat_id: int | None) -> int | None:
         return chat_id if self.names_chats else None

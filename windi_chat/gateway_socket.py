@@ -70,7 +70,7 @@ async def gateway_socket(
     if not limits.sockets.acquire(user_id):
         await refuse(socket, CLOSE_TOO_MANY, "too many connections")
         return
-    shared = SocketContext(events, sessions, settings, tokens, gate, writer, limits)
+    shared = SocketContext(events, sessions, settings, tokens, gate, writer, limits, registry.turns)
     try:
         await _serve(socket, admission.claims, registry, shared, presence)
     finally:

@@ -72,7 +72,7 @@ async def chat_socket(
     if not limits.sockets.acquire(user_id):
         await refuse(socket, CLOSE_TOO_MANY, "too many connections")
         return
-    shared = SocketContext(events, sessions, settings, tokens, gate, writer, limits)
+    shared = SocketContext(events, sessions, settings, tokens, gate, writer, limits, registry.turns)
     try:
         await _serve(socket, chat_id, admission, registry, shared)
     finally:

@@ -22,6 +22,7 @@ from litestar.channels.subscriber import Subscriber
 
 from windi_chat.delivery import GuardedBackend
 from windi_chat.events import chat_channel
+from windi_chat.turns import Turns
 
 if TYPE_CHECKING:
     from windi_chat.connection import ChatConnection
@@ -105,6 +106,7 @@ class SocketRegistry:
         self._watchdog: asyncio.Task[None] | None = None
         self.closing = False
         self._degraded = False
+        self.turns = Turns()  # sockets with a backlog take turns at sending it
 
     def __len__(self) -> int:
         return len(self._connections) + len(self._gateways)
