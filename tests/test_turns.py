@@ -114,3 +114,18 @@ async def test_an_aborted_corked_transport_writes_nothing_more() -> None:
     await asyncio.sleep(0)
     assert real.writes == []
     assert real.aborted
+
+
+async def test_a_socket_stuck_in_its_turn_loses_it_and_cannot_end_the_next_ones() -> None:
+    turns = Turns(pass_seconds=60.0, hold_seconds=0.5)
+    stuck, second, third = turns.turn(), turns.turn(), turns.turn()
+    await stuck.next()  # in its turn, and then blocked in a send to a client that reads nothing
+    await asyncio.wait_for(second.next(), timeout=10)  # the turn went on without it
+    stuck.end()  # its send returned at last: the turn it gives up is no longer its own
+    waiting = asyncio.ensure_future(third.next())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()  # the second socket is still in its turn
+    second.end()
+    await asyncio.wait_for(waiting, timeout=10)
+    third.end()

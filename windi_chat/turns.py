@@ -28,23 +28,38 @@ import asyncio
 import time
 from collections import deque
 
-__all__ = ("FRAMES_PER_TURN", "PASS_SECONDS", "Turn", "Turns")
+__all__ = ("FRAMES_PER_TURN", "HOLD_SECONDS", "PASS_SECONDS", "Turn", "Turns")
 
 # Frames a socket with a backlog sends in one turn; a turn's frames go to the kernel as one write.
 FRAMES_PER_TURN = 16
 # Seconds of turns between two polls of the event loop for I/O.
 PASS_SECONDS = 0.002
+# Seconds a socket may hold its turn. One whose client stopped reading blocks in its send; the turn then
+# goes on without it, so one stuck client never holds up everyone else's backlog.
+HOLD_SECONDS = 0.05
 
 
 class Turns:
     """The queue of sockets waiting for a turn; one per process."""
 
-    __slots__ = ("_held", "_pass_seconds", "_pass_started", "_pump_scheduled", "_waiting")
+    __slots__ = (
+        "_hold_seconds",
+        "_hold_timer",
+        "_holder",
+        "_pass_seconds",
+        "_pass_started",
+        "_pump_scheduled",
+        "_turns_given",
+        "_waiting",
+    )
 
-    def __init__(self, pass_seconds: float = PASS_SECONDS) -> None:
+    def __init__(self, pass_seconds: float = PASS_SECONDS, hold_seconds: float = HOLD_SECONDS) -> None:
         self._pass_seconds = pass_seconds
-        self._waiting: deque[asyncio.Future[None]] = deque()
-        self._held = False  # a socket is in its turn
+        self._hold_seconds = hold_seconds
+        self._waiting: deque[asyncio.Future[int]] = deque()
+        self._turns_given = 0  # numbers the turns, so a turn taken back cannot be given up twice
+        self._holder = 0  # the number of the turn a socket is in, 0 when none is
+        self._hold_timer: asyncio.TimerHandle | None = None
         self._pass_started = 0.0
         self._pump_scheduled = False
 
@@ -56,24 +71,33 @@ class Turns:
         """A socket's place in the turns."""
         return Turn(self)
 
-    def _release(self) -> None:
-        self._held = False
+    def _release(self, number: int) -> None:
+        """Turn ``number`` is over (unless it was taken back already): the next socket's starts."""
+        if number != self._holder:
+            return
+        self._holder = 0
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         self._give()
 
     def _give(self, new_pass: bool = False) -> None:
         """Hand the turn to the next socket waiting, or end the pass first if its time is up."""
-        if self._held or (self._pump_scheduled and not new_pass):
+        if self._holder or (self._pump_scheduled and not new_pass):
             return
         while self._waiting and self._waiting[0].done():  # its socket closed while it waited
             self._waiting.popleft()
         if not self._waiting:
             return
+        loop = asyncio.get_running_loop()
         if not new_pass and self.pass_over():
             self._pump_scheduled = True
-            asyncio.get_running_loop().call_soon(self._new_pass)
+            loop.call_soon(self._new_pass)
             return
-        self._held = True
-        self._waiting.popleft().set_result(None)
+        self._turns_given += 1
+        self._holder = self._turns_given
+        self._hold_timer = loop.call_later(self._hold_seconds, self._release, self._holder)
+        self._waiting.popleft().set_result(self._holder)
 
     def _new_pass(self) -> None:
         """The loop has polled for I/O since the last turn: a new pass starts, with a turn at least."""
@@ -83,33 +107,30 @@ class Turns:
 
 
 class Turn:
-    """One socket's turns: whether it holds one now, and waiting for the next."""
+    """One socket's turns: the one it is in, if any, and waiting for the next."""
 
-    __slots__ = ("_holding", "_turns")
+    __slots__ = ("_number", "_turns")
 
     def __init__(self, turns: Turns) -> None:
         self._turns = turns
-        self._holding = False
+        self._number = 0  # of the turn the socket is in
 
     async def next(self) -> None:
         """End this turn (if the socket is in one) and wait for the next."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        holding, self._holding = self._holding, False
-        self._turns._waiting.append(future)
-        if holding:
-            self._turns._release()
-        else:
-            self._turns._give()
+        turns = self._turns
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        turns._waiting.append(future)
+        self.end()
+        turns._give()
         try:
-            await future
+            self._number = await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():  # given the turn as it was cancelled
-                self._turns._release()
+                turns._release(future.result())
             raise
-        self._holding = True
 
     def end(self) -> None:
         """Give up the turn the socket is in, if any: it has nothing more to send."""
-        if self._holding:
-            self._holding = False
-            self._turns._release()
+        if self._number:
+            number, self._number = self._number, 0
+            self._turns._release(number)
