@@ -34,9 +34,10 @@ __all__ = ("FRAMES_PER_TURN", "HOLD_SECONDS", "PASS_SECONDS", "Turn", "Turns")
 FRAMES_PER_TURN = 16
 # Seconds of turns between two polls of the event loop for I/O.
 PASS_SECONDS = 0.002
-# Seconds a socket may hold its turn. One whose client stopped reading blocks in its send; the turn then
-# goes on without it, so one stuck client never holds up everyone else's backlog.
-HOLD_SECONDS = 0.05
+# Seconds a socket may hold its turn (a turn's 16 frames take well under one). One whose client stopped
+# reading blocks in its send; the turn then goes on without it, so a stuck client holds up the others'
+# backlogs for this long once, and not again until its send returns.
+HOLD_SECONDS = 0.01
 
 
 class Turns:
