@@ -92,7 +92,7 @@ class ChatConnection(SocketCore):
                 for event in feed.admit(payload):  # delivery from the database (see ``seam``)
                     if not await self._forward(event):
                         return
-            await self._take_turn(self._subscriber.qsize)
+            await self._turn.sent(self._subscriber.qsize)
 
     async def _forward(self, payload: bytes) -> bool:
         """Send one event unless the client has it; False once the socket closed for a removal."""

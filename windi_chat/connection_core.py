@@ -50,7 +50,7 @@ from windi_chat.protocol import close_code, decode_client_frame, encode, error_f
 from windi_chat.revocations import SessionGate
 from windi_chat.security import TokenClaims, TokenCodec
 from windi_chat.sockets import CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_UNAUTHORIZED, FrameRateLimiter
-from windi_chat.turns import FRAMES_PER_TURN, Turns
+from windi_chat.turns import Turns
 from windi_chat.writer import MessageWriter
 
 __all__ = ("SocketContext", "SocketCore", "client_id_of")
@@ -96,7 +96,6 @@ class SocketCore:
         # only while a send waits, for at most the send timeout.
         self._backlog = settings.ws_socket_backlog
         self._turn = shared.turns.turn()  # its turns at sending a backlog of events
-        self._sent_in_a_row = 0
         self._sending_since: float | None = None  # watched by SocketRegistry._close_stuck_sockets
         # Held while a client frame is handled, so a shutdown lets an in-flight send commit and ack.
         self._handling = asyncio.Lock()
@@ -152,18 +151,6 @@ class SocketCore:
                 self._scope.cancel()
         finally:
             self._sending_since = None
-
-    async def _take_turn(self, waiting: int) -> None:
-        """After an event: with ``waiting`` more, queue for the next turn at sending once this one is
-        used up; with none, give the turn up (see ``turns``)."""
-        if not waiting:
-            self._sent_in_a_row = 0
-            self._turn.end()
-            return
-        self._sent_in_a_row += 1
-        if self._sent_in_a_row >= FRAMES_PER_TURN or self._shared.turns.pass_over():
-            self._sent_in_a_row = 0
-            await self._turn.next()
 
     def _chat_named(self, chat_id: int | None) -> int | None:
         return chat_id if self.names_chats else None

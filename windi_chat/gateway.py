@@ -156,7 +156,7 @@ class Gateway(SocketCore):
                 await self._forward(payload)
                 if self._closed:
                     return
-                await self._take_turn(self._subscriber.qsize)
+                await self._turn.sent(self._subscriber.qsize)
         except FellBehind:
             await self.close(CLOSE_TRY_AGAIN, "fell too far behind")
         except DomainError as error:

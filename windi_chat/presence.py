@@ -179,11 +179,10 @@ class Presence(BackgroundPlugin):
         lingering = self._lingering.pop(user_id, None)
         if lingering is None:
             return
-        if self._held_elsewhere(user_id, lingering_too=False):
-            self._announce(b"D", user_id)
-            return
-        # Before the frames: every process then counts them offline by the time its gateways tell so.
+        # Before any frames: every process then counts them offline by the time its gateways tell so.
         self._announce(b"D", user_id)
+        if self._held_elsewhere(user_id, lingering_too=False):
+            return
         await self._went_offline([user_id], lingering[0])
         # After the frames are queued: a process that still holds them answers with ``online`` later.
         self._announce(b"X", user_id)

@@ -8,18 +8,8 @@ sent ``FRAMES_PER_TURN`` frames in a row, or the turns of this pass of the loop 
 queued; after ``PASS_SECONDS`` of them the loop polls for I/O (a database reply, a client frame) before
 the next. Acks are not sent in turns, so an ack overtakes the backlog of its socket.
 
-A socket's loop uses it like this::
-
-    sent_in_a_row = 0
-    ...send an event...
-    if events are waiting:
-        sent_in_a_row += 1
-        if sent_in_a_row >= FRAMES_PER_TURN or turns.pass_over():
-            sent_in_a_row = 0
-            await turn.next()       # suspends until this socket's next turn
-    else:
-        sent_in_a_row = 0
-        turn.end()                  # a socket out of events gives its turn to the next
+A socket's loop calls ``await turn.sent(events_waiting)`` after each event it sends, and
+``turn.end()`` when it closes.
 """
 
 from __future__ import annotations
@@ -110,11 +100,24 @@ class Turns:
 class Turn:
     """One socket's turns: the one it is in, if any, and waiting for the next."""
 
-    __slots__ = ("_number", "_turns")
+    __slots__ = ("_number", "_sent_in_a_row", "_turns")
 
     def __init__(self, turns: Turns) -> None:
         self._turns = turns
         self._number = 0  # of the turn the socket is in
+        self._sent_in_a_row = 0  # events sent since the socket last waited for a turn
+
+    async def sent(self, waiting: int) -> None:
+        """After an event: with ``waiting`` more, wait for the next turn once this one is used up;
+        with none, give the turn up."""
+        if not waiting:
+            self._sent_in_a_row = 0
+            self.end()
+            return
+        self._sent_in_a_row += 1
+        if self._sent_in_a_row >= FRAMES_PER_TURN or self._turns.pass_over():
+            self._sent_in_a_row = 0
+            await self.next()
 
     async def next(self) -> None:
         """End this turn (if the socket is in one) and wait for the next."""
