@@ -44,13 +44,16 @@ from windi_chat.schemas import ChatOut, MessageOut
 __all__ = (
     "PRESENCE_CHANNEL",
     "SESSIONS_CHANNEL",
+    "Event",
     "EventBus",
     "Publish",
     "chat_channel",
     "discard",
     "event_payload",
+    "message_event",
     "message_header",
     "message_position",
+    "read_event",
     "revocation_payload",
     "split_event",
     "user_channel",
@@ -74,6 +77,9 @@ Publish = Callable[[bytes, str | list[str]], None]
 Several channels go out as one publish: one round trip to the backend (a Lua script on Redis, one
 transaction of NOTIFYs on PostgreSQL), the frame encoded once.
 """
+
+Event = tuple[bytes, str]
+"""``(payload, channel)`` of one event to a chat's sockets."""
 
 _PENDING = "windi_chat.pending_events"
 _encoder = msgspec.json.Encoder()
@@ -127,22 +133,30 @@ class EventBus:
     def _queue(self, session: AsyncSession, payload: bytes, channel: str | list[str]) -> None:
         session.info.setdefault(_PENDING, []).append((self._publish, payload, channel))
 
+    def on_commit(self, session: AsyncSession, events: Iterable[Event]) -> None:
+        """Events built ahead (``message_event``, ``read_event``), to go out once ``session`` commits."""
+        for payload, channel in events:
+            self._queue(session, payload, channel)
+
+    def committed(self, events: Iterable[Event]) -> None:
+        """Events of a change the caller has just committed on a connection of its own."""
+        for payload, channel in events:
+            self._publish(payload, channel)
+
     def sessions_revoked(self, session: AsyncSession, session_ids: list[str]) -> None:
         """Every process forgets these sessions and closes their sockets, once the revocation commits."""
         if session_ids:
             self._queue(session, revocation_payload(session_ids), SESSIONS_CHANNEL)
 
     def message(self, session: AsyncSession, message: MessageOut) -> None:
-        frame = MessageFrame(message=message)
-        self._on_commit(session, message.chat_id, message_header(message.seq, message.rev), frame)
+        self._queue(session, *message_event(message))
 
     def message_updated(self, session: AsyncSession, message: MessageOut) -> None:
         """An edit, a delete or a reaction change: the message's whole state, under its new rev."""
         self._on_commit(session, message.chat_id, b"U%d" % message.rev, MessageUpdatedFrame(message=message))
 
     def read(self, session: AsyncSession, chat_id: int, user_id: int, seq: int, all_read_seq: int) -> None:
-        frame = ReadEventFrame(chat_id=chat_id, user_id=user_id, seq=seq, all_read_seq=all_read_seq)
-        self._on_commit(session, chat_id, b"-", frame)
+        self._queue(session, *read_event(chat_id, user_id, seq, all_read_seq))
 
     def member_added(self, session: AsyncSession, chat_id: int, user_id: int) -> None:
         self._on_commit(session, chat_id, b"-", MemberAddedFrame(chat_id=chat_id, user_id=user_id))
@@ -177,6 +191,18 @@ class EventBus:
 def event_payload(header: bytes, frame: msgspec.Struct) -> bytes:
     """An event as it travels: the short header a socket reads, then the frame it forwards as is."""
     return header + b"\n" + _encoder.encode(frame)
+
+
+def message_event(message: MessageOut) -> Event:
+    """A new message, to its chat's sockets."""
+    header = message_header(message.seq, message.rev)
+    return event_payload(header, MessageFrame(message=message)), chat_channel(message.chat_id)
+
+
+def read_event(chat_id: int, user_id: int, seq: int, all_read_seq: int) -> Event:
+    """A reader's marker moved (and with it, perhaps, the chat's all_read_seq)."""
+    frame = ReadEventFrame(chat_id=chat_id, user_id=user_id, seq=seq, all_read_seq=all_read_seq)
+    return event_payload(b"-", frame), chat_channel(chat_id)
 
 
 def revocation_payload(session_ids: list[str]) -> bytes:

@@ -24,7 +24,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from windi_chat.message_sql import all_read_of, original
 from windi_chat.models import metadata
 
-__all__ = ("STORE_BATCH_POSTGRES", "Batch", "Outcome", "Pending", "Stored", "store_batch")
+__all__ = (
+    "LOCK_FREE_CHATS",
+    "STORE_BATCH_POSTGRES",
+    "Batch",
+    "Outcome",
+    "Pending",
+    "Stored",
+    "batch_of",
+    "batch_parameters",
+    "store_batch",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +88,7 @@ class Batch:
 # every marker and membership exactly: each writer of those takes the chat row's lock first. A batch
 # takes the rows it can lock at once and answers with the chats it could not: one chat held by someone
 # else (another process, an operator's transaction) must not hold up the sends to every other chat.
-_LOCK_FREE_CHATS = sql(
+LOCK_FREE_CHATS = sql(
     """
     WITH wanted AS (SELECT id FROM chats WHERE id = ANY(:chats)),
     locked AS (SELECT id FROM chats WHERE id = ANY(:chats) FOR UPDATE SKIP LOCKED)
@@ -170,7 +180,7 @@ async def store_batch(
         await session.execute(_LOCK_CHATS, {"chats": chats})
         ready = list(range(len(sends)))
     else:
-        busy = set(await session.scalars(_LOCK_FREE_CHATS, {"chats": chats}))
+        busy = set(await session.scalars(LOCK_FREE_CHATS, {"chats": chats}))
         ready = [index for index, send in enumerate(sends) if send.chat_id not in busy]
     outcomes: list[Outcome | None] = [None] * len(sends)
     all_read: dict[int, tuple[int, int]] = {}
@@ -184,58 +194,58 @@ async def store_batch(
 
 async def _store_ready(session: AsyncSession, sends: Sequence[Pending], now: datetime) -> Batch:
     """``STORE_BATCH_POSTGRES`` for sends whose chats' rows this transaction holds."""
-    rows = (
-        await session.execute(
-            STORE_BATCH_POSTGRES,
-            {
-                "chats": [send.chat_id for send in sends],
-                "senders": [send.sender_id for send in sends],
-                "clients": [send.client_id for send in sends],
-                "bodies": [send.text for send in sends],
-                "replies": [send.reply_to for send in sends],
-                "now": now,
-            },
-        )
-    ).all()
+    rows = await session.execute(STORE_BATCH_POSTGRES, batch_parameters(sends, now))
+    return batch_of(sends, rows.all(), now)
+
+
+def batch_parameters(sends: Sequence[Pending], now: datetime) -> dict[str, Any]:
+    """``STORE_BATCH_POSTGRES``'s parameters: one array per column, in the order the sends came."""
+    return {
+        "chats": [send.chat_id for send in sends],
+        "senders": [send.sender_id for send in sends],
+        "clients": [send.client_id for send in sends],
+        "bodies": [send.text for send in sends],
+        "replies": [send.reply_to for send in sends],
+        "now": now,
+    }
+
+
+def batch_of(sends: Sequence[Pending], rows: Sequence[Sequence[Any]], now: datetime) -> Batch:
+    """The outcomes in ``STORE_BATCH_POSTGRES``'s rows (by position: a driver's record or a Row)."""
     outcomes: list[Outcome | None] = []
     all_read: dict[int, tuple[int, int]] = {}
     for send, row in zip(sends, rows, strict=True):
-        if not row.member:
+        (idx, first_idx, member, old_id, old_seq, old_text, old_created_at, old_rev, old_reply_to,
+         old_edited_at, old_deleted, new_id, new_seq, new_rev, before, after) = row  # fmt: skip
+        if not member:
             outcomes.append(Outcome(None, created=False))
             continue
-        all_read[send.chat_id] = (row.before, row.after)
-        if row.old_id is not None:
+        all_read[send.chat_id] = (before, after)
+        if old_id is not None:
             stored = Stored(
-                row.old_id,
+                old_id,
                 send.chat_id,
-                row.old_seq,
+                old_seq,
                 send.sender_id,
                 send.client_id,
-                row.old_text,
-                row.old_created_at,
-                row.old_rev,
-                row.old_reply_to,
-                row.old_edited_at,
-                row.old_deleted,
+                old_text,
+                old_created_at,
+                old_rev,
+                old_reply_to,
+                old_edited_at,
+                old_deleted,
             )
             outcomes.append(Outcome(stored, created=False))
             continue
-        if row.new_id is None:
+        if new_id is None:
             outcomes.append(Outcome(None, created=False, bad_reply=True))
             continue
-        first = sends[row.first_idx - 1]
+        first = sends[first_idx - 1]
         stored = Stored(
-            row.new_id,
-            send.chat_id,
-            row.new_seq,
-            send.sender_id,
-            send.client_id,
-            first.text,
-            now,
-            row.new_rev,
+            new_id, send.chat_id, new_seq, send.sender_id, send.client_id, first.text, now, new_rev,
             first.reply_to,
-        )
-        outcomes.append(Outcome(stored, created=row.first_idx == row.idx))
+        )  # fmt: skip
+        outcomes.append(Outcome(stored, created=first_idx == idx))
     return Batch(outcomes, all_read)
 
 

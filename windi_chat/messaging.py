@@ -16,18 +16,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from windi_chat import message_batch, message_sql
 from windi_chat.errors import ChatNotFoundError, DomainError, InvalidMessageError
-from windi_chat.events import EventBus
+from windi_chat.events import Event, EventBus, message_event, read_event
 from windi_chat.inputs import text_problem
-from windi_chat.message_batch import Pending
+from windi_chat.message_batch import Batch, Pending
 from windi_chat.metrics import BATCH_SIZES, MESSAGES_STORED, METERS
 from windi_chat.models import utcnow
 from windi_chat.schemas import MAX_TEXT_LENGTH, DeletedSenderOut, MessageOut, ReactionOut, ReadOut
 
 __all__ = (
     "Sent",
+    "batch_results",
     "changes",
     "changes_up_to",
     "clean_text",
+    "count_stored",
     "history",
     "last_rev",
     "last_seq",
@@ -37,6 +39,7 @@ __all__ = (
     "message_out",
     "messages_after",
     "messages_out",
+    "repeats_reactions",
     "send_message",
     "send_messages",
 )
@@ -100,47 +103,68 @@ async def send_messages(
     Each send is stored once per (chat, sender, client id): a repeat stores nothing and answers with the
     original. Seqs come from each chat's counter, moved once for the batch under the chat row's lock,
     so they are gap-free and in the order the sends arrived. Sending moves the sender's read marker to
-    their message. The events go out on the commit: each chat's new messages in seq order, then at most
-    one ``read`` event per chat when the batch moved its all_read_seq (a sender was the last reader).
+    their message. The events go out on the commit (see :func:`batch_results`).
 
     Without ``wait``, a send to a chat whose row another transaction holds is not stored now: its
     result is None, and the caller tries it again.
     """
     now = utcnow()
     batch = await message_batch.store_batch(session, sends, now, wait=wait)
+    results, out = batch_results(batch, await repeats_reactions(session, batch))
+    events.on_commit(session, out)
+    await session.commit()
+    count_stored(batch)
+    return results
+
+
+async def repeats_reactions(session: AsyncSession, batch: Batch) -> dict[tuple[int, int], list[ReactionOut]]:
+    """The reactions of the messages that repeats answer with, by (chat, seq): a repeat answers with
+    the message as it now is."""
+    found: dict[tuple[int, int], list[ReactionOut]] = {}
+    for outcome in batch.outcomes:
+        if outcome is not None and outcome.message is not None and not outcome.created:
+            stored = outcome.message
+            of_chat = await message_sql.reactions_of(session, stored.chat_id, [stored.seq])
+            found[stored.chat_id, stored.seq] = _reactions_out(of_chat.get(stored.seq, {}))
+    return found
+
+
+def batch_results(
+    batch: Batch, reactions: dict[tuple[int, int], list[ReactionOut]]
+) -> tuple[list[Sent | DomainError | None], list[Event]]:
+    """Each send's answer, and the batch's events: each chat's new messages in seq order, then at most
+    one ``read`` event per chat, when the batch moved its all_read_seq (a sender was the last reader).
+    """
     results: list[Sent | DomainError | None] = []
+    out: list[Event] = []
     last_sent: dict[int, message_batch.Stored] = {}
     for outcome in batch.outcomes:
         if outcome is None:
             results.append(None)
-            continue
-        if outcome.bad_reply:
+        elif outcome.bad_reply:
             results.append(InvalidMessageError("reply_to names no message of this chat"))
-            continue
-        if outcome.message is None:
+        elif outcome.message is None:
             results.append(ChatNotFoundError())
-            continue
-        stored = outcome.message
-        reactions = None
-        if not outcome.created:  # a repeat answers with the message as it now is, reactions included
-            found = await message_sql.reactions_of(session, stored.chat_id, [stored.seq])
-            reactions = _reactions_out(found.get(stored.seq, {}))
-        message = message_out(stored, batch.all_read[stored.chat_id][1], reactions)
-        results.append(Sent(message, outcome.created))
-        if outcome.created:
-            events.message(session, message)
-            last_sent[stored.chat_id] = stored
+        else:
+            stored = outcome.message
+            all_read = batch.all_read[stored.chat_id][1]
+            message = message_out(stored, all_read, reactions.get((stored.chat_id, stored.seq)))
+            results.append(Sent(message, outcome.created))
+            if outcome.created:
+                out.append(message_event(message))
+                last_sent[stored.chat_id] = stored
     for chat_id, last in last_sent.items():
         before, after = batch.all_read[chat_id]
         if after > before:
-            events.read(session, chat_id, last.sender_id, last.seq, after)
-    await session.commit()
+            out.append(read_event(chat_id, last.sender_id, last.seq, after))
+    return results, out
+
+
+def count_stored(batch: Batch) -> None:
+    """The metrics of a committed batch."""
     if METERS.on:
-        BATCH_SIZES.observe(len(sends))
+        BATCH_SIZES.observe(len(batch.outcomes))
         MESSAGES_STORED.inc(sum(1 for outcome in batch.outcomes if outcome and outcome.created))
-    if last_sent:
-        logger.debug("Messages stored: %d in %d chats", len(sends), len(last_sent))
-    return results
 
 
 async def send_message(

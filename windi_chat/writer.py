@@ -1,9 +1,9 @@
 """One writer per process: sends from every socket and request are stored in batches.
 
 A send waits in a queue while the batch before it commits, then goes into the database with everything
-else that waited, in one transaction (``messaging.send_messages``). A lone send is written at once; under
-load, batches form by themselves. The caller awaits its own outcome, which is only known after the
-commit, so nothing is acknowledged before it is stored.
+else that waited, in one transaction (``pg_batch`` on PostgreSQL, ``messaging.send_messages`` on
+SQLite). A lone send is written at once; under load, batches form by themselves. The caller awaits its
+own outcome, which is only known after the commit, so nothing is acknowledged before it is stored.
 """
 
 from __future__ import annotations
@@ -13,14 +13,23 @@ import logging
 import time
 from collections.abc import Callable
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from windi_chat import pg_batch
 from windi_chat.database import unit_of_work
 from windi_chat.errors import ChatNotFoundError, DomainError, RateLimitedError, UnavailableError
 from windi_chat.events import EventBus
 from windi_chat.limits import SendLimiter
 from windi_chat.message_batch import Pending
-from windi_chat.messaging import Sent, clean_text, send_messages
+from windi_chat.messaging import (
+    Sent,
+    batch_results,
+    clean_text,
+    count_stored,
+    repeats_reactions,
+    send_messages,
+)
+from windi_chat.models import utcnow
 
 __all__ = ("MessageWriter",)
 
@@ -48,6 +57,12 @@ class MessageWriter:
         limiter: SendLimiter | None = None,
     ) -> None:
         self._sessions = sessions
+        # On PostgreSQL, batches go through the driver's connection (``pg_batch``); SQLite takes the
+        # same outcomes one send at a time within the session's transaction (``message_batch``).
+        engine = sessions.kw.get("bind") if isinstance(sessions, async_sessionmaker) else None
+        self._engine: AsyncEngine | None = (
+            engine if isinstance(engine, AsyncEngine) and engine.dialect.name == "postgresql" else None
+        )
         self._events = events
         self._limiter = limiter
         self._max_batch = max_batch
@@ -134,10 +149,7 @@ class MessageWriter:
     async def _write(self, batch: list[Waiting]) -> list[Waiting]:
         """Store a batch and answer its senders; return the sends whose chat was busy."""
         try:
-            async with unit_of_work(self._sessions) as session:
-                results = await send_messages(
-                    session, self._events, [pending for pending, _ in batch], wait=False
-                )
+            results = await self._store([pending for pending, _ in batch])
         except DomainError as error:  # the database is unavailable: every sender hears it
             _refuse(batch, error)
             return []
@@ -166,6 +178,22 @@ class MessageWriter:
             else:
                 future.set_result(result)
         return busy
+
+    async def _store(self, sends: list[Pending]) -> list[Sent | DomainError | None]:
+        """One transaction for the batch; its events go out once it committed."""
+        if self._engine is None:
+            async with unit_of_work(self._sessions) as session:
+                return await send_messages(session, self._events, sends, wait=False)
+        now = utcnow()
+        batch = await pg_batch.store_batch(self._engine, sends, now)
+        reactions = {}
+        if any(outcome and outcome.message and not outcome.created for outcome in batch.outcomes):
+            async with unit_of_work(self._sessions) as session:  # repeats: rare, and read after
+                reactions = await repeats_reactions(session, batch)
+        results, events = batch_results(batch, reactions)
+        self._events.committed(events)
+        count_stored(batch)
+        return results
 
 
 def _refuse(sends: list[Waiting], error: DomainError) -> None:
