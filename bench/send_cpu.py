@@ -1,8 +1,10 @@
 """CPU per send in-process, without sockets: where the database part of a message's cost goes.
 
 ``python -m bench.send_cpu [N]`` stores N messages against a fresh bench database in batches of 1, 8, 64
-and 256, through the action (``send_messages``: a session, the lock and batch statements, the commit)
-and through the same two statements on bare asyncpg, so the layers' costs can be told apart.
+and 256: through the action on a session (``send_messages``: the lock and batch statements, the commit,
+the answers and events), through the writer's path (``pg_batch``: the same statements on the driver's
+connection in three round trips, then the same answers and events), and through the same two
+statements on bare asyncpg, so the layers' costs can be told apart.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from windi_chat.config import Settings
 from windi_chat.database import create_db_config, migrate
 from windi_chat.events import EventBus, discard
 from windi_chat.message_batch import STORE_BATCH_POSTGRES, Pending
-from windi_chat.messaging import send_messages
+from windi_chat.messaging import batch_results, send_messages
 from windi_chat.models import utcnow
+from windi_chat.pg_batch import store_batch
 
 URL = DB_DSN.replace("postgresql://", "postgresql+asyncpg://")
 
@@ -67,6 +70,11 @@ async def main(count: int) -> None:
             async with sessions() as session:
                 await send_messages(session, events, _sends(batch, index, f"session-{batch}"))
         print(f"batch {batch:>3}: send_messages (Session)  {_per_message(started, count)}")
+        started = time.process_time()
+        for index in range(0, count, batch):
+            stored = await store_batch(config.get_engine(), _sends(batch, index, f"writer-{batch}"), utcnow())
+            batch_results(stored, {})
+        print(f"batch {batch:>3}: writer (pg_batch)        {_per_message(started, count)}")
         started = time.process_time()
         for index in range(0, count, batch):
             sends = _sends(batch, index, f"bare-{batch}")

@@ -80,6 +80,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         **UNLIMITED,
         "migrate_on_start": False,
         "log_level": "DEBUG",
+        # Many apps start in one test process: freezing each one's heap would keep it for good.
+        "gc_freeze": False,
     }
     values.update(overrides)
     return Settings(**values)

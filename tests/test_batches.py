@@ -364,3 +364,54 @@ def test_a_chat_id_beyond_64_bits_fails_alone(database_url: str) -> None:
 
     assert isinstance(refused, ChatNotFoundError)
     assert (stored.message.seq, stored.created) == (1, True)
+
+
+def test_a_writer_batch_answers_every_kind_of_send_in_its_place(database_url: str) -> None:
+    """A batch through the writer holding a chat that does not exist, a non-member, a repeat of a
+    message with a reaction, and new sends: each gets its own answer, and the rest are stored."""
+
+    async def work(sessions: Any, recorder: Recorder) -> tuple[list[Any], int]:
+        first = await _batch(sessions, recorder, [Pending(1, ADA, "old", "stored before")])
+        async with sessions() as session:
+            await session.execute(
+                text(
+                    "INSERT INTO message_reactions (chat_id, seq, emoji, user_id, rev) "
+                    "VALUES (1, 1, '👍', 2, 2)"
+                )
+            )
+            await session.commit()
+        writer = MessageWriter(sessions, recorder.bus)
+        try:
+            results = await asyncio.gather(
+                writer.send(999, ADA, "nowhere", "no such chat"),
+                writer.send(1, CY, "stranger", "not a member"),
+                writer.send(1, ADA, "old", "a resend"),
+                writer.send(2, BOB, "new", "fresh"),
+                writer.send(1, BOB, "new", "fresh too"),
+                return_exceptions=True,
+            )
+            stuck = 0
+            if database_url.startswith("postgresql"):  # no connection is left inside a transaction
+                async with sessions() as session:
+                    stuck = await session.scalar(
+                        text("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'")
+                    )
+            return [first, *results], stuck
+        finally:
+            await writer.close()
+
+    ((_, nowhere, stranger, repeat, group, private), stuck), recorder = _run(database_url, work)
+
+    assert isinstance(nowhere, ChatNotFoundError)
+    assert isinstance(stranger, ChatNotFoundError)
+    assert (repeat.message.seq, repeat.created, repeat.message.text) == (1, False, "stored before")
+    assert [(r.emoji, r.user_ids) for r in repeat.message.reactions] == [("👍", [BOB])]
+    assert (group.message.chat_id, group.message.seq, group.created) == (2, 1, True)
+    assert (private.message.chat_id, private.message.seq, private.created) == (1, 2, True)
+    assert [f["message"]["client_id"] for f in recorder.of_type("message")] == ["old", "new", "new"]
+    assert fetch(database_url, "SELECT chat_id, seq, client_id FROM messages ORDER BY chat_id, seq") == [
+        (1, 1, "old"),
+        (1, 2, "new"),
+        (2, 1, "new"),
+    ]
+    assert stuck == 0

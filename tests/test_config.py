@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -11,8 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from litestar.testing import TestClient
 
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, make_settings
+from windi_chat.app import create_app
 from windi_chat.config import ConfigurationError, Settings
 from windi_chat.logs import logging_dict
 
@@ -384,3 +387,17 @@ def test_an_entry_that_is_not_an_origin_is_refused_naming_it(entry: str) -> None
     with pytest.raises(ConfigurationError, match="WINDI_ALLOWED_ORIGINS") as refused:
         Settings.from_env({"WINDI_ALLOWED_ORIGINS": f"https://ok.example,{entry}"}, env_file=None)
     assert repr(entry) in str(refused.value)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_startup_freezes_its_heap_out_of_later_collections_unless_told_not_to(
+    database_url: str, freeze: bool
+) -> None:
+    gc.unfreeze()
+    try:
+        with TestClient(app=create_app(make_settings(database_url, gc_freeze=freeze))) as client:
+            assert client.get("/health").status_code == 200
+            frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()  # this process starts many apps: keep none of them for good
+    assert (frozen > 10_000) is freeze

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterable
 from datetime import timedelta
@@ -88,6 +89,18 @@ async def health(
     return Response(HealthOut(status="degraded" if poller.degraded else "ok"))
 
 
+def freeze_startup_heap() -> None:
+    """Leave everything startup built (modules, routes, statements, caches) out of later collections.
+
+    A full collection walks every tracked object. Startup leaves well over a hundred thousand, and
+    under load walking them stopped the event loop for 90-170 ms at a time, a stall every socket's
+    latency took in. Frozen, they are never walked again; what the server builds later, sockets and
+    their state, is collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application from ``settings`` (by default, from the environment and ``.env``)."""
     settings = settings or Settings.from_env()
@@ -161,6 +174,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         install_graceful_shutdown(sockets.close_all)
         if metrics is not None:
             metrics.start()
+        if settings.gc_freeze:
+            freeze_startup_heap()
         logger.info(
             "WinDI Chat %s ready (env=%s, delivery=%s, channel namespace %s)",
             __version__,

@@ -47,6 +47,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ] = ""
     # While the delivery backend is down, how often each process reads its sockets' new events.
     delivery_poll_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    # Leave what startup built out of later garbage collections (see ``app.freeze_startup_heap``).
+    gc_freeze: bool = True
     log_level: str = "INFO"
     log_format: Literal["text", "json", ""] = ""
     auth_rate_limit: int = 30
