@@ -83,6 +83,21 @@ class Batch:
     # For each chat of a member's send: its all_read_seq before the batch and after it.
     all_read: dict[int, tuple[int, int]]
 
+    @property
+    def repeats(self) -> list[Stored]:
+        """The stored messages that repeated sends answer with."""
+        return [o.message for o in self.outcomes if o is not None and o.message is not None and not o.created]
+
+    @classmethod
+    def of_ready(cls, count: int, ready: Sequence[int], stored: Batch | None) -> Batch:
+        """A batch of ``count`` sends from the outcomes of those at ``ready``; the others were not stored."""
+        outcomes: list[Outcome | None] = [None] * count
+        if stored is None:
+            return cls(outcomes, {})
+        for index, outcome in zip(ready, stored.outcomes, strict=True):
+            outcomes[index] = outcome
+        return cls(outcomes, stored.all_read)
+
 
 # The chats' rows are locked first, so that the statement after it, which takes a new snapshot, sees
 # every marker and membership exactly: each writer of those takes the chat row's lock first. A batch
@@ -182,14 +197,8 @@ async def store_batch(
     else:
         busy = set(await session.scalars(LOCK_FREE_CHATS, {"chats": chats}))
         ready = [index for index, send in enumerate(sends) if send.chat_id not in busy]
-    outcomes: list[Outcome | None] = [None] * len(sends)
-    all_read: dict[int, tuple[int, int]] = {}
-    if ready:
-        batch = await _store_ready(session, [sends[index] for index in ready], now)
-        for index, outcome in zip(ready, batch.outcomes, strict=True):
-            outcomes[index] = outcome
-        all_read = batch.all_read
-    return Batch(outcomes, all_read)
+    stored = await _store_ready(session, [sends[index] for index in ready], now) if ready else None
+    return Batch.of_ready(len(sends), ready, stored)
 
 
 async def _store_ready(session: AsyncSession, sends: Sequence[Pending], now: datetime) -> Batch:

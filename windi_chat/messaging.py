@@ -121,11 +121,9 @@ async def repeats_reactions(session: AsyncSession, batch: Batch) -> dict[tuple[i
     """The reactions of the messages that repeats answer with, by (chat, seq): a repeat answers with
     the message as it now is."""
     found: dict[tuple[int, int], list[ReactionOut]] = {}
-    for outcome in batch.outcomes:
-        if outcome is not None and outcome.message is not None and not outcome.created:
-            stored = outcome.message
-            of_chat = await message_sql.reactions_of(session, stored.chat_id, [stored.seq])
-            found[stored.chat_id, stored.seq] = _reactions_out(of_chat.get(stored.seq, {}))
+    for stored in batch.repeats:
+        of_chat = await message_sql.reactions_of(session, stored.chat_id, [stored.seq])
+        found[stored.chat_id, stored.seq] = _reactions_out(of_chat.get(stored.seq, {}))
     return found
 
 

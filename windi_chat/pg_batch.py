@@ -28,7 +28,6 @@ from windi_chat.message_batch import (
     LOCK_FREE_CHATS,
     STORE_BATCH_POSTGRES,
     Batch,
-    Outcome,
     Pending,
     batch_of,
     batch_parameters,
@@ -64,20 +63,21 @@ async def store_batch(engine: AsyncEngine, sends: Sequence[Pending], now: dateti
 
 async def _store_and_commit(connection: AsyncConnection, sends: Sequence[Pending], now: datetime) -> Batch:
     driver: Any = (await connection.get_raw_connection()).driver_connection
+    # The pool knows nothing of this transaction: it must not get the connection back inside it.
     try:
         batch = await _store(driver, sends, now)
         await driver.execute("COMMIT")
-    except BaseException as exc:
-        # The pool knows nothing of this transaction: it must not get the connection back inside it.
-        if driver.is_closed() or not isinstance(exc, Exception):
+    except Exception as exc:
+        if driver.is_closed():  # "connection is closed" carries no SQLSTATE to tell it by
             await connection.invalidate()
-            if isinstance(exc, Exception):
-                raise DatabaseUnavailableError from exc
-            raise
+            raise DatabaseUnavailableError from exc
         try:
             await driver.execute("ROLLBACK")
         except Exception:
             await connection.invalidate()
+        raise
+    except BaseException:  # cancelled, perhaps in the middle of a statement
+        await connection.invalidate()
         raise
     return batch
 
@@ -91,13 +91,9 @@ async def _store(driver: Any, sends: Sequence[Pending], now: datetime) -> Batch:
         # locks do not count). A send to a chat that does not exist is answered by the batch statement.
         busy = {row[0] for row in await driver.fetch(_LOCK_FREE, chats)}
     ready = [index for index, send in enumerate(sends) if send.chat_id not in busy]
-    outcomes: list[Outcome | None] = [None] * len(sends)
     if not ready:
-        return Batch(outcomes, {})
+        return Batch.of_ready(len(sends), ready, None)
     stored = [sends[index] for index in ready]
     parameters = batch_parameters(stored, now)
     rows = await driver.fetch(_STORE, *(parameters[name] for name in _STORE_ORDER))
-    batch = batch_of(stored, rows, now)
-    for index, outcome in zip(ready, batch.outcomes, strict=True):
-        outcomes[index] = outcome
-    return Batch(outcomes, batch.all_read)
+    return Batch.of_ready(len(sends), ready, batch_of(stored, rows, now))

@@ -187,7 +187,7 @@ class MessageWriter:
         now = utcnow()
         batch = await pg_batch.store_batch(self._engine, sends, now)
         reactions = {}
-        if any(outcome and outcome.message and not outcome.created for outcome in batch.outcomes):
+        if batch.repeats:
             async with unit_of_work(self._sessions) as session:  # repeats: rare, and read after
                 reactions = await repeats_reactions(session, batch)
         results, events = batch_results(batch, reactions)
