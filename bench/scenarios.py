@@ -51,6 +51,9 @@ class Params:
     pairs: int = 100
     messages: int = 200
     window: int = 10
+    # Acks a second of the paced window of ``pairs`` (0: half the peak just measured). A fixed rate
+    # compares latency across versions whose peaks differ.
+    paced_rate: float = 0.0
     group_size: int = 500
     senders: int = 5
     group_messages: int = 100
@@ -200,7 +203,7 @@ async def _pairs_load(
     api, sockets = await _pair_sockets(servers, p.pairs, prefix)
     peak_phase = run_phase(sockets, sockets, p.messages, p.window, "peak", cpu)
     peak = await (_measured(ctx, servers[0], prefix, peak_phase) if profile else peak_phase)
-    per_sender = peak.acked / peak.seconds / 2 / len(sockets)
+    per_sender = (p.paced_rate or peak.acked / peak.seconds / 2) / len(sockets)
     paced = await run_phase(sockets, sockets, p.messages // 2, p.window, "paced", cpu, per_sender)
     failures = await verify(sockets, DB_DSN)
     await _close(sockets)

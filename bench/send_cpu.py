@@ -20,7 +20,7 @@ from bench.procs import DB_DSN, reset_database
 from windi_chat.config import Settings
 from windi_chat.database import create_db_config, migrate
 from windi_chat.events import EventBus, discard
-from windi_chat.message_batch import STORE_BATCH_POSTGRES, Pending
+from windi_chat.message_batch import STORE_BATCH_POSTGRES, Pending, batch_parameters
 from windi_chat.messaging import batch_results, send_messages
 from windi_chat.models import utcnow
 from windi_chat.pg_batch import store_batch
@@ -62,7 +62,8 @@ async def main(count: int) -> None:
             await send_messages(session, events, _sends(8, index, "warm"))
 
     lock = "SELECT id FROM chats WHERE id = ANY($1) ORDER BY id FOR UPDATE"
-    store = str(STORE_BATCH_POSTGRES.compile(dialect=asyncpg_dialect()))
+    compiled = STORE_BATCH_POSTGRES.compile(dialect=asyncpg_dialect())
+    store, order = str(compiled), list(compiled.positiontup or ())
     pool = await asyncpg.create_pool(DB_DSN, min_size=1, max_size=1)
     for batch in (1, 8, 64, 256):
         started = time.process_time()
@@ -80,15 +81,8 @@ async def main(count: int) -> None:
             sends = _sends(batch, index, f"bare-{batch}")
             async with pool.acquire() as connection, connection.transaction():
                 await connection.execute(lock, [1])
-                await connection.fetch(
-                    store,
-                    [send.chat_id for send in sends],
-                    [send.sender_id for send in sends],
-                    [send.client_id for send in sends],
-                    [send.text for send in sends],
-                    [send.reply_to for send in sends],
-                    utcnow(),
-                )
+                parameters = batch_parameters(sends, utcnow())
+                await connection.fetch(store, *(parameters[name] for name in order))
         print(f"batch {batch:>3}: same statements (asyncpg) {_per_message(started, count)}")
     await pool.close()
     await config.get_engine().dispose()

@@ -88,16 +88,6 @@ class Batch:
         """The stored messages that repeated sends answer with."""
         return [o.message for o in self.outcomes if o is not None and o.message is not None and not o.created]
 
-    @classmethod
-    def of_ready(cls, count: int, ready: Sequence[int], stored: Batch | None) -> Batch:
-        """A batch of ``count`` sends from the outcomes of those at ``ready``; the others were not stored."""
-        outcomes: list[Outcome | None] = [None] * count
-        if stored is None:
-            return cls(outcomes, {})
-        for index, outcome in zip(ready, stored.outcomes, strict=True):
-            outcomes[index] = outcome
-        return cls(outcomes, stored.all_read)
-
 
 # The chats' rows are locked first, so that the statement after it, which takes a new snapshot, sees
 # every marker and membership exactly: each writer of those takes the chat row's lock first. A batch
@@ -113,15 +103,18 @@ LOCK_FREE_CHATS = sql(
 # Waiting for every row, in id order so that two waiting transactions cannot deadlock.
 _LOCK_CHATS = sql("SELECT id FROM chats WHERE id = ANY(:chats) ORDER BY id FOR UPDATE")
 # One row out per send in. ``first_idx`` is the first send of the batch with the same key: a later one
-# is a repeat of it. ``old_*`` is a message stored before the batch under the same key.
+# is a repeat of it. ``old_*`` is a message stored before the batch under the same key. Sends to the
+# ``busy`` chats (held elsewhere) are left out, and answered with ``busy``.
 # Written as SQL rather than built with Core: it reads better, and it is prepared once either way.
 STORE_BATCH_POSTGRES = sql(
     """
-    WITH input AS (
+    WITH every AS (
         SELECT * FROM unnest(
             CAST(:chats AS bigint[]), CAST(:senders AS bigint[]),
             CAST(:clients AS text[]), CAST(:bodies AS text[]), CAST(:replies AS bigint[])
         ) WITH ORDINALITY AS i(chat_id, sender_id, client_id, text, reply_to, idx)
+    ), input AS (
+        SELECT * FROM every WHERE chat_id <> ALL(CAST(:busy AS bigint[]))
     ), firsts AS (
         SELECT DISTINCT ON (chat_id, sender_id, client_id) * FROM input
         ORDER BY chat_id, sender_id, client_id, idx
@@ -167,9 +160,9 @@ STORE_BATCH_POSTGRES = sql(
         x.id AS old_id, x.seq AS old_seq, x.text AS old_text, x.created_at AS old_created_at,
         x.rev AS old_rev, x.reply_to AS old_reply_to, x.edited_at AS old_edited_at,
         x.deleted AS old_deleted, ins.id AS new_id, ins.seq AS new_seq, ins.rev AS new_rev,
-        r.before, r.after
-    FROM input i
-    JOIN firsts f ON f.chat_id = i.chat_id AND f.sender_id = i.sender_id AND f.client_id = i.client_id
+        r.before, r.after, i.chat_id = ANY(CAST(:busy AS bigint[])) AS busy
+    FROM every i
+    LEFT JOIN firsts f ON f.chat_id = i.chat_id AND f.sender_id = i.sender_id AND f.client_id = i.client_id
     LEFT JOIN chat_members m ON m.chat_id = i.chat_id AND m.user_id = i.sender_id
     LEFT JOIN messages x ON x.chat_id = i.chat_id AND x.sender_id = i.sender_id AND x.client_id = i.client_id
     LEFT JOIN inserted ins
@@ -190,25 +183,19 @@ async def store_batch(
     """
     if session.get_bind().dialect.name != "postgresql":
         return await _store_one_by_one(session, sends, now)
+    busy: list[int] = []
     chats = sorted({send.chat_id for send in sends})
     if wait:
         await session.execute(_LOCK_CHATS, {"chats": chats})
-        ready = list(range(len(sends)))
     else:
-        busy = set(await session.scalars(LOCK_FREE_CHATS, {"chats": chats}))
-        ready = [index for index, send in enumerate(sends) if send.chat_id not in busy]
-    stored = await _store_ready(session, [sends[index] for index in ready], now) if ready else None
-    return Batch.of_ready(len(sends), ready, stored)
-
-
-async def _store_ready(session: AsyncSession, sends: Sequence[Pending], now: datetime) -> Batch:
-    """``STORE_BATCH_POSTGRES`` for sends whose chats' rows this transaction holds."""
-    rows = await session.execute(STORE_BATCH_POSTGRES, batch_parameters(sends, now))
+        busy = list(await session.scalars(LOCK_FREE_CHATS, {"chats": chats}))
+    rows = await session.execute(STORE_BATCH_POSTGRES, batch_parameters(sends, now, busy))
     return batch_of(sends, rows.all(), now)
 
 
-def batch_parameters(sends: Sequence[Pending], now: datetime) -> dict[str, Any]:
-    """``STORE_BATCH_POSTGRES``'s parameters: one array per column, in the order the sends came."""
+def batch_parameters(sends: Sequence[Pending], now: datetime, busy: Sequence[int] = ()) -> dict[str, Any]:
+    """``STORE_BATCH_POSTGRES``'s parameters: one array per column, in the order the sends came, and
+    the chats whose rows another transaction holds (their sends are left out)."""
     return {
         "chats": [send.chat_id for send in sends],
         "senders": [send.sender_id for send in sends],
@@ -216,6 +203,7 @@ def batch_parameters(sends: Sequence[Pending], now: datetime) -> dict[str, Any]:
         "bodies": [send.text for send in sends],
         "replies": [send.reply_to for send in sends],
         "now": now,
+        "busy": list(busy),
     }
 
 
@@ -225,7 +213,10 @@ def batch_of(sends: Sequence[Pending], rows: Sequence[Sequence[Any]], now: datet
     all_read: dict[int, tuple[int, int]] = {}
     for send, row in zip(sends, rows, strict=True):
         (idx, first_idx, member, old_id, old_seq, old_text, old_created_at, old_rev, old_reply_to,
-         old_edited_at, old_deleted, new_id, new_seq, new_rev, before, after) = row  # fmt: skip
+         old_edited_at, old_deleted, new_id, new_seq, new_rev, before, after, busy) = row  # fmt: skip
+        if busy:
+            outcomes.append(None)
+            continue
         if not member:
             outcomes.append(Outcome(None, created=False))
             continue

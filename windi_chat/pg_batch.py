@@ -1,11 +1,12 @@
-"""The writer's batches on PostgreSQL, on the driver's own connection: three round trips, no ORM.
+"""The writer's batches on PostgreSQL: one round trip each, on the driver's own connection, no ORM.
 
 Every round trip of a batch ends in a wait for the event loop, which under load is busy with hundreds
-of sockets; the writer stores one batch at a time, so these waits bound how many messages a second
-the process can store and how long each waits for its ack. Here a batch costs three: ``BEGIN`` and
-the lock of its chats' rows in one simple query, the batch statement (``STORE_BATCH_POSTGRES``, the
-same one a session runs), and ``COMMIT``. A session would add a fourth (its own ``BEGIN``) and the
-ORM's work on every statement and row.
+of sockets; the writer stores one batch at a time, so these waits bound how many messages a second the
+process can store and how long each waits for its ack. Here a batch is one call of a function, in its
+own implicit transaction, which the server commits before it answers: the lock of the batch's chats'
+rows, then the batch statement (``STORE_BATCH_POSTGRES``, the one a session runs). The same steps as
+separate statements took three round trips (``BEGIN`` and the lock, the statement, ``COMMIT``), and a
+session four.
 
 The connection comes from the application's pool, so it shares its limits and its recovery: a
 connection that broke is dropped from the pool, and a database that cannot be reached surfaces as
@@ -14,11 +15,12 @@ connection that broke is dropped from the pool, and a database that cannot be re
 
 from __future__ import annotations
 
+import re
+import weakref
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import TextClause
 
@@ -36,17 +38,46 @@ from windi_chat.message_batch import (
 __all__ = ("store_batch",)
 
 
-def _for_driver(statement: TextClause) -> tuple[str, list[str]]:
-    """A statement as the driver takes it (``$1``...), and the names of its parameters in that order."""
-    compiled = statement.compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
-    return str(compiled), list(compiled.positiontup or ())
+# Within the function, the lock comes first and the batch statement after it, so that the statement's
+# snapshot (each statement of a volatile function takes its own) sees every marker and membership as
+# the lock's last holders left them. Chats held by another transaction are left out, as ``held``. The
+# function is temporary: it lives as long as its connection and is created by the first batch through
+# it, so it needs no migration and always matches this code.
+_ARGUMENTS = {"chats": "$1", "senders": "$2", "clients": "$3", "bodies": "$4", "replies": "$5", "now": "$6"}
+_ORDER = tuple(_ARGUMENTS)
 
 
-_STORE, _STORE_ORDER = _for_driver(STORE_BATCH_POSTGRES)
-_LOCK_FREE, _ = _for_driver(LOCK_FREE_CHATS)
-# Chat ids are integers the writer checked, so they can be written into the query itself: a simple
-# query carries several statements in one round trip, where a query with parameters carries one.
-_BEGIN_AND_LOCK = "BEGIN; SELECT 1 FROM chats WHERE id IN ({}) FOR UPDATE SKIP LOCKED"
+def _in_function(statement: TextClause) -> str:
+    """A statement's text with its parameters as the function's arguments (``:busy``: its ``held``)."""
+    names = {**_ARGUMENTS, "busy": "held"}
+    return re.sub(r"(?<![:\w]):(\w+)", lambda match: names[match[1]], statement.text)
+
+
+_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION pg_temp.windi_store_batch(
+    bigint[], bigint[], text[], text[], bigint[], timestamptz
+) RETURNS TABLE (
+    idx bigint, first_idx bigint, member boolean, old_id bigint, old_seq bigint, old_text text,
+    old_created_at timestamptz, old_rev bigint, old_reply_to bigint, old_edited_at timestamptz,
+    old_deleted boolean, new_id bigint, new_seq bigint, new_rev bigint, before bigint, after bigint,
+    busy boolean
+) LANGUAGE plpgsql AS $windi$
+#variable_conflict use_column
+DECLARE
+    held bigint[] := '{{}}';
+    taken integer;
+BEGIN
+    SELECT count(*) INTO taken FROM (SELECT 1 FROM chats WHERE id = ANY($1) FOR UPDATE SKIP LOCKED) AS l;
+    IF taken < cardinality(ARRAY(SELECT DISTINCT unnest($1))) THEN
+        held := ARRAY({_in_function(LOCK_FREE_CHATS)});
+    END IF;
+    RETURN QUERY {_in_function(STORE_BATCH_POSTGRES)};
+END
+$windi$
+"""  # noqa: S608 - built from constant statements only
+_CALL = "SELECT * FROM pg_temp.windi_store_batch($1, $2, $3, $4, $5, $6)"
+# The driver connections that have the function.
+_PREPARED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 async def store_batch(engine: AsyncEngine, sends: Sequence[Pending], now: datetime) -> Batch:
@@ -63,37 +94,18 @@ async def store_batch(engine: AsyncEngine, sends: Sequence[Pending], now: dateti
 
 async def _store_and_commit(connection: AsyncConnection, sends: Sequence[Pending], now: datetime) -> Batch:
     driver: Any = (await connection.get_raw_connection()).driver_connection
-    # The pool knows nothing of this transaction: it must not get the connection back inside it.
     try:
-        batch = await _store(driver, sends, now)
-        await driver.execute("COMMIT")
+        if driver not in _PREPARED:
+            await driver.execute(_FUNCTION)
+            _PREPARED.add(driver)
+        parameters = batch_parameters(sends, now)
+        rows = await driver.fetch(_CALL, *(parameters[name] for name in _ORDER))
     except Exception as exc:
         if driver.is_closed():  # "connection is closed" carries no SQLSTATE to tell it by
             await connection.invalidate()
             raise DatabaseUnavailableError from exc
-        try:
-            await driver.execute("ROLLBACK")
-        except Exception:
-            await connection.invalidate()
-        raise
-    except BaseException:  # cancelled, perhaps in the middle of a statement
+        raise  # the server rolled the call back; the connection is as it was
+    except BaseException:  # cancelled, perhaps in the middle of the call
         await connection.invalidate()
         raise
-    return batch
-
-
-async def _store(driver: Any, sends: Sequence[Pending], now: datetime) -> Batch:
-    chats = sorted({send.chat_id for send in sends})
-    status = await driver.execute(_BEGIN_AND_LOCK.format(",".join(str(int(chat)) for chat in chats)))
-    busy: set[int] = set()
-    if int(status.rpartition(" ")[2]) < len(chats):
-        # Some chat is held elsewhere, or names no chat: which ones are held (this transaction's own
-        # locks do not count). A send to a chat that does not exist is answered by the batch statement.
-        busy = {row[0] for row in await driver.fetch(_LOCK_FREE, chats)}
-    ready = [index for index, send in enumerate(sends) if send.chat_id not in busy]
-    if not ready:
-        return Batch.of_ready(len(sends), ready, None)
-    stored = [sends[index] for index in ready]
-    parameters = batch_parameters(stored, now)
-    rows = await driver.fetch(_STORE, *(parameters[name] for name in _STORE_ORDER))
-    return Batch.of_ready(len(sends), ready, batch_of(stored, rows, now))
+    return batch_of(sends, rows, now)
