@@ -3,7 +3,7 @@
 ``python -m bench.send_cpu [N]`` stores N messages against a fresh bench database in batches of 1, 8, 64
 and 256: through the action on a session (``send_messages``: the lock and batch statements, the commit,
 the answers and events), through the writer's path (``pg_batch``: the same statements on the driver's
-connection in three round trips, then the same answers and events), and through the same two
+connection as one function call, then the same answers and events), and through the same two
 statements on bare asyncpg, so the layers' costs can be told apart.
 """
 

@@ -1,0 +1,56 @@
+"""Instructions per batch of the writer's path, counted rather than timed.
+
+CPU time per message (``bench.send_cpu``) moves by tens of percent from one run to the next on a shared
+machine. An instruction count does not: run this twice under callgrind, with two numbers of batches,
+and the difference divided by the difference in batches is what one batch costs the server's process
+(its PostgreSQL backend is not counted):
+
+    python -m bench.writer_count setup
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null python -m bench.writer_count 0 8
+    python -m bench.writer_count setup
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null python -m bench.writer_count 200 8
+
+("Collected" on the last line is the count). ``PYTHONHASHSEED=0`` keeps the two runs alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import uvloop
+
+from bench.procs import reset_database
+from bench.send_cpu import URL, _seed, _sends
+from windi_chat.config import Settings
+from windi_chat.database import create_db_config, migrate
+from windi_chat.messaging import batch_results
+from windi_chat.models import utcnow
+from windi_chat.pg_batch import store_batch
+
+WARM_UP = 20  # batches before the counted ones: the statement and the function are prepared by then
+
+
+async def setup() -> None:
+    """A fresh database with one chat of two members (every run stores new client ids into it)."""
+    await reset_database()
+    engine = create_db_config(Settings(database_url=URL, jwt_secret="x" * 48)).get_engine()
+    await migrate(engine)
+    await _seed()
+    await engine.dispose()
+
+
+async def store(batches: int, size: int) -> None:
+    """``WARM_UP`` batches, then ``batches`` more, of ``size`` sends each, with their answers and events."""
+    engine = create_db_config(Settings(database_url=URL, jwt_secret="x" * 48)).get_engine()
+    for index in range(WARM_UP + batches):
+        stored = await store_batch(engine, _sends(size, index * size, "counted"), utcnow())
+        batch_results(stored, {})
+    await engine.dispose()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["setup"]:
+        asyncio.run(setup())
+    else:
+        uvloop.run(store(int(sys.argv[1]), int(sys.argv[2])))
