@@ -72,9 +72,10 @@ async def main(count: int) -> None:
                 await send_messages(session, events, _sends(batch, index, f"session-{batch}"))
         print(f"batch {batch:>3}: send_messages (Session)  {_per_message(started, count)}")
         started = time.process_time()
-        for index in range(0, count, batch):
-            stored = await store_batch(config.get_engine(), _sends(batch, index, f"writer-{batch}"), utcnow())
-            batch_results(stored, {})
+        async with config.get_engine().connect() as connection:  # held, as the writer does under load
+            for index in range(0, count, batch):
+                stored = await store_batch(connection, _sends(batch, index, f"writer-{batch}"), utcnow())
+                batch_results(stored, {})
         print(f"batch {batch:>3}: writer (pg_batch)        {_per_message(started, count)}")
         started = time.process_time()
         for index in range(0, count, batch):

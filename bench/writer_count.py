@@ -43,9 +43,10 @@ async def setup() -> None:
 async def store(batches: int, size: int) -> None:
     """``WARM_UP`` batches, then ``batches`` more, of ``size`` sends each, with their answers and events."""
     engine = create_db_config(Settings(database_url=URL, jwt_secret="x" * 48)).get_engine()
-    for index in range(WARM_UP + batches):
-        stored = await store_batch(engine, _sends(size, index * size, "counted"), utcnow())
-        batch_results(stored, {})
+    async with engine.connect() as connection:  # held, as the writer does while batches follow
+        for index in range(WARM_UP + batches):
+            stored = await store_batch(connection, _sends(size, index * size, "counted"), utcnow())
+            batch_results(stored, {})
     await engine.dispose()
 
 

@@ -415,3 +415,24 @@ def test_a_writer_batch_answers_every_kind_of_send_in_its_place(database_url: st
         (2, 1, "new"),
     ]
     assert stuck == 0
+
+
+def test_the_writer_gives_its_connection_back_once_its_queue_runs_dry(pg_database_url: str) -> None:
+    """The writer holds one pool connection while batches follow each other, and no longer."""
+
+    async def work(sessions: Any, recorder: Recorder) -> tuple[int, int]:
+        pool = sessions.kw["bind"].sync_engine.pool
+        writer = MessageWriter(sessions, recorder.bus, max_batch=8)
+        try:
+            sends = (writer.send(1 + index % 2, ADA, f"dry-{index}", "hello") for index in range(50))
+            sent = await asyncio.gather(*sends)
+            for _ in range(500):  # it lets go once its last batch is answered
+                if pool.checkedout() == 0:
+                    break
+                await asyncio.sleep(0.01)
+            return len(sent), pool.checkedout()
+        finally:
+            await writer.close()
+
+    (count, checked_out), _ = _run(pg_database_url, work)
+    assert (count, checked_out) == (50, 0)

@@ -35,7 +35,7 @@ from windi_chat.message_batch import (
     batch_parameters,
 )
 
-__all__ = ("store_batch",)
+__all__ = ("connect", "store_batch")
 
 
 # Within the function, the lock comes first and the batch statement after it, so that the statement's
@@ -80,12 +80,21 @@ _CALL = "SELECT * FROM pg_temp.windi_store_batch($1, $2, $3, $4, $5, $6)"
 _PREPARED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-async def store_batch(engine: AsyncEngine, sends: Sequence[Pending], now: datetime) -> Batch:
+async def connect(engine: AsyncEngine) -> AsyncConnection:
+    """A connection from the pool for the writer, which holds it while sends keep coming."""
+    try:
+        return await engine.connect().start()
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise DatabaseUnavailableError from exc
+        raise
+
+
+async def store_batch(connection: AsyncConnection, sends: Sequence[Pending], now: datetime) -> Batch:
     """Store ``sends`` and commit; one outcome per send, None for a send whose chat's row another
     transaction holds (it was not stored now)."""
     try:
-        async with engine.connect() as connection:
-            return await _store_and_commit(connection, sends, now)
+        return await _store_and_commit(connection, sends, now)
     except Exception as exc:
         if is_unavailable(exc):
             raise DatabaseUnavailableError from exc

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from windi_chat import pg_batch
 from windi_chat.database import unit_of_work
@@ -71,6 +71,7 @@ class MessageWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._give_up_at = 0.0
+        self._connection: AsyncConnection | None = None  # held while batches follow each other
 
     async def send(
         self, chat_id: int, sender_id: int, client_id: str, text: str, reply_to: int | None = None
@@ -129,22 +130,33 @@ class MessageWriter:
 
     async def _run(self) -> None:
         delay = 0.0
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            while self._queue:
-                if delay:
-                    await asyncio.sleep(delay)  # only sends to chats held by someone else are left
-                batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-                busy = await self._write(batch)
-                if busy and self._closing and time.monotonic() >= self._give_up_at:
-                    _refuse(busy, UnavailableError(SHUTTING_DOWN))
-                    busy = []
-                # Sends to a chat held elsewhere go first next time, in the order they came.
-                self._queue[:0] = busy
-                delay = 0.0 if len(busy) < len(batch) else min(0.2, max(0.005, delay * 2))
-            if self._closing:
-                return
+        try:
+            while True:
+                await self._ready.wait()
+                self._ready.clear()
+                while self._queue:
+                    if delay:
+                        await self._let_go()  # nothing to store until then
+                        await asyncio.sleep(delay)  # only sends to chats held by someone else are left
+                    batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+                    busy = await self._write(batch)
+                    if busy and self._closing and time.monotonic() >= self._give_up_at:
+                        _refuse(busy, UnavailableError(SHUTTING_DOWN))
+                        busy = []
+                    # Sends to a chat held elsewhere go first next time, in the order they came.
+                    self._queue[:0] = busy
+                    delay = 0.0 if len(busy) < len(batch) else min(0.2, max(0.005, delay * 2))
+                await self._let_go()
+                if self._closing:
+                    return
+        finally:
+            await self._let_go()
+
+    async def _let_go(self) -> None:
+        """Give the connection back to the pool: the queue ran dry, or a batch failed on it."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
 
     async def _write(self, batch: list[Waiting]) -> list[Waiting]:
         """Store a batch and answer its senders; return the sends whose chat was busy."""
@@ -185,7 +197,15 @@ class MessageWriter:
             async with unit_of_work(self._sessions) as session:
                 return await send_messages(session, self._events, sends, wait=False)
         now = utcnow()
-        batch = await pg_batch.store_batch(self._engine, sends, now)
+        # One connection for as long as batches follow each other: a checkout and a return to the
+        # pool for each would cost about as much as the rest of a small batch's work.
+        if self._connection is None:
+            self._connection = await pg_batch.connect(self._engine)
+        try:
+            batch = await pg_batch.store_batch(self._connection, sends, now)
+        except BaseException:
+            await self._let_go()
+            raise
         reactions = {}
         if batch.repeats:
             async with unit_of_work(self._sessions) as session:  # repeats: rare, and read after
