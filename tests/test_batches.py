@@ -436,3 +436,42 @@ def test_the_writer_gives_its_connection_back_once_its_queue_runs_dry(pg_databas
 
     (count, checked_out), _ = _run(pg_database_url, work)
     assert (count, checked_out) == (50, 0)
+
+
+def test_a_writer_that_keeps_storing_shares_a_full_pool_between_batches(pg_database_url: str) -> None:
+    """With every connection of the pool out, the writer gives its own back after each batch, so a
+    request waiting for one gets it while sends keep coming."""
+
+    async def main() -> tuple[int | None, list[Any]]:
+        await _seed(pg_database_url)
+        settings = make_settings(pg_database_url, db_pool_size=1, db_max_overflow=0, db_pool_timeout=5)
+        config = create_db_config(settings)
+        sessions = config.create_session_maker()
+        writer = MessageWriter(sessions, Recorder().bus, max_batch=4, pool_limit=1)
+        sent: list[asyncio.Future[Sent]] = []
+        stop = asyncio.Event()
+
+        async def flood() -> None:
+            while not stop.is_set():  # always a few sends waiting, never many
+                if sum(1 for future in sent[-16:] if not future.done()) < 8:
+                    sent.extend(writer.submit(1, ADA, f"flood-{len(sent)}", "hello") for _ in range(4))
+                await asyncio.sleep(0)
+
+        flooding = asyncio.ensure_future(flood())
+        try:
+            await asyncio.sleep(0)  # the flood's first sends
+            await asyncio.wait_for(asyncio.shield(sent[0]), 10)  # the writer is storing
+            async with sessions() as session:  # the pool's one connection, between two batches
+                answer = await session.scalar(text("SELECT 1"))
+        finally:
+            stop.set()
+            await flooding
+            results = await asyncio.gather(*sent, return_exceptions=True)
+            await writer.close()
+            await config.get_engine().dispose()
+        return answer, results
+
+    answer, results = asyncio.run(main())
+    assert answer == 1
+    assert results
+    assert all(isinstance(result, Sent) for result in results)

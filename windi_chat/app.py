@@ -128,7 +128,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     events = EventBus(channels.publish)
     limits = PersonLimits.of(settings)
     search_slots = SearchSlots(settings.search_concurrency, settings.search_timeout_seconds)
-    writer = MessageWriter(session_maker, events, limiter=limits.sends)
+    pool_limit = settings.db_pool_size + settings.db_max_overflow
+    writer = MessageWriter(session_maker, events, limiter=limits.sends, pool_limit=pool_limit)
     origins = OriginPolicy(settings.origins)
     gate = SessionGate(
         session_maker,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from windi_chat import pg_batch
 from windi_chat.database import unit_of_work
@@ -55,6 +56,7 @@ class MessageWriter:
         events: EventBus,
         max_batch: int = MAX_BATCH,
         limiter: SendLimiter | None = None,
+        pool_limit: int | None = None,
     ) -> None:
         self._sessions = sessions
         # On PostgreSQL, batches go through the driver's connection (``pg_batch``); SQLite takes the
@@ -72,6 +74,8 @@ class MessageWriter:
         self._closing = False
         self._give_up_at = 0.0
         self._connection: AsyncConnection | None = None  # held while batches follow each other
+        # The connections the pool may open: once all are out, the writer's goes back between batches.
+        self._pool_limit = pool_limit
 
     async def send(
         self, chat_id: int, sender_id: int, client_id: str, text: str, reply_to: int | None = None
@@ -140,6 +144,9 @@ class MessageWriter:
                         await asyncio.sleep(delay)  # only sends to chats held by someone else are left
                     batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
                     busy = await self._write(batch)
+                    if self._pool_full():  # a request may be waiting for a connection:
+                        await self._let_go()
+                        await asyncio.sleep(0)  # it takes this one before the writer asks again
                     if busy and self._closing and time.monotonic() >= self._give_up_at:
                         _refuse(busy, UnavailableError(SHUTTING_DOWN))
                         busy = []
@@ -151,6 +158,12 @@ class MessageWriter:
                     return
         finally:
             await self._let_go()
+
+    def _pool_full(self) -> bool:
+        if self._connection is None or self._engine is None or self._pool_limit is None:
+            return False
+        pool = self._engine.sync_engine.pool
+        return isinstance(pool, QueuePool) and pool.checkedout() >= self._pool_limit
 
     async def _let_go(self) -> None:
         """Give the connection back to the pool: the queue ran dry, or a batch failed on it."""
