@@ -475,3 +475,22 @@ def test_a_writer_that_keeps_storing_shares_a_full_pool_between_batches(pg_datab
     assert answer == 1
     assert results
     assert all(isinstance(result, Sent) for result in results)
+
+
+def test_a_repeat_through_the_writer_is_answered_with_a_pool_of_one_connection(pg_database_url: str) -> None:
+    """A repeat's reactions are read in a session of their own: the writer lets its connection go first."""
+
+    async def main() -> tuple[Sent, Sent]:
+        await _seed(pg_database_url)
+        settings = make_settings(pg_database_url, db_pool_size=1, db_max_overflow=0, db_pool_timeout=5)
+        config = create_db_config(settings)
+        writer = MessageWriter(config.create_session_maker(), Recorder().bus, pool_limit=1)
+        try:
+            return await writer.send(1, ADA, "once", "hello"), await writer.send(1, ADA, "once", "hello")
+        finally:
+            await writer.close()
+            await config.get_engine().dispose()
+
+    first, repeat = asyncio.run(main())
+    assert (first.created, repeat.created) == (True, False)
+    assert repeat.message.id == first.message.id

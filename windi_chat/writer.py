@@ -221,6 +221,7 @@ class MessageWriter:
             raise
         reactions = {}
         if batch.repeats:
+            await self._let_go()  # the session below may need the pool's last connection
             async with unit_of_work(self._sessions) as session:  # repeats: rare, and read after
                 reactions = await repeats_reactions(session, batch)
         results, events = batch_results(batch, reactions)
