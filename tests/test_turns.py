@@ -49,32 +49,6 @@ async def test_a_pass_that_took_its_time_lets_the_loop_run_before_the_next_turn(
     assert all(log[earlier + 1].startswith("x") for earlier in turns_at[:2]), log
 
 
-async def test_a_socket_sends_its_next_frame_at_once_when_the_loop_has_just_polled() -> None:
-    # Long after any earlier pass: a message and the read marker it moved go out in one turn of the
-    # loop (and so in one write), rather than the second waiting for a turn.
-    turns = Turns(pass_seconds=60.0)
-    turn = turns.turn()
-    await asyncio.sleep(0.01)
-    loop_turned: list[int] = []
-    asyncio.get_running_loop().call_soon(loop_turned.append, 1)
-    await turn.sent(1)
-    await turn.sent(1)
-    assert loop_turned == []
-    await turn.sent(0)
-
-
-async def test_sends_that_took_a_pass_in_one_turn_of_the_loop_let_it_poll() -> None:
-    turns = Turns(pass_seconds=0.0)  # the first send starts the pass's clock, and any later one ends it
-    turn = turns.turn()
-    loop_turned: list[int] = []
-    asyncio.get_running_loop().call_soon(loop_turned.append, 1)
-    await turn.sent(1)
-    assert loop_turned == []
-    await turn.sent(1)
-    assert loop_turned == [1]
-    turn.end()
-
-
 async def test_a_socket_closed_while_waiting_or_in_its_turn_does_not_hold_up_the_others() -> None:
     turns = Turns(pass_seconds=60.0)
     log: list[str] = []

@@ -40,8 +40,6 @@ class Turns:
         "_pass_seconds",
         "_pass_started",
         "_pump_scheduled",
-        "_sending",
-        "_sending_since",
         "_turns_given",
         "_waiting",
     )
@@ -55,30 +53,10 @@ class Turns:
         self._hold_timer: asyncio.TimerHandle | None = None
         self._pass_started = 0.0
         self._pump_scheduled = False
-        self._sending = False  # a socket sent since the loop last polled for I/O
-        self._sending_since = 0.0
 
     def pass_over(self) -> bool:
         """Whether the turns of this pass of the loop have taken their time."""
         return time.perf_counter() - self._pass_started > self._pass_seconds
-
-    def sent_long_enough(self) -> bool:
-        """Whether the sends since the loop last polled for I/O have taken a pass's time.
-
-        The clock starts at the first send after a poll, so a socket with a second frame to send (its
-        message and the read marker it moved) sends both at once, in one write, rather than queueing
-        for a turn because an earlier pass, long over, took its time.
-        """
-        now = time.perf_counter()
-        if not self._sending:
-            self._sending = True
-            self._sending_since = now
-            asyncio.get_running_loop().call_soon(self._polled)
-        return now - self._sending_since > self._pass_seconds
-
-    def _polled(self) -> None:
-        """Runs once the loop has polled for I/O after the sends that scheduled it."""
-        self._sending = False
 
     def turn(self) -> Turn:
         """A socket's place in the turns."""
@@ -137,7 +115,7 @@ class Turn:
             self.end()
             return
         self._sent_in_a_row += 1
-        if self._sent_in_a_row >= FRAMES_PER_TURN or self._turns.sent_long_enough():
+        if self._sent_in_a_row >= FRAMES_PER_TURN or self._turns.pass_over():
             self._sent_in_a_row = 0
             await self.next()
 
