@@ -19,6 +19,7 @@ import asyncio
 import sys
 
 import uvloop
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.procs import reset_database
 from bench.send_cpu import URL, _seed, _sends
@@ -31,10 +32,14 @@ from windi_chat.pg_batch import store_batch
 WARM_UP = 20  # batches before the counted ones: the statement and the function are prepared by then
 
 
+def _engine() -> AsyncEngine:
+    return create_db_config(Settings(database_url=URL, jwt_secret="x" * 48)).get_engine()
+
+
 async def setup() -> None:
     """A fresh database with one chat of two members (every run stores new client ids into it)."""
     await reset_database()
-    engine = create_db_config(Settings(database_url=URL, jwt_secret="x" * 48)).get_engine()
+    engine = _engine()
     await migrate(engine)
     await _seed()
     await engine.dispose()
@@ -42,7 +47,7 @@ async def setup() -> None:
 
 async def store(batches: int, size: int) -> None:
     """``WARM_UP`` batches, then ``batches`` more, of ``size`` sends each, with their answers and events."""
-    engine = create_db_config(Settings(database_url=URL, jwt_secret="x" * 48)).get_engine()
+    engine = _engine()
     async with engine.connect() as connection:  # held, as the writer does while batches follow
         for index in range(WARM_UP + batches):
             stored = await store_batch(connection, _sends(size, index * size, "counted"), utcnow())

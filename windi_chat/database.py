@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ __all__ = (
     "is_unavailable",
     "migrate",
     "migrations_path",
+    "unavailable_as_domain_error",
     "unavailable_cause",
     "unit_of_work",
 )
@@ -167,19 +168,24 @@ def unavailable_cause(exc: BaseException) -> str:
     return f"{type(cause).__name__} ({sqlstate})" if isinstance(sqlstate, str) else type(cause).__name__
 
 
-@asynccontextmanager
-async def unit_of_work(sessions: Callable[[], AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """A short session for one action outside a request (a socket's frame, say).
-
-    A database that cannot be reached surfaces as :class:`DatabaseUnavailableError`, which the caller answers
-    like any other domain error; anything else is left as it is.
-    """
+@contextmanager
+def unavailable_as_domain_error() -> Iterator[None]:
+    """A database that cannot be reached surfaces as :class:`DatabaseUnavailableError`, which the caller
+    answers like any other domain error; anything else is left as it is."""
     try:
-        async with sessions() as session:
-            yield session
+        yield
     except DomainError:
         raise
     except Exception as exc:
         if is_unavailable(exc):
             raise DatabaseUnavailableError from exc
         raise
+
+
+@asynccontextmanager
+async def unit_of_work(sessions: Callable[[], AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A short session for one action outside a request (a socket's frame, say), with unavailability
+    as a domain error (:func:`unavailable_as_domain_error`)."""
+    with unavailable_as_domain_error():
+        async with sessions() as session:
+            yield session

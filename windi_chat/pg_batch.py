@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import TextClause
 
-from windi_chat.database import is_unavailable
+from windi_chat.database import unavailable_as_domain_error
 from windi_chat.errors import DatabaseUnavailableError
 from windi_chat.message_batch import (
     LOCK_FREE_CHATS,
@@ -82,23 +82,15 @@ _PREPARED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 async def connect(engine: AsyncEngine) -> AsyncConnection:
     """A connection from the pool for the writer, which holds it while sends keep coming."""
-    try:
+    with unavailable_as_domain_error():
         return await engine.connect().start()
-    except Exception as exc:
-        if is_unavailable(exc):
-            raise DatabaseUnavailableError from exc
-        raise
 
 
 async def store_batch(connection: AsyncConnection, sends: Sequence[Pending], now: datetime) -> Batch:
     """Store ``sends`` and commit; one outcome per send, None for a send whose chat's row another
     transaction holds (it was not stored now)."""
-    try:
+    with unavailable_as_domain_error():
         return await _store_and_commit(connection, sends, now)
-    except Exception as exc:
-        if is_unavailable(exc):
-            raise DatabaseUnavailableError from exc
-        raise
 
 
 async def _store_and_commit(connection: AsyncConnection, sends: Sequence[Pending], now: datetime) -> Batch:
