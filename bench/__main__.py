@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--smoke", action="store_true", help="every scenario with tiny parameters (CI)")
     parser.add_argument(
-        "--profile", action="store_true", help="py-spy the server during peak windows (bench/results/*.txt)"
+        "--profile", action="store_true", help="py-spy the server in peak and paced windows (bench/results)"
     )
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json", help="where the JSON goes")
     for item in dataclasses.fields(Params):

@@ -8,6 +8,12 @@ sent ``FRAMES_PER_TURN`` frames in a row, or the turns of this pass of the loop 
 queued; after ``PASS_SECONDS`` of them the loop polls for I/O (a database reply, a client frame) before
 the next. Acks are not sent in turns, so an ack overtakes the backlog of its socket.
 
+Outside a pass (none has started since the loop last polled), the pass counts as over: a socket with a
+second event waiting sends one and queues. So every socket's first event, usually a new message, leaves
+before anyone's second, usually the read marker that message moved. Merging the two into one write
+saves system calls but delays the messages behind the markers; measured, it raised their latency
+(bench/README.md, "Measured and left out").
+
 A socket's loop calls ``await turn.sent(events_waiting)`` after each event it sends, and
 ``turn.end()`` when it closes.
 """
