@@ -17,10 +17,11 @@ import asyncpg
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
 from bench.procs import DB_DSN, reset_database
+from windi_chat.batch_sql import STORE_BATCH_POSTGRES
 from windi_chat.config import Settings
 from windi_chat.database import create_db_config, migrate
 from windi_chat.events import EventBus, discard
-from windi_chat.message_batch import STORE_BATCH_POSTGRES, Pending, batch_parameters
+from windi_chat.message_batch import Pending, batch_parameters
 from windi_chat.messaging import batch_results, send_messages
 from windi_chat.models import utcnow
 from windi_chat.pg_batch import store_batch

@@ -1,4 +1,4 @@
-"""The SQL of reading messages and moving read markers (storing sends is ``message_batch``).
+"""The SQL of reading messages and moving read markers (storing sends is ``batch_sql``).
 
 The hot statements are built once, from the models, and reused: building and compiling them is then
 paid once per process, and the database sees the same prepared statement every time. Each one reads

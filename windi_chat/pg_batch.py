@@ -24,16 +24,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import TextClause
 
+from windi_chat.batch_sql import LOCK_FREE_CHATS, STORE_BATCH_POSTGRES
 from windi_chat.database import unavailable_as_domain_error
 from windi_chat.errors import DatabaseUnavailableError
-from windi_chat.message_batch import (
-    LOCK_FREE_CHATS,
-    STORE_BATCH_POSTGRES,
-    Batch,
-    Pending,
-    batch_of,
-    batch_parameters,
-)
+from windi_chat.message_batch import Batch, Pending, batch_of, batch_parameters
 
 __all__ = ("connect", "store_batch")
 
