@@ -146,6 +146,28 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def shared_postgres_url(postgres_url: str) -> str:
+    """A database of its own for servers that outlive one test (``tests/realtime``).
+
+    Every test on ``postgres_url`` empties it first and may write rows with ids of its own; a server
+    that lives across tests on the same database would then find its sequences behind its rows.
+    """
+    parsed = make_url(postgres_url)
+    url = parsed.set(database=f"{parsed.database}_shared").render_as_string(hide_password=False)
+    run(_recreate_pg_database(url))
+    run(_migrate(url))
+    return url
+
+
+@pytest.fixture(scope="session")
+def shared_sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The same on SQLite: a file no test empties."""
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite_shared') / 'windi_shared.db'}"
+    run(_migrate(url))
+    return url
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest) -> str:
     """Each test that asks for a database runs on both, starting from empty tables."""

@@ -16,8 +16,9 @@ from tests.wsclient import open_socket
 
 @pytest.fixture(scope="package", params=["sqlite", "postgres"])
 def shared_database_url(request: pytest.FixtureRequest) -> str:
-    """The database behind ``shared_server``: not emptied between tests, which the server could not follow."""
-    url: str = request.getfixturevalue(f"{request.param}_url")
+    """The database behind ``shared_server``: its own, not emptied between tests, which the server could
+    not follow."""
+    url: str = request.getfixturevalue(f"shared_{request.param}_url")
     return url
 
 

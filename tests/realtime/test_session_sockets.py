@@ -173,8 +173,8 @@ def test_a_malformed_auth_frame_is_an_error_frame_and_the_socket_stays(
 def short_lived_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
-    """A server whose access tokens live a few seconds."""
-    url: str = request.getfixturevalue(f"{request.param}_url")
+    """A server whose access tokens live a few seconds (on the package's database, which no test empties)."""
+    url: str = request.getfixturevalue(f"shared_{request.param}_url")
     server = start_server(
         url,
         tmp_path_factory.mktemp("short") / "server.log",
