@@ -139,11 +139,15 @@ def postgres_url() -> str:
     return PG_URL
 
 
-@pytest.fixture(scope="session")
-def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'windi_test.db'}"
+def _migrated_sqlite(tmp_path_factory: pytest.TempPathFactory, name: str) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp(name) / f'{name}.db'}"
     run(_migrate(url))
     return url
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _migrated_sqlite(tmp_path_factory, "windi_test")
 
 
 @pytest.fixture(scope="session")
@@ -163,9 +167,7 @@ def shared_postgres_url(postgres_url: str) -> str:
 @pytest.fixture(scope="session")
 def shared_sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The same on SQLite: a file no test empties."""
-    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite_shared') / 'windi_shared.db'}"
-    run(_migrate(url))
-    return url
+    return _migrated_sqlite(tmp_path_factory, "windi_shared")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
