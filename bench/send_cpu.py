@@ -14,6 +14,7 @@ import sys
 import time
 
 import asyncpg
+from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
 from bench.procs import DB_DSN, reset_database
@@ -27,6 +28,17 @@ from windi_chat.models import utcnow
 from windi_chat.pg_batch import store_batch
 
 URL = DB_DSN.replace("postgresql://", "postgresql+asyncpg://")
+
+
+def bench_config() -> SQLAlchemyAsyncConfig:
+    return create_db_config(Settings(database_url=URL, jwt_secret="x" * 48))
+
+
+async def fresh_database(config: SQLAlchemyAsyncConfig) -> None:
+    """The bench database, empty but for one chat of two members (every run stores new client ids)."""
+    await reset_database()
+    await migrate(config.get_engine())
+    await _seed()
 
 
 async def _seed() -> None:
@@ -53,10 +65,8 @@ def _sends(batch: int, start: int, tag: str) -> list[Pending]:
 
 
 async def main(count: int) -> None:
-    await reset_database()
-    config = create_db_config(Settings(database_url=URL, jwt_secret="x" * 48))
-    await migrate(config.get_engine())
-    await _seed()
+    config = bench_config()
+    await fresh_database(config)
     sessions, events = config.create_session_maker(), EventBus(discard)  # publishing is not measured
     for index in range(0, 400, 8):  # warm the statement caches
         async with sessions() as session:

@@ -19,12 +19,8 @@ import asyncio
 import sys
 
 import uvloop
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.procs import reset_database
-from bench.send_cpu import URL, _seed, _sends
-from windi_chat.config import Settings
-from windi_chat.database import create_db_config, migrate
+from bench.send_cpu import _sends, bench_config, fresh_database
 from windi_chat.messaging import batch_results
 from windi_chat.models import utcnow
 from windi_chat.pg_batch import store_batch
@@ -32,22 +28,15 @@ from windi_chat.pg_batch import store_batch
 WARM_UP = 20  # batches before the counted ones: the statement and the function are prepared by then
 
 
-def _engine() -> AsyncEngine:
-    return create_db_config(Settings(database_url=URL, jwt_secret="x" * 48)).get_engine()
-
-
 async def setup() -> None:
-    """A fresh database with one chat of two members (every run stores new client ids into it)."""
-    await reset_database()
-    engine = _engine()
-    await migrate(engine)
-    await _seed()
-    await engine.dispose()
+    config = bench_config()
+    await fresh_database(config)
+    await config.get_engine().dispose()
 
 
 async def store(batches: int, size: int) -> None:
     """``WARM_UP`` batches, then ``batches`` more, of ``size`` sends each, with their answers and events."""
-    engine = _engine()
+    engine = bench_config().get_engine()
     async with engine.connect() as connection:  # held, as the writer does while batches follow
         for index in range(WARM_UP + batches):
             stored = await store_batch(connection, _sends(size, index * size, "counted"), utcnow())
