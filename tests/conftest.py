@@ -152,7 +152,7 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 def shared_postgres_url(postgres_url: str) -> str:
-    """A database of its own for servers that outlive one test (``tests/realtime``).
+    """A database of its own for servers that outlive one test (module and package servers).
 
     Every test on ``postgres_url`` empties it first and may write rows with ids of its own; a server
     that lives across tests on the same database would then find its sequences behind its rows.

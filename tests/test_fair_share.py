@@ -34,7 +34,7 @@ CLOSE_TOO_MANY = 4429
 
 
 @pytest.fixture(scope="module")
-def server(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(shared_postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     limits = {
         "WINDI_MAX_GROUP_MEMBERS": str(MAX_MEMBERS),
         "WINDI_WS_MAX_SOCKETS_PER_USER": str(MAX_SOCKETS),
@@ -42,7 +42,7 @@ def server(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "WINDI_SEND_BURST": str(SEND_BURST),
         "WINDI_TYPING_INTERVAL": "600",
     }
-    server = start_server(postgres_url, tmp_path_factory.mktemp("fair") / "server.log", limits)
+    server = start_server(shared_postgres_url, tmp_path_factory.mktemp("fair") / "server.log", limits)
     yield server
     stop_server(server)
 
@@ -70,12 +70,12 @@ def test_a_group_created_past_the_cap_is_full(rest: Api) -> None:
     assert len(rest.group(owner, "Just right", others[: MAX_MEMBERS - 1])["members"]) == MAX_MEMBERS
 
 
-def test_adding_a_member_to_a_full_group_is_refused(rest: Api, postgres_url: str) -> None:
+def test_adding_a_member_to_a_full_group_is_refused(rest: Api, shared_postgres_url: str) -> None:
     owner, *others, late = rest.people("Owner", "A", "B", "C", "Late")
     group = rest.group(owner, "Full", others)
 
     assert rest.add_member(owner, group["id"], late, expect=409)["detail"] == "group is full"
-    assert member_count(postgres_url, group["id"]) == MAX_MEMBERS
+    assert member_count(shared_postgres_url, group["id"]) == MAX_MEMBERS
 
 
 def _race_to_the_cap(server: LiveServer, database_url: str) -> None:
@@ -99,8 +99,8 @@ def _race_to_the_cap(server: LiveServer, database_url: str) -> None:
     assert member_count(database_url, group_id) == MAX_MEMBERS
 
 
-def test_concurrent_adds_stop_exactly_at_the_cap(server: LiveServer, postgres_url: str) -> None:
-    _race_to_the_cap(server, postgres_url)
+def test_concurrent_adds_stop_exactly_at_the_cap(server: LiveServer, shared_postgres_url: str) -> None:
+    _race_to_the_cap(server, shared_postgres_url)
 
 
 def test_concurrent_adds_stop_exactly_at_the_cap_on_sqlite(sqlite_url: str, tmp_path: Path) -> None:
@@ -153,7 +153,7 @@ def test_one_socket_past_the_cap_is_closed_with_4429(server: LiveServer, rest: A
 # Sends ------------------------------------------------------------------------------------------------
 
 
-def test_rest_sends_past_the_burst_get_429_with_retry_after(rest: Api, postgres_url: str) -> None:
+def test_rest_sends_past_the_burst_get_429_with_retry_after(rest: Api, shared_postgres_url: str) -> None:
     ada, bob = rest.people("Ada", "Bob")
     chat_id = rest.private_chat(ada, bob)["id"]
     for index in range(SEND_BURST):
@@ -171,7 +171,9 @@ def test_rest_sends_past_the_burst_get_429_with_retry_after(rest: Api, postgres_
     assert int(refused.headers["Retry-After"]) >= 1
     assert refused.json()["detail"] == "Too many messages; slow down"
     rest.send(bob, chat_id, "Bob has his own allowance")
-    stored = fetch(postgres_url, "SELECT count(*) FROM messages WHERE chat_id = :chat_id", chat_id=chat_id)
+    stored = fetch(
+        shared_postgres_url, "SELECT count(*) FROM messages WHERE chat_id = :chat_id", chat_id=chat_id
+    )
     assert stored[0][0] == SEND_BURST + 1
 
 
@@ -211,7 +213,7 @@ def test_read_markers_are_limited_per_person_across_rest_and_sockets(server: Liv
 
 
 def test_a_socket_that_keeps_sending_past_the_limit_is_closed_with_1008(
-    server: LiveServer, rest: Api, postgres_url: str
+    server: LiveServer, rest: Api, shared_postgres_url: str
 ) -> None:
     ada, bob = rest.people("Ada", "Bob")
     chat_id = rest.private_chat(ada, bob)["id"]
@@ -231,7 +233,9 @@ def test_a_socket_that_keeps_sending_past_the_limit_is_closed_with_1008(
     assert {e["code"] for e in errors} == {"rate_limited"}
     acks = [f for f in frames if f["type"] == "ack"]
     assert [a["client_id"] for a in acks] == [f"flood-{i}" for i in range(SEND_BURST)]
-    stored = fetch(postgres_url, "SELECT count(*) FROM messages WHERE chat_id = :chat_id", chat_id=chat_id)
+    stored = fetch(
+        shared_postgres_url, "SELECT count(*) FROM messages WHERE chat_id = :chat_id", chat_id=chat_id
+    )
     assert stored[0][0] == SEND_BURST
 
 

@@ -22,12 +22,12 @@ _addresses = (f"203.0.113.{n}" for n in itertools.cycle(range(1, 255)))
 
 
 @pytest.fixture(scope="module")
-def lock_after_3(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def lock_after_3(shared_postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server that locks an account after 3 failed logins in a minute, and believes 127.0.0.1's
     X-Forwarded-For, so each attempt can come from another address. Shared by the module's tests, which
     each use accounts of their own: the lock does not depend on the database."""
     server = start_server(
-        postgres_url,
+        shared_postgres_url,
         tmp_path_factory.mktemp("lock") / "server.log",
         {
             "WINDI_LOGIN_MAX_FAILURES": "3",

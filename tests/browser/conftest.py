@@ -45,18 +45,20 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="package")
-def web_server(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def web_server(shared_postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One server for every browser test: each test makes people of its own."""
-    server = start_server(postgres_url, tmp_path_factory.mktemp("web") / "server.log")
+    server = start_server(shared_postgres_url, tmp_path_factory.mktemp("web") / "server.log")
     yield server
     stop_server(server)
 
 
 @pytest.fixture(scope="package")
-def short_token_server(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def short_token_server(
+    shared_postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     """A server whose access tokens live five seconds: clients must keep renewing them."""
     log_path = tmp_path_factory.mktemp("web-short-tokens") / "server.log"
-    server = start_server(postgres_url, log_path, {"WINDI_TOKEN_TTL_SECONDS": str(SHORT_TOKEN_TTL)})
+    server = start_server(shared_postgres_url, log_path, {"WINDI_TOKEN_TTL_SECONDS": str(SHORT_TOKEN_TTL)})
     yield server
     stop_server(server)
 
