@@ -65,6 +65,11 @@ def create_db_config(settings: Settings) -> SQLAlchemyAsyncConfig:
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             pool_timeout=settings.db_pool_timeout,
+            # The connection returned last goes out first. The message writer gives its connection back
+            # whenever its queue runs dry, and under a steady load takes one again many times a second:
+            # handed out in turn, it went round every backend of the pool, and its first batch on each
+            # took 15-20 ms (the function, its plan, cold caches) where the next took 3-5 ms.
+            pool_use_lifo=True,
         )
     config = SQLAlchemyAsyncConfig(
         connection_string=settings.database_url,
