@@ -361,10 +361,12 @@ async def run_phase(
     lags: list[float] = []
     sampler = asyncio.ensure_future(_sample_lag(lags))
     cpu_before, driver_before, started = server_cpu(), _driver_cpu(), time.perf_counter()
-    await asyncio.gather(*(paced(s, per_sender, tag, rate_per_sender) for s in senders))
-    await _settle(sockets, senders, window)
+    try:
+        await asyncio.gather(*(paced(s, per_sender, tag, rate_per_sender) for s in senders))
+        await _settle(sockets, senders, window)
+    finally:  # a window that fails leaves no sampler running into the next
+        sampler.cancel()
     finished, cpu_after, driver_after = time.perf_counter(), server_cpu(), _driver_cpu()
-    sampler.cancel()
     return Phase(
         acked=len(ledger.acked) - acked_before,
         deliveries=ledger.deliveries,

@@ -26,6 +26,9 @@ from windi_chat.writer import MessageWriter
 
 pytestmark = pytest.mark.postgres
 
+# Each backend that stored a batch has the writer's function, in a temporary schema of its own.
+_FUNCTIONS = "SELECT count(*) FROM pg_proc WHERE proname = 'windi_store_batch'"
+
 
 def test_the_batch_statement_reads_every_table_through_an_index(pg_database_url: str) -> None:
     async def main() -> list[str]:
@@ -78,7 +81,3 @@ def test_the_writer_goes_back_to_the_connection_it_last_gave_back(pg_database_ur
             await engine.dispose()
 
     assert asyncio.run(main()) == 1
-
-
-# Each backend that stored a batch has the writer's function, in a temporary schema of its own.
-_FUNCTIONS = "SELECT count(*) FROM pg_proc WHERE proname = 'windi_store_batch'"
