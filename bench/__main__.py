@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bench import abuse, capacity, edits, gateway, scenarios, search
-from bench.procs import RESULTS, ServerProcess, git_commit, machine_info, raise_fd_limit
+from bench.procs import RESULTS, ServerProcess, git_commit, isolate_driver, machine_info, raise_fd_limit
 from bench.scenarios import Context, Params, Result
 
 SCENARIOS: dict[str, Callable[[Context], Awaitable[Result]]] = {
@@ -45,6 +45,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scenario", action="append", choices=list(SCENARIOS), help="run only this one (repeatable)"
     )
     parser.add_argument("--smoke", action="store_true", help="every scenario with tiny parameters (CI)")
+    parser.add_argument(
+        "--shared-cpus",
+        action="store_true",
+        help="the driver shares the servers' CPUs (default: one of its own)",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the server in peak and paced windows (bench/results)"
     )
@@ -111,6 +116,7 @@ def print_table(results: list[Result], file: TextIO = sys.stdout) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     params = params_from(args)
+    placement = {} if args.shared_cpus else isolate_driver()
     ctx = Context(params=params, profile=py_spy if args.profile else None)
     names = args.scenario or list(SCENARIOS)
     results: list[Result] = []
@@ -133,7 +139,7 @@ async def run(args: argparse.Namespace) -> int:
         "ok": not any(r.failures for r in results),
         "seconds": round(time.perf_counter() - started, 1),
         "git": git_commit(),
-        "machine": machine_info(),
+        "machine": {**machine_info(), "driver_isolated": bool(placement), **placement},
         "parameters": dataclasses.asdict(params),
         "scenarios": {r.name: dataclasses.asdict(r) for r in results},
     }

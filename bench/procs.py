@@ -32,6 +32,7 @@ __all__ = (
     "DB_DSN",
     "ServerProcess",
     "git_commit",
+    "isolate_driver",
     "machine_info",
     "raise_fd_limit",
     "reset_database",
@@ -59,6 +60,40 @@ async def reset_database() -> None:
         await connection.execute(f"CREATE DATABASE {BENCH_DB}")
     finally:
         await connection.close()
+
+
+# The CPUs servers started from now on may use; None: all of them (see ``isolate_driver``).
+_server_cpus: set[int] | None = None
+
+
+def isolate_driver() -> dict[str, list[int]]:
+    """Keep the driver on a CPU of its own and every server off it, on a machine with two or more.
+
+    Left to the scheduler, the driver was often woken on the CPU the server ran on (it wakes a
+    process on the CPU of whoever woke it) and the two took turns of about a millisecond there while
+    the other CPU stood idle: a wait the server would not have beside a load generator on another
+    machine. PostgreSQL's processes are not ours to place and run anywhere.
+    """
+    global _server_cpus  # one placement for the whole run
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return {}
+    driver = {cpus[-1]}
+    os.sched_setaffinity(0, driver)
+    _server_cpus = set(cpus) - driver
+    return {"driver_cpus": sorted(driver), "server_cpus": sorted(_server_cpus)}
+
+
+def _place(pid: int) -> None:
+    """Move a just-started server (every thread it has so far; later ones inherit) off the driver's CPU."""
+    if _server_cpus is None:
+        return
+    tasks: list[str] = []
+    with contextlib.suppress(OSError):  # it has already ended: its log will say why
+        tasks = os.listdir(f"/proc/{pid}/task")
+    for task in tasks:
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(task), _server_cpus)
 
 
 def raise_fd_limit() -> int:
@@ -144,6 +179,7 @@ def _start(name: str, argv: list[str], env: dict[str, str], port: int) -> Server
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             argv, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+    _place(process.pid)
     return ServerProcess(name=name, process=process, port=port, log_path=log_path, env=env)
 
 
