@@ -394,7 +394,10 @@ def test_a_writer_batch_answers_every_kind_of_send_in_its_place(database_url: st
             if database_url.startswith("postgresql"):  # no connection is left inside a transaction
                 async with sessions() as session:
                     stuck = await session.scalar(
-                        text("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'")
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+                        )
                     )
             return [first, *results], stuck
         finally:

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import TextClause
 
 from windi_chat.batch_sql import LOCK_FREE_CHATS, STORE_BATCH_POSTGRES
-from windi_chat.database import unavailable_as_domain_error
+from windi_chat.database import is_unavailable, unavailable_as_domain_error
 from windi_chat.errors import DatabaseUnavailableError
 from windi_chat.message_batch import Batch, Pending, batch_of, batch_parameters
 
@@ -103,7 +103,10 @@ async def _store_and_commit(connection: AsyncConnection, sends: Sequence[Pending
         parameters = batch_parameters(sends, now)
         rows = await driver.fetch(_CALL, *(parameters[name] for name in _ORDER))
     except Exception as exc:
-        if driver.is_closed():  # "connection is closed" carries no SQLSTATE to tell it by
+        # "connection is closed" carries no SQLSTATE to tell it by; a backend that was shut down or
+        # terminated says so (57P01) before its socket closes, and the driver still counts the call as
+        # running: a rollback on it would fail in the pool.
+        if driver.is_closed() or is_unavailable(exc):
             await connection.invalidate()
             raise DatabaseUnavailableError from exc
         raise  # the server rolled the call back; the connection is as it was

@@ -9,6 +9,7 @@ own outcome, which is only known after the commit, so nothing is acknowledged be
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -168,8 +169,16 @@ class MessageWriter:
     async def _let_go(self) -> None:
         """Give the connection back to the pool: the queue ran dry, or a batch failed on it."""
         connection, self._connection = self._connection, None
-        if connection is not None:
+        if connection is None:
+            return
+        try:
             await connection.close()
+        except Exception as exc:  # its reset failed: the database dropped it; the batch's error stands
+            logger.warning(
+                "The writer's connection could not be returned (%s); it is discarded", type(exc).__name__
+            )
+            with contextlib.suppress(Exception):
+                await connection.invalidate()
 
     async def _write(self, batch: list[Waiting]) -> list[Waiting]:
         """Store a batch and answer its senders; return the sends whose chat was busy."""
