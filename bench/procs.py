@@ -85,15 +85,10 @@ def isolate_driver() -> dict[str, list[int]]:
 
 
 def _place(pid: int) -> None:
-    """Move a just-started server (every thread it has so far; later ones inherit) off the driver's CPU."""
-    if _server_cpus is None:
-        return
-    tasks: list[str] = []
-    with contextlib.suppress(OSError):  # it has already ended: its log will say why
-        tasks = os.listdir(f"/proc/{pid}/task")
-    for task in tasks:
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            os.sched_setaffinity(int(task), _server_cpus)
+    """Move a server that has just started off the driver's CPU; the threads it starts later inherit it."""
+    if _server_cpus is not None:
+        with contextlib.suppress(OSError):  # it has already ended: its log will say why
+            os.sched_setaffinity(pid, _server_cpus)
 
 
 def raise_fd_limit() -> int:
