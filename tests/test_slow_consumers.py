@@ -104,13 +104,16 @@ def _keeps_up(fast: ClientConnection) -> None:
 
 
 # A send timeout of 3 s: the fast device is read by this test process, which a loaded machine (two
-# test workers on two cores) can stall for over a second; the paused one is closed all the same.
+# test workers on two cores) can stall for over a second; the paused one is closed all the same. The
+# fast device's client reads every frame as it comes (``max_queue=None``), while the test is still
+# sending: with a bounded queue it would stop reading, and be closed as too slow itself, whenever the
+# sends took longer than the timeout.
 @pytest.mark.parametrize("slow_server", [(100_000, 3)], indirect=True)
 def test_a_client_that_stops_reading_is_closed_after_the_send_timeout(slow_server: LiveServer) -> None:
     ada, bob, chat_id = _pair(slow_server)
     with (
         paused_socket(slow_server, chat_id, bob.token) as paused,
-        open_socket(slow_server.ws_url, chat_id, bob.token) as fast,
+        open_socket(slow_server.ws_url, chat_id, bob.token, max_queue=None) as fast,
     ):
         _send_many(slow_server, ada, chat_id)
         _keeps_up(fast)  # another device of the same user is not held back by the slow one
