@@ -279,11 +279,14 @@ class Phase:
     latencies: list[float]
     ack_latencies: list[float] = field(default_factory=list)
     driver_lags: list[float] = field(default_factory=list)
+    wal_bytes: int | None = None  # PostgreSQL's write-ahead log written in the window, whole cluster
 
     def figures(self) -> dict[str, float]:
         latency_ms = {key: round(value * 1000, 2) for key, value in percentiles(self.latencies).items()}
         ack_ms = {key: round(value * 1000, 2) for key, value in percentiles(self.ack_latencies).items()}
         lag_ms = {key: round(value * 1000, 2) for key, value in percentiles(self.driver_lags).items()}
+        per_ack = None if self.wal_bytes is None else round(self.wal_bytes / max(1, self.acked))
+        logged = {} if per_ack is None else {"wal_bytes_per_ack": per_ack}
         return {
             "acked_per_second": round(self.acked / self.seconds, 1),
             "deliveries_per_second": round(self.deliveries / self.seconds, 1),
@@ -297,6 +300,7 @@ class Phase:
             "server_cpu_share_of_one_core": round(self.server_cpu_seconds / self.seconds, 2),
             "driver_cpu_share_of_one_core": round(self.driver_cpu_seconds / self.seconds, 2),
             **{f"driver_lag_{key}_ms": value for key, value in lag_ms.items()},
+            **logged,
         }
 
 
@@ -402,6 +406,19 @@ async def _settle(sockets: Sequence[ChatSocket], senders: Sequence[ChatSocket], 
         ledger.errors.append(f"gave up after {COMPLETION_TIMEOUT:g}s: {late} sockets still missing messages")
     elif broken in done:
         await asyncio.sleep(1)  # let in-flight frames land before counting what is missing
+
+
+async def wal_position(dsn: str) -> int:
+    """Bytes of write-ahead log the cluster has written so far.
+
+    Each commit waits for its log to reach the disk, so log bytes per message say how much of a
+    batch's round trip its flush can take.
+    """
+    connection = await asyncpg.connect(dsn)
+    try:
+        return int(await connection.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+    finally:
+        await connection.close()
 
 
 async def batch_sizes(dsn: str) -> dict[str, float]:

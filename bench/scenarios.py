@@ -28,6 +28,7 @@ from bench.load import (
     percentiles,
     run_phase,
     verify,
+    wal_position,
 )
 from bench.procs import (
     ADMIN_DSN,
@@ -201,11 +202,15 @@ async def _pairs_load(
     p = ctx.params
     cpu = _cpu_of(servers)
     api, sockets = await _pair_sockets(servers, p.pairs, prefix)
+    logged = await wal_position(DB_DSN)
     peak_phase = run_phase(sockets, sockets, p.messages, p.window, "peak", cpu)
     peak = await (_measured(ctx, servers[0], prefix, peak_phase) if profile else peak_phase)
+    peak_logged = await wal_position(DB_DSN)
+    peak.wal_bytes = peak_logged - logged
     per_sender = (p.paced_rate or peak.acked / peak.seconds / 2) / len(sockets)
     paced_phase = run_phase(sockets, sockets, p.messages // 2, p.window, "paced", cpu, per_sender)
     paced = await (_measured(ctx, servers[0], f"{prefix}-paced", paced_phase) if profile else paced_phase)
+    paced.wal_bytes = await wal_position(DB_DSN) - peak_logged
     failures = await verify(sockets, DB_DSN)
     await _close(sockets)
     await api.close()
