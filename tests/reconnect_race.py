@@ -39,16 +39,24 @@ async def _fate(socket: ClientConnection) -> str:
 
 
 async def _gateway_fate(socket: ClientConnection, chat_id: int, marker_chat_id: int) -> str:
-    """How a kept gateway fares: the marker (posted last, in another chat) alone, or the group's message."""
+    """How a kept gateway fares: the marker (posted last, in another chat) alone, or the group's message.
+
+    A gateway whose opening reads its chats after the marker's commit announces the private chat with
+    ``chat_added``, the marker as its last message, and drops the live copy: that hears the marker too.
+    """
     try:
         async with asyncio.timeout(TIMEOUT):
             async for raw in socket:
                 frame = json.loads(raw)
-                if frame.get("type") != "message":
+                if frame.get("type") == "message":
+                    message = frame["message"]
+                elif frame.get("type") == "chat_added" and frame["chat"]["last_message"] is not None:
+                    message = frame["chat"]["last_message"]
+                else:
                     continue
-                if frame["message"]["chat_id"] == chat_id:
+                if message["chat_id"] == chat_id:  # the group holds nothing from before the removal
                     return "received a message posted after the removal"
-                if frame["message"]["chat_id"] == marker_chat_id:
+                if message["chat_id"] == marker_chat_id:
                     return "heard the marker only"
     except TimeoutError:
         return "still open without the marker"
