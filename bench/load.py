@@ -19,8 +19,8 @@ from typing import Any, Protocol
 import asyncpg
 import httpx
 import msgspec
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+
+from bench.wire import WireSocket, open_wire
 
 __all__ = (
     "Api",
@@ -148,6 +148,9 @@ class Ledger:
         self.deliveries = 0
 
 
+OPEN_TIMEOUT = 120.0  # seconds for a handshake, thousands of them at once in ``idle``
+
+
 class ChatSocket:
     """One device's socket on one chat: sends with a window of unacknowledged frames, records receipts."""
 
@@ -169,21 +172,16 @@ class ChatSocket:
         self._sent = 0
         self._closing = False
         self.broken = False
-        self._ws: ClientConnection | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._ws: WireSocket | None = None
 
     async def connect(self) -> None:
-        self._ws = await connect(
-            self.url, compression=None, ping_interval=None, max_size=2**20, open_timeout=120, close_timeout=5
-        )
-        self._reader = asyncio.get_running_loop().create_task(self._read())
+        async with asyncio.timeout(OPEN_TIMEOUT):
+            self._ws = await open_wire(self.url, self._on_frame, self._on_close)
 
     async def close(self) -> None:
         self._closing = True
         if self._ws is not None:
             await self._ws.close()
-        if self._reader is not None:
-            await self._reader
 
     def expect(self, more: int) -> None:
         self.target += more
@@ -200,41 +198,36 @@ class ChatSocket:
         client_id = f"{tag}-{self.user_id}-{self.device}-{self._sent}"
         self.ledger.sent_at[client_id] = time.perf_counter()
         assert self._ws is not None
-        await self._ws.send(_encode(_SendFrame(client_id=client_id, text=TEXT + client_id)).decode())
+        self._ws.send_text(_encode(_SendFrame(client_id=client_id, text=TEXT + client_id)))
 
-    async def _read(self) -> None:
-        assert self._ws is not None
+    def _on_frame(self, raw: bytes, now: float) -> None:
         ledger = self.ledger
-        try:
-            async for raw in self._ws:
-                now = time.perf_counter()
-                frame = _decode(raw)
-                message = frame.message
-                if frame.type == "message" and message is not None:
-                    self._on_message(message, now)
-                elif frame.type == "ack" and message is not None:
-                    ledger.acked[message.client_id] = (message.chat_id, message.seq, message.id)
-                    sent_at = ledger.sent_at.get(message.client_id)
-                    if sent_at is not None:
-                        ledger.ack_latencies.append(now - sent_at)
-                    if message.seq <= self._last_ack_seq:
-                        ledger.ack_order_violations += 1
-                    self._last_ack_seq = message.seq
-                    self.window.release()
-                elif frame.type == "error":
-                    ledger.errors.append(
-                        f"chat {self.chat_id} user {self.user_id}: {frame.code} {frame.detail}"
-                    )
-                    if frame.client_id:
-                        self.window.release()
-        except ConnectionClosed:
-            pass
-        if not self._closing:
-            code, reason = self._ws.close_code, self._ws.close_reason
-            ledger.closes.append(f"chat {self.chat_id} user {self.user_id}: code {code} {reason!r}")
-            self.broken = True
+        frame = _decode(raw)
+        message = frame.message
+        if frame.type == "message" and message is not None:
+            self._on_message(message, now)
+        elif frame.type == "ack" and message is not None:
+            ledger.acked[message.client_id] = (message.chat_id, message.seq, message.id)
+            sent_at = ledger.sent_at.get(message.client_id)
+            if sent_at is not None:
+                ledger.ack_latencies.append(now - sent_at)
+            if message.seq <= self._last_ack_seq:
+                ledger.ack_order_violations += 1
+            self._last_ack_seq = message.seq
             self.window.release()
-            ledger.broken.set()
+        elif frame.type == "error":
+            ledger.errors.append(f"chat {self.chat_id} user {self.user_id}: {frame.code} {frame.detail}")
+            if frame.client_id:
+                self.window.release()
+
+    def _on_close(self) -> None:
+        if self._closing or self._ws is None:
+            return
+        code, reason = self._ws.close_code, self._ws.close_reason
+        self.ledger.closes.append(f"chat {self.chat_id} user {self.user_id}: code {code} {reason!r}")
+        self.broken = True
+        self.window.release()
+        self.ledger.broken.set()
 
     def _on_message(self, message: _WireMessage, now: float) -> None:
         if message.seq in self.seen:
@@ -280,6 +273,7 @@ class Phase:
     ack_latencies: list[float] = field(default_factory=list)
     driver_lags: list[float] = field(default_factory=list)
     wal_bytes: int | None = None  # PostgreSQL's write-ahead log written in the window, whole cluster
+    writer: dict[str, float] = field(default_factory=dict)  # its batches (``stored.writer_timeline``)
 
     def figures(self) -> dict[str, float]:
         latency_ms = {key: round(value * 1000, 2) for key, value in percentiles(self.latencies).items()}
@@ -301,6 +295,7 @@ class Phase:
             "driver_cpu_share_of_one_core": round(self.driver_cpu_seconds / self.seconds, 2),
             **{f"driver_lag_{key}_ms": value for key, value in lag_ms.items()},
             **logged,
+            **{f"writer_{key}": value for key, value in self.writer.items()},
         }
 
 
@@ -406,33 +401,6 @@ async def _settle(sockets: Sequence[ChatSocket], senders: Sequence[ChatSocket], 
         ledger.errors.append(f"gave up after {COMPLETION_TIMEOUT:g}s: {late} sockets still missing messages")
     elif broken in done:
         await asyncio.sleep(1)  # let in-flight frames land before counting what is missing
-
-
-async def wal_position(dsn: str) -> int:
-    """Bytes of write-ahead log the cluster has written so far.
-
-    Each commit waits for its log to reach the disk, so log bytes per message say how much of a
-    batch's round trip its flush can take.
-    """
-    connection = await asyncpg.connect(dsn)
-    try:
-        return int(await connection.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
-    finally:
-        await connection.close()
-
-
-async def batch_sizes(dsn: str) -> dict[str, float]:
-    """Percentiles of how many messages the server stored per transaction.
-
-    The messages of one batch share the batch's timestamp, so counting rows per ``created_at`` tells
-    the batch sizes from the database alone (repeats, which store nothing, are not counted).
-    """
-    connection = await asyncpg.connect(dsn)
-    try:
-        counts = await connection.fetch("SELECT count(*) AS size FROM messages GROUP BY created_at")
-    finally:
-        await connection.close()
-    return percentiles([row["size"] for row in counts])
 
 
 async def _stored(dsn: str, chat_ids: list[int]) -> tuple[dict[int, int], list[asyncpg.Record]]:

@@ -23,12 +23,10 @@ from bench.load import (
     Ledger,
     Member,
     Phase,
-    batch_sizes,
     connect_all,
     percentiles,
     run_phase,
     verify,
-    wal_position,
 )
 from bench.procs import (
     ADMIN_DSN,
@@ -39,6 +37,7 @@ from bench.procs import (
     reset_database,
     running_server,
 )
+from bench.stored import batch_sizes, wal_position, writer_timeline
 
 __all__ = ("Context", "Params", "Result", "group", "limits", "login", "pairs", "pairs_redis")
 
@@ -211,6 +210,9 @@ async def _pairs_load(
     paced_phase = run_phase(sockets, sockets, p.messages // 2, p.window, "paced", cpu, per_sender)
     paced = await (_measured(ctx, servers[0], f"{prefix}-paced", paced_phase) if profile else paced_phase)
     paced.wal_bytes = await wal_position(DB_DSN) - peak_logged
+    if len(servers) == 1:  # two writers' batches would interleave in one timeline
+        peak.writer = await writer_timeline(DB_DSN, "peak")
+        paced.writer = await writer_timeline(DB_DSN, "paced")
     failures = await verify(sockets, DB_DSN)
     await _close(sockets)
     await api.close()
