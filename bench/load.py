@@ -223,8 +223,11 @@ class ChatSocket:
     def _on_close(self) -> None:
         if self._closing or self._ws is None:
             return
-        code, reason = self._ws.close_code, self._ws.close_reason
-        self.ledger.closes.append(f"chat {self.chat_id} user {self.user_id}: code {code} {reason!r}")
+        if self._ws.failure is not None:
+            self.ledger.errors.append(f"chat {self.chat_id} user {self.user_id}: driver {self._ws.failure!r}")
+        else:
+            code, reason = self._ws.close_code, self._ws.close_reason
+            self.ledger.closes.append(f"chat {self.chat_id} user {self.user_id}: code {code} {reason!r}")
         self.broken = True
         self.window.release()
         self.ledger.broken.set()

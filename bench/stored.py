@@ -51,7 +51,7 @@ async def writer_timeline(dsn: str, tag: str) -> dict[str, float]:
 
     That gap is a batch's round trip to the database plus the writer's own work around it; every
     send that arrives meanwhile waits for it before its own batch can start. So when a window's
-    latency p99 is far above its longest gaps, the tail was not the writer's.
+    latency p99 is far above its longest gaps, much of the tail was not the writer's.
     """
     rows = await _fetch(
         dsn,

@@ -39,6 +39,7 @@ class WireSocket(asyncio.Protocol):
         self.opened: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
         self._fragments: list[bytes] = []
+        self.failure: Exception | None = None  # raised by ``on_text``; the connection was dropped
 
     @property
     def close_code(self) -> int:
@@ -63,8 +64,12 @@ class WireSocket(asyncio.Protocol):
         self._handle(time.perf_counter())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # A reset leaves the protocol open, or closing with the server's close frame unacknowledged:
+        # the end of the stream settles its state and its close code either way.
+        self._protocol.receive_eof()  # idempotent
         if not self.opened.done():
-            self.opened.set_exception(ConnectionError(f"closed during the handshake: {exc}"))
+            lost = self._protocol.handshake_exc or ConnectionError(f"closed during the handshake: {exc}")
+            self.opened.set_exception(lost)
         if not self.closed.done():
             self.closed.set_result(None)
             self._on_close()
@@ -81,13 +86,14 @@ class WireSocket(asyncio.Protocol):
         try:
             await asyncio.wait_for(asyncio.shield(self.closed), CLOSE_TIMEOUT)
         except TimeoutError:
-            if self._transport is not None:
-                self._transport.abort()
+            self.abort()
             await self.closed
 
     def _handle(self, now: float) -> None:
         for event in self._protocol.events_received():
             if isinstance(event, Response):
+                if self.opened.done():  # the caller gave up waiting
+                    continue
                 if self._protocol.handshake_exc is not None:
                     self.opened.set_exception(self._protocol.handshake_exc)
                 else:
@@ -97,11 +103,22 @@ class WireSocket(asyncio.Protocol):
                 if event.fin:
                     text = b"".join(self._fragments) if len(self._fragments) > 1 else self._fragments[0]
                     self._fragments.clear()
-                    self._on_text(text, now)
+                    try:
+                        self._on_text(text, now)
+                    except Exception as exc:  # the driver's own fault: kept, not taken for a close
+                        self.failure = exc
+                        self.abort()
+                        return
         self._flush()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
 
     def _flush(self) -> None:
         assert self._transport is not None
+        if self._transport.is_closing():  # uvloop raises on a write to a closed transport
+            return
         for data in self._protocol.data_to_send():
             if data:
                 self._transport.write(data)
@@ -116,5 +133,9 @@ async def open_wire(url: str, on_text: OnText, on_close: Callable[[], None]) -> 
     uri = parse_uri(url)
     loop = asyncio.get_running_loop()
     _, socket = await loop.create_connection(lambda: WireSocket(uri, on_text, on_close), uri.host, uri.port)
-    await socket.opened
+    try:
+        await socket.opened
+    except BaseException:  # refused, or the caller's deadline passed: the connection is not kept
+        socket.abort()
+        raise
     return socket
