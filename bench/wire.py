@@ -101,7 +101,7 @@ class WireSocket(asyncio.Protocol):
             elif isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.CONT):
                 self._fragments.append(bytes(event.data))
                 if event.fin:
-                    text = b"".join(self._fragments) if len(self._fragments) > 1 else self._fragments[0]
+                    text = b"".join(self._fragments)  # one fragment: the same bytes, not a copy
                     self._fragments.clear()
                     try:
                         self._on_text(text, now)
